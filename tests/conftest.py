@@ -1,0 +1,77 @@
+"""Shared fixtures: small synthetic smear-like images in each supported layout.
+
+No real dataset image is ever copied into the repository; tests that need the real
+data read it from ../shared and are skipped when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bloodcell.labels import LABELS
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "leukemia"
+
+#: Folder names per layout, in LABELS order.
+LAYOUT_FOLDERS = {
+    "mehradaria": ("Original/Benign", "Original/Early", "Original/Pre", "Original/Pro"),
+    "4class": tuple(
+        f"Blood cell Cancer [ALL]/{n}"
+        for n in ("Benign", "[Malignant] early Pre-B", "[Malignant] Pre-B", "[Malignant] Pro-B")
+    ),
+    "generic": ("benign", "early_pre_b", "pre_b", "pro_b"),
+}
+
+# One clearly different colour per class, so a tiny model can learn them quickly.
+CLASS_COLOURS = {
+    "benign": (200, 60, 60),
+    "early_pre_b": (60, 200, 60),
+    "pre_b": (60, 60, 200),
+    "pro_b": (200, 200, 60),
+}
+
+
+def synthetic_image(label: str, seed: int, size: int = 64) -> Image.Image:
+    """A noisy background with one coloured 'cell' whose colour encodes the class."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(180, 240, size=(size, size, 3), dtype=np.uint8)
+    cy, cx = rng.integers(size // 4, 3 * size // 4, size=2)
+    r = size // 5
+    yy, xx = np.ogrid[:size, :size]
+    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    colour = np.array(CLASS_COLOURS[label]) + rng.integers(-20, 20, size=3)
+    img[mask] = np.clip(colour, 0, 255).astype(np.uint8)
+    return Image.fromarray(img)
+
+
+def make_dataset(
+    root: Path, layout: str = "mehradaria", n_per_class: int = 6, size: int = 64
+) -> Path:
+    """Write a synthetic dataset in `layout` under `root` and return the data root."""
+    for label, folder in zip(LABELS, LAYOUT_FOLDERS[layout], strict=True):
+        d = root / folder
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            seed = LABELS.index(label) * 10_000 + i
+            synthetic_image(label, seed, size).save(d / f"{label}-{i:03d}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def synthetic_data(tmp_path: Path) -> Path:
+    """A small mehradaria-layout dataset (6 images per class)."""
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real dataset from ../shared; the test is skipped when it is absent."""
+    path = Path(os.environ.get("BLOODCELL_SHARED_DATA", SHARED_DATA))
+    if not (path / "Original").is_dir():
+        pytest.skip(f"real dataset not found at {path}")
+    return path
