@@ -50,8 +50,30 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 # --- models, training, evaluation -------------------------------------------------------------
 
 
+def _weights_import(args: argparse.Namespace) -> int:
+    from bloodcell.models.registry import known_weights
+    from bloodcell.models.weights import import_weights
+
+    for path in args.files:
+        target = import_weights(path, known_weights())
+        print(f"{path}: hash verified, cached as {target}")
+    return 0
+
+
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
-    pass
+    weights = sub.add_parser(
+        "weights", help="manage ImageNet weights (offline import for air-gapped machines)"
+    )
+    wsub = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    imp = wsub.add_parser(
+        "import",
+        help="check a local torchvision weights file against its published hash and cache it",
+        description="Check FILE against torchvision's published sha256 prefix (the hex digits in "
+        "its file name, e.g. mobilenet_v2-b0353104.pth) and copy it into torch's hub cache "
+        "($TORCH_HOME/hub/checkpoints), where training finds it without network access.",
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE", help="weights file(s), e.g. mobilenet_v2-b0353104.pth")
+    imp.set_defaults(func=_weights_import)
 
 
 # --- use the model: calibrate, predict, explain, export ---------------------------------------

@@ -1,0 +1,154 @@
+"""The saved-model directory: `model.safetensors` + `config.json` (+ `metrics.json`).
+
+A saved model carries everything needed to predict exactly as it did after training: the
+architecture name, class names, preprocessing, calibration temperature, and a record of how it
+was made (training settings, the manifest's sha256, library versions).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bloodcell import __version__
+from bloodcell.data.dataset import Preprocess
+from bloodcell.errors import ModelError
+from bloodcell.labels import DISPLAY_NAMES, LABELS
+from bloodcell.models.registry import Classifier, create_model
+
+FORMAT = "bloodcell-model/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+#: Below this top-class probability a prediction is flagged `uncertain` (after calibration).
+DEFAULT_UNCERTAIN_THRESHOLD = 0.8
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "bloodcell": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with its recorded configuration."""
+
+    model: Classifier
+    config: dict[str, Any]
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        return self.config["architecture"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config["labels"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.config["preprocess"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.config.get("temperature", 1.0))
+
+    @property
+    def uncertain_threshold(self) -> float:
+        return float(self.config.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD))
+
+    @torch.inference_mode()
+    def predict_proba(self, batch: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        """Class probabilities (N, 4) for a preprocessed batch, temperature-scaled by default."""
+        logits = self.model(batch)
+        if calibrated:
+            logits = logits / self.temperature
+        return logits.softmax(dim=1)
+
+
+def save_model(
+    model: Classifier,
+    out_dir: str | Path,
+    architecture: str,
+    preprocess: Preprocess,
+    training: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    temperature: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model directory; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, out / WEIGHTS_FILE, metadata={"format": FORMAT, "architecture": architecture})
+    config = {
+        "format": FORMAT,
+        "architecture": architecture,
+        "labels": list(LABELS),
+        "display_names": dict(DISPLAY_NAMES),
+        "preprocess": preprocess.to_dict(),
+        "temperature": float(temperature),
+        "uncertain_threshold": DEFAULT_UNCERTAIN_THRESHOLD,
+        "training": training or {},
+        "data": data or {},
+        "versions": library_versions(),
+    }
+    write_json(out / CONFIG_FILE, config)
+    if metrics is not None:
+        write_json(out / METRICS_FILE, metrics)
+    return out
+
+
+def update_config(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
+    """Change fields of a saved model's config (e.g. the fitted temperature)."""
+    path = resolve_model_dir(model_dir) / CONFIG_FILE
+    config = json.loads(path.read_text())
+    config.update(changes)
+    write_json(path, config)
+    return config
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept a model directory or a run directory (which holds `model/`)."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
+            return candidate
+    raise ModelError(
+        f"{path}: not a bloodcell model or run directory (expected {CONFIG_FILE} and "
+        f"{WEIGHTS_FILE} in it or in its model/ folder); train one with `bloodcell train`"
+    )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a saved model in eval mode. The architecture is rebuilt without downloading weights."""
+    model_dir = resolve_model_dir(path)
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    if config.get("format") != FORMAT:
+        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
+    model = create_model(config["architecture"], pretrained=False)
+    try:
+        model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device=str(device)))
+    except RuntimeError as exc:
+        raise ModelError(f"{model_dir / WEIGHTS_FILE}: weights do not fit {config['architecture']}: {exc}") from exc
+    model.to(device).eval()
+    metrics_path = model_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return LoadedModel(model=model, config=config, path=model_dir, metrics=metrics)
