@@ -1,0 +1,1 @@
+"""Dataset pipeline: discover -> verify -> split (manifest) -> show; plus download."""
