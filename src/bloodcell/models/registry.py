@@ -45,7 +45,8 @@ class Classifier(nn.Module):
         frozen = self.backbone if blocks is None else self.backbone[:blocks]
         for p in frozen.parameters():
             p.requires_grad_(False)
-        self._frozen = frozen
+        # Not registered as a submodule: it would duplicate the backbone's keys in state_dict.
+        self.__dict__["_frozen"] = frozen
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)

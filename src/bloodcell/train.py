@@ -1,0 +1,684 @@
+"""Training, torchvision-reference style, on the Lightning Trainer.
+
+`train(config, data_root, manifest, out_dir)` fits a registered model on the manifest's train
+split, validates every epoch, keeps the best checkpoint (by val accuracy, ties broken by val loss)
+and `last.ckpt` (for `resume=True` after Ctrl-C or a killed process), and saves the best weights
+as a `models.saved` model directory in `RUN/model/`.
+
+Speed: when the frozen part of the network sees the same input every epoch (frozen backbone or
+frozen first N blocks, no augmentation), its outputs are computed once and the trainable rest is
+trained on them. This is the same computation as the plain path (frozen BatchNorm stays in eval
+mode) and turns 5 backbone passes per image into one.
+
+Later recipes plug in through `register_optimizer`, `register_scheduler` and `register_recipe`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess
+from bloodcell.data.manifest import file_sha256, read_manifest, select
+from bloodcell.errors import DatasetError, ModelError
+from bloodcell.labels import LABELS
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+LOG_FILE = "log.csv"
+CURVES_FILE = "curves.png"
+CONFIG_FILE = "train_config.json"
+SUMMARY_FILE = "train_summary.json"
+MANIFEST_COPY = "manifest.csv"
+MODEL_DIR = "model"
+LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "seconds")
+
+
+# --- configuration and recipes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings. The defaults are the reference's: frozen ImageNet MobileNetV2 + Dense-512
+    head, 5 epochs, Adam 1e-3, batch 32, 224 px, no augmentation."""
+
+    model: str = "mobilenet_v2"
+    pretrained: bool = True
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 32
+    image_size: int = 224
+    #: "frozen" (whole backbone), "finetune" (nothing frozen) or N (freeze the first N blocks).
+    freeze: str | int = "frozen"
+    augment: bool = False
+    seed: int = 0
+    #: DataLoader worker processes; None = 0 on small machines, else half the cores (max 8).
+    workers: int | None = None
+    #: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps".
+    device: str = "auto"
+    #: "auto" (bf16-mixed/16-mixed on CUDA, 32-true elsewhere) or any Lightning precision.
+    precision: str = "auto"
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    schedule: str = "none"
+    #: Compute the frozen part's outputs once when they cannot change between epochs.
+    feature_cache: bool = True
+    recipe: str = "reference"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def frozen_blocks(self, n_blocks: int) -> int:
+        """How many backbone blocks are frozen (0 = full fine-tune)."""
+        if self.freeze in ("frozen", "all"):
+            return n_blocks
+        if self.freeze in ("finetune", "none", 0, "0"):
+            return 0
+        try:
+            return min(int(self.freeze), n_blocks)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"freeze must be 'frozen', 'finetune' or a number of blocks, not {self.freeze!r}"
+            ) from None
+
+
+RECIPES: dict[str, TrainConfig] = {"reference": TrainConfig()}
+
+
+def register_recipe(name: str, config: TrainConfig) -> None:
+    """Make `config` available as `recipe(name)` (and `--recipe NAME` where the CLI offers it)."""
+    RECIPES[name] = replace(config, recipe=name)
+
+
+def recipe(name: str, **overrides: Any) -> TrainConfig:
+    """A named recipe's config with some settings changed."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return replace(RECIPES[name], **overrides)
+
+
+OptimizerFactory = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer, TrainConfig, int], Any]
+OPTIMIZERS: dict[str, OptimizerFactory] = {}
+SCHEDULERS: dict[str, SchedulerFactory] = {}
+
+
+def register_optimizer(name: str) -> Callable[[OptimizerFactory], OptimizerFactory]:
+    def wrap(fn: OptimizerFactory) -> OptimizerFactory:
+        OPTIMIZERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def register_scheduler(name: str) -> Callable[[SchedulerFactory], SchedulerFactory]:
+    """Register `fn(optimizer, config, total_steps) -> scheduler stepped every batch (or None)`."""
+
+    def wrap(fn: SchedulerFactory) -> SchedulerFactory:
+        SCHEDULERS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_optimizer("adam")
+def _adam(params: list[nn.Parameter], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+
+
+@register_optimizer("adamw")
+def _adamw(params: list[nn.Parameter], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+
+@register_optimizer("sgd")
+def _sgd(params: list[nn.Parameter], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params, lr=c.lr, momentum=0.9, nesterov=True, weight_decay=c.weight_decay
+    )
+
+
+@register_scheduler("none")
+def _no_schedule(opt: torch.optim.Optimizer, c: TrainConfig, total_steps: int) -> None:
+    return None
+
+
+@register_scheduler("cosine")
+def _cosine(opt: torch.optim.Optimizer, c: TrainConfig, total_steps: int) -> Any:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+
+
+@register_scheduler("onecycle")
+def _onecycle(opt: torch.optim.Optimizer, c: TrainConfig, total_steps: int) -> Any:
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=max(2, total_steps))
+
+
+# --- devices --------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> the best available of cuda, mps, cpu."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' -> mixed precision on CUDA (bf16 where supported), full fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def resolve_workers(workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    import os
+
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 4 else min(8, cores // 2)
+
+
+# --- the model and where training inputs enter it -----------------------------------------------
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The registered Classifier with the configured part of its backbone frozen."""
+    from bloodcell.models.registry import create_model
+
+    model = create_model(config.model, pretrained=config.pretrained)
+    n = config.frozen_blocks(len(model.backbone))
+    if n:
+        model.freeze_backbone(None if n == len(model.backbone) else n)
+    return model
+
+
+def cache_start(config: TrainConfig, n_blocks: int) -> str | int | None:
+    """Where cached inputs enter the model: 'pooled' (head only), a block index, or None
+    (images; nothing can be cached because the frozen part's input changes or nothing is frozen)."""
+    n = config.frozen_blocks(n_blocks)
+    if not config.feature_cache or config.augment or n == 0:
+        return None
+    return "pooled" if n == n_blocks else n
+
+
+def frozen_stem(model: nn.Module, start: str | int) -> nn.Module:
+    """The frozen front of the model whose outputs are cached."""
+    if start == "pooled":
+        return nn.Sequential(model.backbone, model.pool)
+    return model.backbone[: int(start)]
+
+
+def forward_from(model: nn.Module, x: torch.Tensor, start: str | int | None) -> torch.Tensor:
+    """Logits from images (start=None) or from cached outputs of `frozen_stem(model, start)`."""
+    if start is None:
+        return model(x)
+    if start == "pooled":
+        return model.head(x)
+    return model.head(model.pool(model.backbone[int(start) :](x)))
+
+
+@torch.inference_mode()
+def compute_features(
+    stem: nn.Module,
+    dataset: Dataset,
+    device: str,
+    batch_size: int,
+    workers: int,
+    desc: str,
+    progress: bool = True,
+) -> TensorDataset:
+    """Run the frozen stem once over a dataset: (features, targets), kept on the CPU."""
+    from tqdm import tqdm
+
+    stem = stem.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    feats, targets = [], []
+    for x, y in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
+        feats.append(stem(x.to(device)).float().cpu())
+        targets.append(torch.as_tensor(y))
+    return TensorDataset(torch.cat(feats), torch.cat(targets))
+
+
+# --- the LightningModule ------------------------------------------------------------------------
+
+
+class BloodcellModule(pl.LightningModule):
+    """A LightningModule around `registry.Classifier`: cross-entropy, Adam-style optimiser hooks,
+    train loss/accuracy in the progress bar, val loss/accuracy/macro-F1 every epoch.
+
+    `start` says where training/validation inputs enter the model (see `forward_from`);
+    `forward` always takes images.
+    """
+
+    def __init__(self, config: dict[str, Any], start: str | int | None = None) -> None:
+        super().__init__()
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+        self.save_hyperparameters()
+        self.config = TrainConfig.from_dict(config)
+        self.start = start
+        self.model = build_model(self.config)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
+        k = len(LABELS)
+        self.train_acc = MulticlassAccuracy(num_classes=k, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=k, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes=k, average="macro")
+        self.epoch_row: dict[str, float] = {}
+        self._sums = torch.zeros(3)
+        self._vsums = torch.zeros(2)
+        self._epoch_t0 = time.perf_counter()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        self._sums = torch.zeros(3)  # loss sum, correct, count
+        self._epoch_t0 = time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        logits = forward_from(self.model, x, self.start)
+        loss = self.criterion(logits, y)
+        self.train_acc(logits, y)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train_acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
+        n = len(y)
+        correct = (logits.argmax(1) == y).sum()
+        self._sums += torch.stack([loss.detach().float().cpu() * n, correct.cpu(), torch.tensor(n)])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._vsums = torch.zeros(2)  # loss sum, count
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        logits = forward_from(self.model, x, self.start)
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        self.val_acc.update(logits, y)
+        self.val_f1.update(logits, y)
+        self._vsums += torch.tensor([loss.item() * len(y), len(y)])
+
+    def on_validation_epoch_end(self) -> None:
+        n_val = max(1.0, float(self._vsums[1]))
+        loss = float(self._vsums[0]) / n_val
+        acc = float(self.val_acc.compute())
+        f1 = float(self.val_f1.compute())
+        self.val_acc.reset()
+        self.val_f1.reset()
+        # Accuracy moves in steps of 1/n_val; the loss term is smaller than one step, so it only
+        # breaks ties between epochs of equal accuracy (lower loss wins).
+        score = acc - min(loss, 10.0) / (10.0 * (n_val + 1))
+        self.log_dict(
+            {"val_loss": loss, "val_acc": acc, "val_f1": f1, "val_score": score},
+            prog_bar=True,
+        )
+        if self.trainer.sanity_checking:
+            return
+        tl, tc, tn = (float(v) for v in self._sums)
+        opt = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        self.epoch_row = {
+            "epoch": self.current_epoch,
+            "train_loss": tl / tn if tn else float("nan"),
+            "train_acc": tc / tn if tn else float("nan"),
+            "val_loss": loss,
+            "val_acc": acc,
+            "val_f1": f1,
+            "lr": opt.param_groups[0]["lr"] if opt else float("nan"),
+            "seconds": time.perf_counter() - self._epoch_t0,
+        }
+
+    def configure_optimizers(self) -> Any:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {c.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
+            )
+        if c.schedule not in SCHEDULERS:
+            raise ValueError(f"unknown schedule {c.schedule!r}; choose one of {sorted(SCHEDULERS)}")
+        opt = OPTIMIZERS[c.optimizer](params, c)
+        sched = SCHEDULERS[c.schedule](opt, c, int(self.trainer.estimated_stepping_batches))
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class EpochLog(pl.Callback):
+    """Write one `log.csv` row per finished epoch, before the checkpoint of that epoch is saved
+    (ModelCheckpoint always runs last), so a resumed run's log has every epoch exactly once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_validation_end(self, trainer: Any, pl_module: BloodcellModule) -> None:
+        if trainer.sanity_checking or not pl_module.epoch_row:
+            return
+        append_log_row(self.path, pl_module.epoch_row)
+
+
+def read_log(path: str | Path) -> list[dict[str, float]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def append_log_row(path: Path, row: dict[str, float]) -> None:
+    """Add an epoch's row, dropping rows of that epoch and later (repeated after a resume)."""
+    rows = [r for r in read_log(path) if r["epoch"] < row["epoch"]] + [row]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (int(r[k]) if k == "epoch" else r[k]) for k in LOG_COLUMNS})
+    tmp.replace(path)
+
+
+def plot_curves(log_path: Path, out: Path) -> Path | None:
+    """Loss and accuracy per epoch (train and val) as a PNG."""
+    rows = read_log(log_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
+    ax1.plot(ep, [r["val_loss"] for r in rows], "o-", label="val")
+    ax1.set(title="loss (cross-entropy)", xlabel="epoch", ylabel="loss")
+    ax2.plot(ep, [r["train_acc"] for r in rows], "o-", label="train")
+    ax2.plot(ep, [r["val_acc"] for r in rows], "o-", label="val")
+    ax2.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def _datasets(
+    config: TrainConfig, rows: list, data_root: Path, workers: int
+) -> tuple[Dataset, Dataset]:
+    train_rows, val_rows = select(rows, "train"), select(rows, "val")
+    for split, r in (("train", train_rows), ("val", val_rows)):
+        if not r:
+            raise DatasetError(
+                f"the manifest has no {split} rows; recreate it with `bloodcell data split`"
+            )
+    pre = Preprocess(image_size=config.image_size)
+    train_tf = Augment().transform(pre) if config.augment else pre.transform()
+    cache = workers == 0  # a per-worker cache would be copied into every worker process
+    return (
+        ManifestDataset(train_rows, data_root, train_tf, cache=cache),
+        ManifestDataset(val_rows, data_root, pre.transform(), cache=cache),
+    )
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _prepare_run(
+    config: TrainConfig | None,
+    data_root: Path | None,
+    manifest: Path | None,
+    run: Path,
+    resume: bool,
+) -> tuple[TrainConfig, Path, Path]:
+    """Check the run dir against `resume`, write/read train_config.json, copy the manifest."""
+    cfg_path = run / CONFIG_FILE
+    last = run / CHECKPOINT_DIR / LAST_CKPT
+    if resume:
+        if not cfg_path.is_file():
+            raise ModelError(f"cannot resume: {cfg_path} not found; start the run without --resume")
+        saved = json.loads(cfg_path.read_text())
+        saved_cfg = TrainConfig.from_dict(saved["config"])
+        if config is not None and config != saved_cfg:
+            diff = {
+                k: (v, getattr(config, k))
+                for k, v in saved_cfg.to_dict().items()
+                if getattr(config, k) != v
+            }
+            raise ModelError(
+                f"cannot resume {run} with different settings {diff} (saved, given); "
+                "resume without changing options, or train into a new --out"
+            )
+        data_root = data_root or Path(saved["data"]["data_root"])
+        manifest = manifest or run / MANIFEST_COPY
+        if file_sha256(manifest) != saved["data"]["manifest_sha256"]:
+            raise ModelError(
+                f"cannot resume {run}: manifest {manifest} differs from the one it started on"
+            )
+        return saved_cfg, Path(data_root), Path(manifest)
+    if last.exists() or (run / MODEL_DIR).exists():
+        raise ModelError(
+            f"{run} already holds a training run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+    if config is None or data_root is None or manifest is None:
+        raise ValueError("config, data_root and manifest are needed to start a run")
+    run.mkdir(parents=True, exist_ok=True)
+    read_manifest(manifest)  # fail early, with the manifest's own error, on a bad file
+    copy = run / MANIFEST_COPY
+    if Path(manifest).resolve() != copy.resolve():
+        shutil.copyfile(manifest, copy)
+    record = {
+        "config": config.to_dict(),
+        "data": data_record(manifest, data_root),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    cfg_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return config, Path(data_root), Path(manifest)
+
+
+def data_record(manifest: str | Path, data_root: str | Path) -> dict[str, str]:
+    """What a model records about its data: the manifest (path and sha256) and the data root."""
+    return {
+        "manifest_sha256": file_sha256(manifest),
+        "manifest": str(Path(manifest).resolve()),
+        "data_root": str(Path(data_root).expanduser().resolve()),
+    }
+
+
+def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress: bool) -> Any:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    device = resolve_device(config.device)
+    ckpt = ModelCheckpoint(
+        dirpath=run / CHECKPOINT_DIR,
+        filename="best-{epoch:02d}-{val_acc:.4f}",
+        monitor="val_score",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    return pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator=device,
+        devices=1,
+        precision=resolve_precision(config.precision, device),
+        deterministic="warn",
+        callbacks=[EpochLog(run / LOG_FILE), ckpt, *callbacks],
+        logger=CSVLogger(run, name="lightning_logs"),
+        num_sanity_val_steps=0,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        log_every_n_steps=10,
+        default_root_dir=run,
+    )
+
+
+def _loaders(
+    config: TrainConfig, module: BloodcellModule, data_root: Path, rows: list, progress: bool
+) -> tuple[DataLoader, DataLoader, float]:
+    """Train/val loaders (cached stem outputs when `module.start` is set) and the caching time."""
+    workers = resolve_workers(config.workers)
+    train_ds, val_ds = _datasets(config, rows, data_root, workers)
+    t0 = time.perf_counter()
+    if module.start is not None:
+        device = resolve_device(config.device)
+        stem = frozen_stem(module.model, module.start)
+        bs = max(config.batch_size, 64)
+        train_ds = compute_features(stem, train_ds, device, bs, workers, "features train", progress)
+        val_ds = compute_features(stem, val_ds, device, bs, workers, "features val", progress)
+        workers = 0
+    cache_s = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(config.seed)
+    persistent = workers > 0
+    train_dl = DataLoader(
+        train_ds,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=workers,
+        persistent_workers=persistent,
+    )
+    val_dl = DataLoader(
+        val_ds,
+        batch_size=max(config.batch_size, 64),
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=persistent,
+    )
+    return train_dl, val_dl, cache_s
+
+
+def best_checkpoint(run: Path) -> Path:
+    """The best-by-validation checkpoint of a run (falls back to last.ckpt)."""
+    best = sorted((run / CHECKPOINT_DIR).glob("best-*.ckpt"))
+    if best:
+        return best[-1]
+    last = run / CHECKPOINT_DIR / LAST_CKPT
+    if last.is_file():
+        return last
+    raise ModelError(
+        f"{run}: no checkpoint in {run / CHECKPOINT_DIR}; the run never finished an epoch"
+    )
+
+
+def load_checkpoint_weights(model: nn.Module, ckpt_path: Path) -> dict[str, Any]:
+    """Put a Lightning checkpoint's `model.*` weights into `model`; returns the checkpoint."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return ckpt
+
+
+def train(
+    config: TrainConfig | None,
+    data_root: str | Path | None,
+    manifest_path: str | Path | None,
+    out_dir: str | Path,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+) -> Path:
+    """Train into `out_dir` (the run dir) and return it; the model is saved in `RUN/model/`.
+
+    With `resume=True`, settings, data root and manifest default to the run's own records, and
+    training continues from `checkpoints/last.ckpt` (the last finished epoch). A Ctrl-C raises
+    KeyboardInterrupt after Lightning's graceful shutdown; the run can then be resumed.
+    """
+    from bloodcell.models.saved import save_model
+
+    run = Path(out_dir)
+    config, data_root, manifest_path = _prepare_run(
+        config,
+        Path(data_root).expanduser() if data_root else None,
+        Path(manifest_path) if manifest_path else None,
+        run,
+        resume,
+    )
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    rows = read_manifest(manifest_path)
+    probe = build_model(replace(config, pretrained=False))
+    start = cache_start(config, len(probe.backbone))
+    del probe
+    module = BloodcellModule(config.to_dict(), start)
+    train_dl, val_dl, cache_s = _loaders(config, module, data_root, rows, progress)
+    trainer = _trainer(config, run, callbacks, progress)
+    last = run / CHECKPOINT_DIR / LAST_CKPT
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists.*")
+        try:
+            trainer.fit(
+                module, train_dl, val_dl, ckpt_path=last if resume and last.exists() else None
+            )
+        except SystemExit as exc:  # Lightning turns Ctrl-C into sys.exit(1) after saving state
+            if trainer.interrupted:
+                raise KeyboardInterrupt(
+                    f"training interrupted; resume with --resume --out {run}"
+                ) from exc
+            raise
+    fit_s = time.perf_counter() - t0
+    plot_curves(run / LOG_FILE, run / CURVES_FILE)
+    best = best_checkpoint(run)
+    model = build_model(replace(config, pretrained=False))
+    ckpt = load_checkpoint_weights(model, best)
+    summary = {
+        "best_checkpoint": best.name,
+        "best_epoch": int(ckpt.get("epoch", -1)),
+        "epochs_trained": int(trainer.current_epoch),
+        "best_val": _best_row(run / LOG_FILE, int(ckpt.get("epoch", -1))),
+        "device": resolve_device(config.device),
+        "precision": resolve_precision(config.precision, resolve_device(config.device)),
+        "feature_cache": start,
+        "feature_seconds": round(cache_s, 2),
+        "fit_seconds": round(fit_s, 2),
+    }
+    (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    save_model(
+        model,
+        run / MODEL_DIR,
+        architecture=config.model,
+        preprocess=Preprocess(image_size=config.image_size),
+        training={**config.to_dict(), **summary},
+        data=data_record(manifest_path, data_root),
+    )
+    return run
+
+
+def _best_row(log_path: Path, epoch: int) -> dict[str, float]:
+    rows = [r for r in read_log(log_path) if int(r["epoch"]) == epoch]
+    return rows[-1] if rows else {}
