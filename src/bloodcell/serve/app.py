@@ -1,0 +1,475 @@
+"""The HTTP face of bloodcell: a REST API for lab systems and a one-page UI for people.
+
+Every upload is untrusted. The request body is counted while it streams in (Content-Length is
+only a hint), image dimensions are checked before any pixel is decoded, and every failure a
+client can cause becomes a 4xx `{"detail": "<plain sentence>"}`, never a 500. Inference runs in
+the threadpool so the event loop keeps answering (`/health` included) while the model is busy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bloodcell import __version__
+from bloodcell.explain import explain_image
+from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend, open_backend
+from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
+from bloodcell.predict import predict_images
+
+log = logging.getLogger("bloodcell.serve")
+
+DEFAULT_MAX_UPLOAD_BYTES = 10_000_000
+#: 40 MP: a full microscope frame fits; a decompression bomb does not.
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_FILES = 16
+#: Heatmaps are sent at most this many pixels on their longer side, to keep responses small.
+HEATMAP_MAX_SIDE = 1024
+#: Only these decoders ever see an upload: fewer parsers, less attack surface.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
+ONNX_FILE = "model.onnx"
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+# --- response schemas (they are also the OpenAPI spec) ----------------------------------------
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong, in plain words.")
+
+
+class Health(BaseModel):
+    status: str = Field(description='"ok" while the server answers.')
+    model_loaded: bool
+    backend: str = Field(description='"onnx" (ONNX Runtime) or "torch".')
+
+
+class ClassInfo(BaseModel):
+    label: str
+    display_name: str
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int = Field(description="Largest request body, all files together.")
+    max_pixels: int = Field(description="Largest image, width x height.")
+    max_files: int = Field(description="Most images in one request.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    architecture: str
+    version: str = Field(description="First 12 hex digits of the sha256 of the weights file.")
+    format: str
+    bloodcell_version: str | None = Field(description="bloodcell version that saved the model.")
+    backend: str
+    classes: list[ClassInfo]
+    image_size: int
+    temperature: float
+    uncertain_threshold: float
+    explain_available: bool = Field(description="Whether `explain=true` works (torch model).")
+    metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the model.")
+    limits: Limits
+
+
+class Prediction(BaseModel):
+    filename: str
+    label: str
+    display_name: str
+    confidence: float = Field(description="Probability of the predicted class.")
+    probabilities: dict[str, float] = Field(description="Calibrated probability per class label.")
+    uncertain: bool = Field(description="Confidence below the model's threshold: review by hand.")
+    timing_ms: float = Field(description="Decode, preprocess, inference (and Grad-CAM) time.")
+    heatmap_png: str | None = Field(
+        default=None, description="Grad-CAM overlay, base64 PNG (only with explain=true)."
+    )
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    results: list[Prediction]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Not an image, corrupt, empty or too many."},
+    413: {"model": ErrorResponse, "description": "Upload or image over the size limit."},
+    422: {"model": ErrorResponse, "description": "Missing or malformed fields."},
+}
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """The model, loaded once: the fastest backend for probabilities, torch for Grad-CAM."""
+
+    backend: Backend
+    torch: TorchBackend | None
+    info: dict[str, Any]
+
+    @property
+    def can_explain(self) -> bool:
+        return self.torch is not None
+
+    def predict(
+        self, uploads: list[tuple[str, bytes]], explain: bool, max_pixels: int
+    ) -> list[dict[str, Any]]:
+        """Blocking: decode and classify each upload (call it from a worker thread)."""
+        return [self._predict_one(name, data, explain, max_pixels) for name, data in uploads]
+
+    def _predict_one(self, name: str, data: bytes, explain: bool, max_pixels: int) -> dict:
+        start = time.perf_counter()
+        image = decode_upload(data, name, max_pixels)
+        result = predict_images(self.backend, [image], [name])[0].to_dict()
+        result["filename"] = result.pop("path")
+        if explain:
+            result["heatmap_png"] = self._heatmap(image, result["label"])
+        result["timing_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        return result
+
+    def _heatmap(self, image: Image.Image, target: str) -> str:
+        """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger
+        than HEATMAP_MAX_SIDE (the model sees a few hundred pixels; more would only be bytes)."""
+        assert self.torch is not None
+        overlay = explain_image(self.torch, _shrink(image, HEATMAP_MAX_SIDE), target=target)
+        return base64.b64encode(overlay.overlay_png()).decode("ascii")
+
+
+def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+    if max(image.size) <= max_side:
+        return image
+    copy = image.copy()
+    copy.thumbnail((max_side, max_side))
+    return copy
+
+
+def open_engine(model_path: str | Path) -> Engine:
+    """Load the model once: ONNX Runtime where an export is available, torch for Grad-CAM."""
+    path = Path(model_path)
+    if path.suffix.lower() == ".onnx":
+        backend = open_backend(path)
+        return Engine(backend, None, _model_info(backend, None, path, path.parent))
+    torch_backend = open_backend(path)
+    assert isinstance(torch_backend, TorchBackend)
+    model_dir = torch_backend.path
+    onnx = _onnx_beside(torch_backend, path)
+    backend = onnx or torch_backend
+    weights = model_dir / WEIGHTS_FILE
+    return Engine(backend, torch_backend, _model_info(backend, torch_backend, weights, model_dir))
+
+
+def _onnx_beside(torch_backend: TorchBackend, given: Path) -> OnnxBackend | None:
+    """A `model.onnx` in the model or run directory, if it is current and matches the model.
+
+    Calibration rewrites config.json after export, so the temperature and threshold are
+    taken from the model directory, which is the source of truth.
+    """
+    model_dir = torch_backend.path
+    weights = model_dir / WEIGHTS_FILE
+    for candidate in (model_dir / ONNX_FILE, given / ONNX_FILE):
+        if not candidate.is_file():
+            continue
+        if candidate.stat().st_mtime < weights.stat().st_mtime:
+            log.warning("%s is older than %s: using torch (re-export it)", candidate, weights)
+            return None
+        try:
+            onnx = OnnxBackend(candidate)
+        except Exception as exc:  # ORT and metadata errors alike: torch still works
+            log.warning("%s: cannot use it (%s): using torch", candidate, exc)
+            return None
+        if onnx.labels != torch_backend.labels or onnx.preprocess != torch_backend.preprocess:
+            log.warning("%s does not match %s: using torch", candidate, model_dir)
+            return None
+        onnx.temperature = torch_backend.temperature
+        onnx.uncertain_threshold = torch_backend.uncertain_threshold
+        return onnx
+    return None
+
+
+def _model_info(
+    backend: Backend, torch_backend: TorchBackend | None, weights: Path, model_dir: Path
+) -> dict[str, Any]:
+    config = torch_backend.loaded.config if torch_backend else getattr(backend, "metadata", {})
+    metrics = torch_backend.loaded.metrics if torch_backend else _read_metrics(model_dir)
+    name = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    if weights.suffix == ".onnx":
+        name = weights.stem
+    return {
+        "name": str(config.get("name") or name),
+        "architecture": backend.architecture,
+        "version": _sha256(weights)[:12],
+        "format": str(config.get("format") or config.get("bloodcell.format") or "?"),
+        "bloodcell_version": (config.get("versions") or {}).get("bloodcell"),
+        "backend": backend.kind,
+        "classes": [
+            {"label": lab, "display_name": backend.display_names.get(lab, lab)}
+            for lab in backend.labels
+        ],
+        "image_size": backend.preprocess.image_size,
+        "temperature": backend.temperature,
+        "uncertain_threshold": backend.uncertain_threshold,
+        "explain_available": torch_backend is not None,
+        "metrics": _finite(metrics),
+    }
+
+
+def _read_metrics(model_dir: Path) -> dict[str, Any]:
+    import json
+
+    path = model_dir / METRICS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        log.warning("%s: unreadable, serving without metrics", path)
+        return {}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or Infinity: undefined metrics become null instead of a 500."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# --- untrusted input --------------------------------------------------------------------------
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Decode untrusted bytes as RGB, refusing oversized images before their pixels are read."""
+    if not data:
+        raise HTTPException(400, f"{name}: the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+                _check_pixels(img.size, name, max_pixels)
+                img.load()
+                return img.convert("RGB")
+    except HTTPException:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise HTTPException(
+            413, f"{name}: the image has too many pixels to decode safely"
+        ) from None
+    except UnidentifiedImageError:
+        raise HTTPException(
+            400, f"{name}: not an image this server reads (JPEG, PNG, BMP, TIFF or WebP)"
+        ) from None
+    except Exception:  # any decoder failure on untrusted bytes is the client's problem
+        raise HTTPException(
+            400, f"{name}: the image is corrupt, truncated or of an unsupported kind"
+        ) from None
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise HTTPException(
+            413,
+            f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} pixels; "
+            "send a smaller image",
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:g} MB"
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside `receive`; FastAPI lets HTTPExceptions out of its body parser."""
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes`, counting bytes as they arrive."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"upload too large: at most {_mb(max_bytes)} per request"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await JSONResponse({"detail": self.message}, 413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class SecurityHeadersMiddleware:
+    """The page loads only its own files and shows images from data:/blob: URLs."""
+
+    HEADERS = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'",
+        ),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.HEADERS
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+def plain_validation_message(errors: list[dict[str, Any]]) -> str:
+    """Turn FastAPI's list of validation errors into one sentence a person can act on."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
+        if loc[:1] == ["files"]:
+            return (
+                "no images received: send one or more images as multipart/form-data "
+                "file parts in the field 'files'"
+            )
+        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid value')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _upload_name(upload: UploadFile, index: int) -> str:
+    name = (upload.filename or "").strip() or f"upload-{index + 1}"
+    return name[:255]
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def create_app(
+    model_path: str | Path,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> FastAPI:
+    """Load the model now (a bad path fails before the port opens) and build the app."""
+    engine = open_engine(model_path)
+    limits = {
+        "max_upload_bytes": max_upload_bytes,
+        "max_pixels": max_pixels,
+        "max_files": max_files,
+    }
+    app = FastAPI(
+        title="bloodcell",
+        version=__version__,
+        description="Classify B-ALL peripheral blood smear images. Research use only; "
+        "not a diagnosis.",
+    )
+    app.state.engine = engine
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)
+    _add_routes(app, engine, limits)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _add_routes(app: FastAPI, engine: Engine, limits: dict[str, int]) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model_loaded": True, "backend": engine.backend.kind}
+
+    @app.get("/v1/model", response_model=ModelInfo, summary="Classes, model version, metrics")
+    async def model() -> dict[str, Any]:
+        return {**engine.info, "limits": limits}
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary="Classify one or more smear images",
+    )
+    async def predict(
+        files: Annotated[
+            list[UploadFile], File(description="One or more images (JPEG, PNG, BMP, TIFF, WebP).")
+        ],
+        explain: Annotated[
+            bool, Query(description="Add a Grad-CAM heatmap (base64 PNG) to each result.")
+        ] = False,
+    ) -> dict[str, Any]:
+        if len(files) > limits["max_files"]:
+            raise HTTPException(
+                400, f"too many files: {len(files)} sent, at most {limits['max_files']} per request"
+            )
+        if explain and not engine.can_explain:
+            raise HTTPException(
+                400,
+                "explanations need the torch model: serve the model directory, not a lone .onnx",
+            )
+        uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
+        results = await run_in_threadpool(engine.predict, uploads, explain, limits["max_pixels"])
+        return {"model_version": engine.info["version"], "results": results}
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": plain_validation_message(list(exc.errors()))}, 422)
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error: the server could not handle this request"}, 500)
