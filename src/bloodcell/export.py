@@ -1,0 +1,220 @@
+"""Export a saved model to ONNX (fp32, optionally int8) that predicts on its own.
+
+The `.onnx` file takes the preprocessed batch `input` (N, 3, S, S, float32; N is dynamic) and
+returns `logits` (N, C). Everything else a predictor needs travels in `metadata_props`
+(JSON values; keys in `models.backends.META_KEYS`): class names, display names, preprocessing,
+calibration temperature, `uncertain` threshold, architecture and quantisation. `open_backend`
+reads them, so `bloodcell predict model.onnx ...` answers like the model directory.
+
+int8: static QDQ quantisation (per-channel weights, activations calibrated on a few images of the
+run's train split) when the run's data can be found, because it keeps accuracy and gives
+integer convolutions; otherwise dynamic quantisation, which needs no data. When the test split
+is available, the result reports accuracy of fp32 and int8 on it, and their agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bloodcell.calibrate import run_split
+from bloodcell.data.dataset import ManifestDataset
+from bloodcell.data.manifest import ManifestRow
+from bloodcell.errors import BloodcellError, DatasetError, ModelError
+from bloodcell.models.backends import (
+    ONNX_FORMAT,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    OnnxBackend,
+    dataset_logits,
+)
+from bloodcell.models.saved import LoadedModel, load_model
+
+OPSET = 17
+QUANT_METHODS = ("auto", "static", "dynamic")
+
+
+def onnx_metadata(loaded: LoadedModel, quantization: dict | None = None) -> dict[str, str]:
+    """The metadata_props written into the file (all values JSON-encoded)."""
+    cfg = loaded.config
+    meta = {
+        "bloodcell.format": ONNX_FORMAT,
+        "architecture": loaded.architecture,
+        "labels": loaded.labels,
+        "display_names": cfg.get("display_names", {}),
+        "preprocess": cfg["preprocess"],
+        "temperature": loaded.temperature,
+        "uncertain_threshold": loaded.uncertain_threshold,
+        "quantization": quantization,
+    }
+    return {k: json.dumps(v) for k, v in meta.items()}
+
+
+def set_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Replace the file's metadata_props with `meta` (and check the model)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "bloodcell"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_fp32(loaded: LoadedModel, out: Path, opset: int = OPSET) -> Path:
+    """Trace the torch model into ONNX with a dynamic batch axis, then attach the metadata."""
+    size = loaded.preprocess.image_size
+    dummy = torch.zeros(1, 3, size, size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = loaded.model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        # dynamo=False: the torch.export-based exporter needs onnxscript, which we do not ship.
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(out),
+            dynamo=False,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    set_metadata(out, onnx_metadata(loaded))
+    return out
+
+
+class _BatchReader:
+    """onnxruntime CalibrationDataReader over a list of input batches."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {ONNX_INPUT: batch}
+
+
+def calibration_batches(
+    rows: list[ManifestRow], root: Path, loaded: LoadedModel, n: int = 64, batch_size: int = 16
+) -> list[np.ndarray]:
+    """A class-balanced handful of preprocessed train images for static quantisation."""
+    by_label: dict[str, list[ManifestRow]] = {}
+    for r in rows:
+        by_label.setdefault(r.label, []).append(r)
+    per = max(1, n // max(1, len(by_label)))
+    picked = [r for lbl in sorted(by_label) for r in by_label[lbl][:per]]
+    ds = ManifestDataset(picked, root, loaded.preprocess.transform())
+    images = np.stack([ds[i][0].numpy() for i in range(len(ds))])
+    return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+
+
+def quantize_int8(
+    fp32: Path, out: Path, batches: list[np.ndarray] | None, method: str = "auto"
+) -> dict[str, Any]:
+    """int8 copy of `fp32`: static QDQ if calibration batches are given, else dynamic."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if method == "auto":
+        method = "static" if batches else "dynamic"
+    if method == "static" and not batches:
+        raise DatasetError("static int8 quantisation needs calibration images: pass --data DIR")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "static":
+            quantize_static(
+                str(fp32),
+                str(out),
+                _BatchReader(batches or []),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+            )
+        else:
+            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+    info = {"dtype": "int8", "method": method}
+    if method == "static":
+        info["calibration_images"] = int(sum(len(b) for b in batches or []))
+    return info
+
+
+def compare_accuracy(
+    fp32: Path, int8: Path, rows: list[ManifestRow], root: Path, split: str
+) -> dict[str, Any]:
+    """Accuracy of both files on one split, and how often their labels agree."""
+    results = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        backend = OnnxBackend(path)
+        ds = ManifestDataset(rows, root, backend.preprocess.transform())
+        logits, targets = dataset_logits(backend, ds, batch_size=32)
+        results[name] = logits.argmax(1)
+    acc32 = float((results["fp32"] == targets).mean())
+    acc8 = float((results["int8"] == targets).mean())
+    return {
+        "split": split,
+        "n": int(len(targets)),
+        "accuracy_fp32": acc32,
+        "accuracy_int8": acc8,
+        "accuracy_change": acc8 - acc32,
+        "agreement": float((results["fp32"] == results["int8"]).mean()),
+    }
+
+
+def _split_or_none(
+    model: str | Path, split: str, data_root: str | Path | None, manifest: str | Path | None
+) -> tuple[list[ManifestRow], Path] | None:
+    try:
+        return run_split(model, split, data_root, manifest)
+    except (DatasetError, ModelError):
+        return None
+
+
+def export_onnx(
+    model: str | Path,
+    out: str | Path | None = None,
+    quantize: str | None = None,
+    method: str = "auto",
+    data_root: str | Path | None = None,
+    manifest: str | Path | None = None,
+    n_calibration: int = 64,
+    opset: int = OPSET,
+) -> dict[str, Any]:
+    """Write `model.onnx` (and with `quantize="int8"` also `model.int8.onnx`).
+
+    `out` names the final file (default: in the model directory). Returns a summary: paths,
+    sizes, quantisation method and, when the test split is available, the int8 accuracy change.
+    """
+    if Path(model).suffix.lower() == ".onnx":
+        raise ModelError(f"{model}: already an ONNX file; export from the run or model directory")
+    if quantize not in (None, "int8"):
+        raise BloodcellError(f"unknown quantisation {quantize!r}; only int8 is supported")
+    if method not in QUANT_METHODS:
+        raise BloodcellError(f"unknown quantisation method {method!r}; one of {QUANT_METHODS}")
+    loaded = load_model(model)
+    final = Path(out) if out else loaded.path / ("model.int8.onnx" if quantize else "model.onnx")
+    fp32 = final if not quantize else final.with_name(final.stem + ".fp32.onnx")
+    if quantize and not out:
+        fp32 = loaded.path / "model.onnx"
+    export_fp32(loaded, fp32, opset)
+    summary: dict[str, Any] = {"fp32": str(fp32), "fp32_bytes": fp32.stat().st_size}
+    if not quantize:
+        summary["path"] = str(fp32)
+        return summary
+    train = _split_or_none(model, "train", data_root, manifest) if method != "dynamic" else None
+    batches = calibration_batches(*train, loaded, n_calibration) if train else None
+    info = quantize_int8(fp32, final, batches, method)
+    set_metadata(final, onnx_metadata(loaded, info))
+    summary.update(path=str(final), int8_bytes=final.stat().st_size, quantization=info)
+    test = _split_or_none(model, "test", data_root, manifest)
+    if test:
+        summary["accuracy"] = compare_accuracy(fp32, final, *test, split="test")
+    return summary
