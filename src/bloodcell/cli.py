@@ -334,7 +334,53 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
-    pass
+    def serve(args: argparse.Namespace) -> int:
+        import uvicorn
+
+        from bloodcell.serve.app import create_app
+
+        app = create_app(
+            args.model,
+            max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+            max_pixels=int(args.max_megapixels * 1_000_000),
+            max_files=args.max_files,
+        )
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"bloodcell: warning: listening on {args.host} without authentication; "
+                "anyone who can reach this port can use the model",
+                file=sys.stderr,
+            )
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"bloodcell: serving {args.model} at http://{host}:{args.port}/ (Ctrl+C stops)")
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+
+    p = sub.add_parser(
+        "serve",
+        help="web page and REST API for a model (research use only)",
+        description="Serve MODEL (a run or model directory, or an exported .onnx file) over HTTP: "
+        "a page at / to drop in smear images, and GET /health, GET /v1/model, "
+        "POST /v1/predict (multipart field 'files', ?explain=true for Grad-CAM), "
+        "/openapi.json. ONNX Runtime is used when MODEL is an .onnx file or a current "
+        "model.onnx sits beside the saved model; Grad-CAM needs the model directory.",
+    )
+    p.add_argument("model", metavar="MODEL", help="run directory, model directory or .onnx file")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
+                   help="largest request body, all images together (default: %(default)s)")
+    p.add_argument("--max-megapixels", type=float, default=40.0, metavar="MP",
+                   help="largest image, width x height, refused before decoding "
+                   "(default: %(default)s)")
+    p.add_argument("--max-files", type=int, default=16, metavar="N",
+                   help="most images in one request (default: %(default)s)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (default: %(default)s)")
+    p.set_defaults(func=serve)
 
 
 # --- the main job and benchmarks --------------------------------------------------------------
