@@ -1,0 +1,78 @@
+"""Test helpers shared by the inference tests: a real tiny model and a run folder around it.
+
+The model is a real `mobilenet_v2` from the registry (random weights, 64 px). Random weights
+alone give the same output for every image, so its BatchNorm statistics are set from the
+synthetic images and its head is fitted for a few steps: outputs then differ per image, which
+parity, TTA and grouping tests need. Built once per session (a few seconds).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tests.conftest import make_dataset
+from torch import nn
+
+from bloodcell.data.dataset import Preprocess
+from bloodcell.data.manifest import ManifestRow, file_sha256, write_manifest
+from bloodcell.labels import LABELS
+from bloodcell.models.registry import create_model
+from bloodcell.models.saved import save_model, update_config
+
+IMAGE_SIZE = 64
+
+
+def _fit_tiny(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the passes below
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        feats = model.pool(model.backbone(x))
+    opt = torch.optim.Adam(model.head.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model.head(feats), y).backward()
+        opt.step()
+
+
+@functools.cache
+def tiny_model_dir() -> Path:
+    """A saved tiny model (shared, read-only: copy it before changing its config)."""
+    torch.manual_seed(0)
+    root = Path(tempfile.mkdtemp(prefix="bloodcell-tiny-"))
+    data = make_dataset(root / "data", "generic", n_per_class=6, size=IMAGE_SIZE)
+    pre = Preprocess(image_size=IMAGE_SIZE)
+    tf = pre.transform()
+    from bloodcell.data.dataset import load_rgb
+
+    paths = sorted(data.rglob("*.jpg"))
+    x = torch.stack([tf(load_rgb(p)) for p in paths])
+    y = torch.tensor([LABELS.index(p.parent.name) for p in paths])
+    model = create_model("mobilenet_v2", pretrained=False)
+    _fit_tiny(model, x, y)
+    return save_model(model, root / "model", "mobilenet_v2", pre)
+
+
+def make_run(tmp_path: Path, n_per_class: int = 6) -> Path:
+    """A run folder like `bloodcell train` leaves: model/, manifest.csv, data recorded."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir(), run / "model")
+    data = make_dataset(tmp_path / "data", "generic", n_per_class=n_per_class, size=IMAGE_SIZE)
+    rows = []
+    for path in sorted(data.rglob("*.jpg")):
+        i = int(path.stem.rsplit("-", 1)[1])
+        split = "train" if i < n_per_class // 2 else ("val" if i < n_per_class - 1 else "test")
+        rel = path.relative_to(data).as_posix()
+        rows.append(ManifestRow(rel, path.parent.name, split, file_sha256(path), rel))
+    manifest = write_manifest(rows, run / "manifest.csv")
+    update_config(run, data={"data_root": str(data), "manifest": str(manifest)})
+    return run

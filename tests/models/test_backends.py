@@ -1,0 +1,62 @@
+"""Backends: one interface over torch eager and ONNX Runtime."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.models import IMAGE_SIZE, make_run, tiny_model_dir
+
+from bloodcell.errors import ModelError
+from bloodcell.labels import LABELS
+from bloodcell.models.backends import OnnxBackend, TorchBackend, open_backend, softmax
+from bloodcell.models.saved import update_config
+
+
+def test_open_model_and_run_dir(tmp_path: Path) -> None:
+    b = open_backend(tiny_model_dir())
+    assert isinstance(b, TorchBackend)
+    assert b.labels == list(LABELS)
+    assert b.preprocess.image_size == IMAGE_SIZE
+    assert b.temperature == 1.0 and b.uncertain_threshold == 0.8
+    run = make_run(tmp_path)
+    assert open_backend(run).path == run / "model"
+
+
+def test_proba_sums_to_one_and_applies_temperature(tmp_path: Path) -> None:
+    d = shutil.copytree(tiny_model_dir(), tmp_path / "m")
+    update_config(d, temperature=2.5)
+    b = open_backend(d)
+    x = torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    logits = b.predict_logits(x)
+    assert logits.shape == (3, 4)
+    np.testing.assert_allclose(b.predict_proba(x), softmax(logits / 2.5), atol=1e-6)
+    np.testing.assert_allclose(b.predict_proba(x, calibrated=False), softmax(logits), atol=1e-6)
+    np.testing.assert_allclose(b.predict_proba(x.numpy()).sum(1), 1.0, atol=1e-5)
+
+
+def test_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError):
+        open_backend(tmp_path)
+    (tmp_path / "x.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="cannot load"):
+        open_backend(tmp_path / "x.onnx")
+    with pytest.raises(ModelError, match="not found"):
+        OnnxBackend(tmp_path / "missing.onnx")
+
+
+def test_onnx_without_bloodcell_metadata(tmp_path: Path) -> None:
+    from bloodcell.export import export_fp32
+    from bloodcell.models.saved import load_model
+
+    path = export_fp32(load_model(tiny_model_dir()), tmp_path / "m.onnx")
+    import onnx
+
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    onnx.save(m, str(path))
+    with pytest.raises(ModelError, match="bloodcell metadata"):
+        open_backend(path)

@@ -1,0 +1,84 @@
+"""Temperature scaling: fits T on validation logits, lowers ECE, is stored with the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.models import make_run
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from bloodcell.calibrate import (
+    calibrate_run,
+    calibration_summary,
+    expected_calibration_error,
+    fit_temperature,
+)
+from bloodcell.errors import DatasetError
+from bloodcell.models.backends import open_backend, softmax
+
+BLOODCELL = Path(sys.executable).with_name("bloodcell")
+
+
+def overconfident(n: int = 2000, scale: float = 4.0, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Logits of a ~70 %-accurate classifier, multiplied by `scale` (so over-confident)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    logits = rng.normal(size=(n, 4))
+    logits[np.arange(n), y] += 1.5
+    return (logits * scale).astype(np.float32), y
+
+
+def test_ece_matches_torchmetrics() -> None:
+    logits, y = overconfident()
+    probs = softmax(logits)
+    ours = expected_calibration_error(probs, y, n_bins=15)
+    ref = multiclass_calibration_error(
+        torch.tensor(probs), torch.tensor(y), num_classes=4, n_bins=15, norm="l1"
+    )
+    assert ours == pytest.approx(float(ref), abs=1e-4)
+
+
+def test_fit_temperature_undoes_overconfidence() -> None:
+    logits, y = overconfident(scale=4.0)
+    t = fit_temperature(logits, y)
+    assert 2.5 < t < 6.0  # the logits were inflated 4x
+    s = calibration_summary(logits, y, t)
+    assert s["ece_after"] < s["ece_before"] / 3
+    assert s["nll_after"] < s["nll_before"]
+    assert fit_temperature(*overconfident(scale=0.3)) < 1.0  # under-confident: T < 1
+
+
+def test_calibrate_run_stores_temperature(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    s = calibrate_run(run)
+    assert set(s) == {"temperature", "n", "ece_before", "ece_after", "nll_before", "nll_after"}
+    assert s["n"] == 8  # 2 val images per class
+    assert s["nll_after"] <= s["nll_before"] + 1e-9
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["temperature"] == pytest.approx(s["temperature"])
+    assert config["calibration"]["ece_after"] == pytest.approx(s["ece_after"])
+    assert open_backend(run).temperature == pytest.approx(s["temperature"])
+
+
+def test_calibrate_run_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path)
+    monkeypatch.delenv("BLOODCELL_DATA", raising=False)
+    with pytest.raises(DatasetError, match="--data"):
+        calibrate_run(run, data_root=tmp_path / "nowhere")
+
+
+def test_cli_calibrate(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    out = subprocess.run(
+        [str(BLOODCELL), "calibrate", str(run), "--uncertain-threshold", "0.9"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "temperature" in out.stdout and "ECE" in out.stdout
+    assert open_backend(run).uncertain_threshold == 0.9
