@@ -425,7 +425,7 @@ def create_app(
 
 
 def _add_routes(app: FastAPI, engine: Engine, limits: dict[str, int]) -> None:
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 

@@ -1,0 +1,112 @@
+"""Fixtures for the serve tests: one tiny real model and one real server, built once.
+
+The model is a randomly initialised MobileNetV2 at 64 px: real code paths (torch, Grad-CAM,
+ONNX export), a fraction of a second per request on a contended 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import synthetic_image
+
+from bloodcell.data.dataset import Preprocess
+from bloodcell.models import registry, saved
+
+#: Saved with the model; NaN checks that undefined metrics do not break JSON.
+METRICS = {"accuracy": 0.5, "macro_f1": 0.4, "auc": float("nan")}
+
+
+def png_bytes(label: str = "benign", seed: int = 0, size: int = 64, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    synthetic_image(label, seed, size).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def image_part(name: str = "cell.png", data: bytes | None = None) -> tuple[str, tuple]:
+    """One multipart part in the field the API expects."""
+    return ("files", (name, png_bytes() if data is None else data, "image/png"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = registry.create_model("mobilenet_v2", pretrained=False)
+    out = tmp_path_factory.mktemp("serve") / "model"
+    return saved.save_model(
+        model, out, "mobilenet_v2", Preprocess(image_size=64), metrics=dict(METRICS)
+    )
+
+
+@pytest.fixture(scope="session")
+def client(model_dir: Path) -> Iterator[TestClient]:
+    from bloodcell.serve.app import create_app
+
+    with TestClient(create_app(model_dir)) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    pid: int
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process, from /proc."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture(scope="session")
+def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`bloodcell serve` itself, in a subprocess on a free loopback port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    cmd = [sys.executable, "-m", "bloodcell.cli", "serve", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(url, proc, log)
+        yield LiveServer(url, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"server not up after {timeout}s:\n{log.read_text()}")
+

@@ -1,0 +1,261 @@
+"""The REST API through FastAPI's TestClient: every endpoint and every kind of bad input.
+
+Bad input must give a 4xx with a plain `detail` sentence, and the server must keep serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from tests.serve.conftest import METRICS, image_part, png_bytes
+
+from bloodcell.labels import DISPLAY_NAMES, LABELS
+
+
+def assert_plain_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    for word in words:
+        assert word in detail, detail
+
+
+def assert_still_serving(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+    assert client.post("/v1/predict", files=[image_part()]).status_code == 200
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+def test_health(client: TestClient) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "model_loaded": True, "backend": "torch"}
+
+
+def test_model_info(client: TestClient, model_dir: Path) -> None:
+    info = client.get("/v1/model").json()
+    assert [c["label"] for c in info["classes"]] == list(LABELS)
+    assert {c["label"]: c["display_name"] for c in info["classes"]} == DISPLAY_NAMES
+    assert info["architecture"] == "mobilenet_v2"
+    assert info["name"] == model_dir.parent.name  # a run is named by its directory
+    assert len(info["version"]) == 12 and int(info["version"], 16) >= 0
+    assert info["bloodcell_version"] and info["format"].startswith("bloodcell-model")
+    assert info["image_size"] == 64 and info["explain_available"] is True
+    assert info["metrics"] == {**METRICS, "auc": None}  # NaN is not JSON: it becomes null
+    assert info["limits"] == {"max_upload_bytes": 10_000_000, "max_pixels": 40_000_000,
+                              "max_files": 16}
+
+
+def test_openapi(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/health", "/v1/model", "/v1/predict"} <= set(spec["paths"])
+    predict = spec["paths"]["/v1/predict"]["post"]
+    assert "multipart/form-data" in predict["requestBody"]["content"]
+    assert {"400", "413", "422"} <= set(predict["responses"])
+
+
+def test_page_and_static_files(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "Research use only" in page.text and "not a diagnosis" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_predict_one(client: TestClient) -> None:
+    r = client.post("/v1/predict", files=[image_part("smear 1.png")])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == client.get("/v1/model").json()["version"]
+    (result,) = body["results"]
+    assert result["filename"] == "smear 1.png"
+    assert result["label"] in LABELS
+    assert result["display_name"] == DISPLAY_NAMES[result["label"]]
+    probs = result["probabilities"]
+    assert list(probs) == list(LABELS) and sum(probs.values()) == pytest.approx(1, abs=1e-4)
+    assert result["confidence"] == max(probs.values())
+    assert result["uncertain"] is (result["confidence"] < 0.8)
+    assert result["timing_ms"] > 0 and result["heatmap_png"] is None
+
+
+def test_predict_many_keeps_order(client: TestClient) -> None:
+    files = [image_part(f"{label}.jpg", png_bytes(label, i, fmt="JPEG"))
+             for i, label in enumerate(LABELS)]
+    results = client.post("/v1/predict", files=files).json()["results"]
+    assert [r["filename"] for r in results] == [f"{label}.jpg" for label in LABELS]
+
+
+def test_predict_explain_returns_heatmap_of_input_size(client: TestClient) -> None:
+    data = png_bytes(size=96)
+    r = client.post("/v1/predict", params={"explain": "true"}, files=[image_part(data=data)])
+    assert r.status_code == 200, r.text
+    heatmap = Image.open(io.BytesIO(base64.b64decode(r.json()["results"][0]["heatmap_png"])))
+    assert heatmap.format == "PNG" and heatmap.size == (96, 96)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "words"),
+    [
+        ("notes.txt", b"this is not an image", ("notes.txt", "not an image")),
+        ("fake.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, ("fake.png",)),
+        ("truncated.png", png_bytes()[:300], ("truncated.png", "corrupt")),
+        ("truncated.jpg", png_bytes(fmt="JPEG")[:400], ("truncated.jpg", "corrupt")),
+        ("empty.png", b"", ("empty.png", "empty")),
+    ],
+)
+def test_bad_files_are_400(client: TestClient, name: str, data: bytes, words: tuple) -> None:
+    assert_plain_error(client.post("/v1/predict", files=[image_part(name, data)]), 400, *words)
+
+
+def test_one_bad_file_names_itself(client: TestClient) -> None:
+    files = [image_part("good.png"), image_part("bad.png", b"garbage")]
+    assert_plain_error(client.post("/v1/predict", files=files), 400, "bad.png")
+
+
+def test_decompression_bomb_is_refused_before_decoding(client: TestClient) -> None:
+    buf = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buf, format="PNG")  # 144 MP in ~20 kB
+    assert len(buf.getvalue()) < 100_000
+    r = client.post("/v1/predict", files=[image_part("bomb.png", buf.getvalue())])
+    assert_plain_error(r, 413, "bomb.png", "pixels")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"files": [("file", ("a.png", png_bytes(), "image/png"))]}, ("'files'",)),
+        ({"data": {"files": "not a file"}}, ("'files'",)),
+        ({}, ("'files'",)),
+        ({"content": b"{}", "headers": {"content-type": "application/json"}}, ("'files'",)),
+    ],
+    ids=["wrong-field-name", "text-not-file", "no-body", "json-body"],
+)
+def test_missing_or_wrong_fields_are_422(client: TestClient, kwargs: dict, words: tuple) -> None:
+    assert_plain_error(client.post("/v1/predict", **kwargs), 422, *words)
+
+
+def test_bad_query_value_is_422(client: TestClient) -> None:
+    r = client.post("/v1/predict", params={"explain": "perhaps"}, files=[image_part()])
+    assert_plain_error(r, 422, "explain")
+
+
+def test_too_many_files(client: TestClient) -> None:
+    r = client.post("/v1/predict", files=[image_part(f"{i}.png") for i in range(17)])
+    assert_plain_error(r, 400, "too many files", "16")
+
+
+def test_server_keeps_serving_after_bad_input(client: TestClient) -> None:
+    client.post("/v1/predict", files=[image_part("x.png", b"junk")])
+    client.post("/v1/predict", content=b"\xff" * 1000,
+                headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert_still_serving(client)
+
+
+# --- configurable limits ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict(model_dir: Path) -> Iterator[TestClient]:
+    from bloodcell.serve.app import create_app
+
+    app = create_app(model_dir, max_upload_bytes=50_000, max_pixels=80 * 80, max_files=2)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_upload_over_size_limit(strict: TestClient) -> None:
+    r = strict.post("/v1/predict", files=[image_part("big.png", b"\0" * 60_000)])
+    assert_plain_error(r, 413, "too large", "0.05 MB")
+
+
+def test_size_limit_is_enforced_while_reading(strict: TestClient) -> None:
+    """A chunked body has no Content-Length to trust: the bytes themselves are counted."""
+    chunks_sent = []
+
+    def body() -> Iterator[bytes]:
+        for i in range(100):
+            chunks_sent.append(i)
+            yield b"x" * 10_000
+
+    r = strict.post("/v1/predict", content=body(),
+                    headers={"content-type": "multipart/form-data; boundary=abc"})
+    assert_plain_error(r, 413, "too large")
+    assert "content-length" not in r.request.headers
+
+
+def test_lying_content_length_is_not_trusted(strict: TestClient) -> None:
+    files = {"files": ("big.png", b"\0" * 60_000, "image/png")}
+    request = strict.build_request("POST", "/v1/predict", files=files)
+    request.headers["content-length"] = "100"
+    r = strict.send(request)
+    assert r.status_code in (400, 413), r.text  # never parsed as a small, valid upload
+    assert r.status_code != 200
+
+
+def test_image_over_pixel_limit(strict: TestClient) -> None:
+    r = strict.post("/v1/predict", files=[image_part("wide.png", png_bytes(size=100))])
+    assert_plain_error(r, 413, "wide.png", "100x100", "6,400")
+    at_limit = strict.post("/v1/predict", files=[image_part(data=png_bytes(size=80))])
+    assert at_limit.status_code == 200
+
+
+def test_configured_file_count(strict: TestClient) -> None:
+    r = strict.post("/v1/predict", files=[image_part(f"{i}.png") for i in range(3)])
+    assert_plain_error(r, 400, "at most 2")
+    assert_still_serving(strict)
+
+
+# --- ONNX Runtime -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the model directory with `model.onnx` exported beside the weights."""
+    import shutil
+
+    from bloodcell.export import export_onnx
+
+    copy = tmp_path_factory.mktemp("onnx") / "run" / "model"
+    shutil.copytree(model_dir, copy)
+    export_onnx(copy)
+    assert (copy / "model.onnx").is_file()
+    return copy
+
+
+def test_onnx_beside_the_model_is_used(onnx_model: Path, client: TestClient) -> None:
+    from bloodcell.serve.app import create_app
+
+    with TestClient(create_app(onnx_model.parent)) as c:  # the run directory
+        assert c.get("/health").json()["backend"] == "onnx"
+        info = c.get("/v1/model").json()
+        assert info["backend"] == "onnx" and info["name"] == "run"
+        files = [image_part(data=png_bytes("pre_b", 3))]
+        onnx = c.post("/v1/predict", params={"explain": "true"}, files=files).json()
+        torch = client.post("/v1/predict", files=files).json()
+    got, want = onnx["results"][0], torch["results"][0]
+    assert got["label"] == want["label"]
+    for label in LABELS:
+        assert got["probabilities"][label] == pytest.approx(want["probabilities"][label], abs=1e-4)
+    assert got["heatmap_png"]  # Grad-CAM still comes from the torch model
+
+
+def test_lone_onnx_file_predicts_but_cannot_explain(onnx_model: Path) -> None:
+    from bloodcell.serve.app import create_app
+
+    with TestClient(create_app(onnx_model / "model.onnx")) as c:
+        assert c.get("/v1/model").json()["explain_available"] is False
+        assert c.post("/v1/predict", files=[image_part()]).status_code == 200
+        r = c.post("/v1/predict", params={"explain": "true"}, files=[image_part()])
+        assert_plain_error(r, 400, "torch model")
