@@ -203,8 +203,164 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "its file name, e.g. mobilenet_v2-b0353104.pth) and copy it into torch's hub cache "
         "($TORCH_HOME/hub/checkpoints), where training finds it without network access.",
     )
-    imp.add_argument("files", nargs="+", metavar="FILE", help="weights file(s), e.g. mobilenet_v2-b0353104.pth")
+    imp.add_argument(
+        "files", nargs="+", metavar="FILE", help="weights file(s), e.g. mobilenet_v2-b0353104.pth"
+    )
     imp.set_defaults(func=_weights_import)
+
+    def train_cmd(args: argparse.Namespace) -> int:
+        from bloodcell.train import config_from_options, train
+
+        overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+        if args.no_pretrained:
+            overrides["pretrained"] = False
+        config = (
+            None if args.resume and not overrides else config_from_options(args.recipe, overrides)
+        )
+        data = _data_dir(args.data) if (args.data or not args.resume) else None
+        if not args.resume and not args.manifest:
+            raise UserError("--manifest FILE is required (make one with `bloodcell data split`)")
+        try:
+            run = train(config, data, args.manifest, args.out, resume=args.resume)
+        except KeyboardInterrupt:
+            print(
+                "bloodcell: interrupted; continue with "
+                f"`bloodcell train --resume --out {args.out}`",
+                file=sys.stderr,
+            )
+            return 130
+        print(
+            f"run: {run}\nmodel: {run / 'model'}\n"
+            f"log: {run / 'log.csv'}, curves: {run / 'curves.png'}"
+        )
+        return 0
+
+    TRAIN_OPTIONS = (
+        "model",
+        "epochs",
+        "lr",
+        "batch_size",
+        "image_size",
+        "freeze",
+        "augment",
+        "seed",
+        "workers",
+        "device",
+        "precision",
+        "label_smoothing",
+        "weight_decay",
+        "optimizer",
+        "schedule",
+        "feature_cache",
+    )
+    tr = sub.add_parser(
+        "train",
+        help="train a registered model on a split manifest (reference settings by default)",
+        description="Train a model on the train split of MANIFEST, validating every epoch. "
+        "Defaults are the reference recipe: mobilenet_v2 with its ImageNet backbone frozen and a "
+        "Dense-512 head, 5 epochs, Adam lr 1e-3, batch 32, 224 px, no augmentation, seed 0. "
+        "Writes into --out: train_config.json, manifest.csv (copy), checkpoints/ (best by val "
+        "accuracy, last.ckpt every epoch), log.csv, curves.png and model/ (the best weights, "
+        "for `bloodcell evaluate` and `bloodcell.load`). After Ctrl-C or a killed process, "
+        "`bloodcell train --resume --out RUN` continues from the last finished epoch.",
+    )
+    _add_data_arg(tr)
+    tr.add_argument(
+        "--manifest", metavar="FILE", help="split manifest CSV (`bloodcell data split`)"
+    )
+    tr.add_argument("--out", metavar="RUN", required=True, help="run directory, e.g. runs/NAME")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from checkpoints/last.ckpt with its saved settings",
+    )
+    tr.add_argument(
+        "--recipe", default="reference", help="named settings to start from (default: reference)"
+    )
+    tr.add_argument("--model", help="registered model: mobilenet_v2 (default), vgg19, ...")
+    tr.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="random initialisation instead of ImageNet weights",
+    )
+    tr.add_argument("--epochs", type=int, help="epochs (default 5)")
+    tr.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    tr.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    tr.add_argument("--image-size", type=int, help="square input size in pixels (default 224)")
+    tr.add_argument(
+        "--freeze",
+        help="'frozen' backbone (default), 'finetune' (train all), or N: freeze the first N blocks",
+    )
+    tr.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flips, 90-degree turns, mild colour and scale jitter (default off)",
+    )
+    tr.add_argument("--seed", type=int, help="random seed (default 0)")
+    tr.add_argument("--workers", type=int, help="data-loader processes (default: 0 on <=4 cores)")
+    tr.add_argument("--device", help="auto (default: CUDA, MPS, else CPU), cpu, cuda, mps")
+    tr.add_argument(
+        "--precision",
+        help="auto (default: bf16/16-mixed on CUDA, else 32-true) or a Lightning precision",
+    )
+    tr.add_argument(
+        "--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)"
+    )
+    tr.add_argument("--weight-decay", type=float, help="weight decay (default 0)")
+    tr.add_argument("--optimizer", help="adam (default), adamw, sgd")
+    tr.add_argument("--schedule", help="learning-rate schedule: none (default), cosine, onecycle")
+    tr.add_argument(
+        "--feature-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compute frozen-backbone outputs once instead of every epoch (default on; "
+        "used only when the frozen part's input cannot change)",
+    )
+    tr.set_defaults(func=train_cmd)
+
+    def evaluate_cmd(args: argparse.Namespace) -> int:
+        from bloodcell.evaluate import evaluate_run, summary_line
+
+        data = _data_dir(args.data) if args.data else None
+        m = evaluate_run(
+            args.run, args.split, data_root=data, manifest=args.manifest, batch_size=args.batch_size
+        )
+        print(summary_line(m))
+        c = m["clinical"]
+        print(
+            f"malignant vs benign: sensitivity {c['sensitivity']}, specificity {c['specificity']}; "
+            f"ECE {m['ece']:.3f}"
+        )
+        out = (
+            Path(m["model_dir"]).parent
+            if Path(m["model_dir"]).name == "model"
+            else Path(m["model_dir"])
+        )
+        print(f"report: {out / 'eval' / args.split / 'report.md'}")
+        return 0
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run on the val or test split and write a report",
+        description="Predict one split of the run's manifest and report accuracy, per-class "
+        "precision/recall/F1, macro-F1, balanced accuracy, Cohen's kappa, one-vs-rest ROC-AUC, "
+        "malignant-vs-benign sensitivity and specificity, 95%% bootstrap intervals and the "
+        "expected calibration error. Writes RUN/eval/SPLIT/{metrics.json,report.md,"
+        "predictions.csv,*.png} and records the metrics in RUN/model/metrics.json.",
+    )
+    ev.add_argument("run", metavar="RUN", help="run directory (or its model/ directory)")
+    ev.add_argument(
+        "--split", choices=("test", "val", "train"), default="test", help="default: test"
+    )
+    ev.add_argument(
+        "--data", metavar="DIR", help="dataset folder (default: the one used for training)"
+    )
+    ev.add_argument(
+        "--manifest", metavar="FILE", help="manifest (default: the one used for training)"
+    )
+    ev.add_argument("--batch-size", type=int, default=64, help="prediction batch size (default 64)")
+    ev.set_defaults(func=evaluate_cmd)
 
 
 # --- use the model: calibrate, predict, explain, export ---------------------------------------
@@ -387,7 +543,49 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_run_commands(sub: argparse._SubParsersAction) -> None:
-    pass
+    def run_cmd(args: argparse.Namespace) -> int:
+        from bloodcell.pipeline import run
+        from bloodcell.train import config_from_options
+
+        overrides = {
+            k: getattr(args, k)
+            for k in ("epochs", "image_size", "batch_size", "workers", "device")
+            if getattr(args, k) is not None
+        }
+        if args.no_pretrained:
+            overrides["pretrained"] = False
+        run(
+            _data_dir(args.data),
+            args.out,
+            seed=args.seed,
+            config=config_from_options("reference", overrides),
+        )
+        return 0
+
+    p = sub.add_parser(
+        "run",
+        help="the main job: verify, split, train mobilenet_v2, evaluate val and test, report",
+        description="Run everything with the default settings and print where it all went: "
+        "OUT/data/verify.json and figures, OUT/manifest.csv (grouped split; unreadable files "
+        "are reported and left out), the training run in OUT (model/, log.csv, curves.png), "
+        "OUT/eval/{val,test}/report.md and a summary OUT/report.md. Re-running into the same "
+        "OUT resumes an interrupted training.",
+    )
+    _add_data_arg(p)
+    p.add_argument(
+        "--out", metavar="DIR", default="runs/latest", help="output folder (default runs/latest)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for the split and training (default 0)"
+    )
+    quick = p.add_argument_group("shortening (quick looks and tests; defaults are the reference)")
+    quick.add_argument("--epochs", type=int, help="training epochs (default 5)")
+    quick.add_argument("--image-size", type=int, help="input size in pixels (default 224)")
+    quick.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    quick.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    quick.add_argument("--workers", type=int, help="data-loader processes")
+    quick.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    p.set_defaults(func=run_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,6 +116,15 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
     return replace(RECIPES[name], **overrides)
 
 
+def config_from_options(recipe_name: str, options: dict[str, Any]) -> TrainConfig:
+    """A recipe with command-line options applied (only those given); `freeze` may be "N"."""
+    options = dict(options)
+    freeze = options.get("freeze")
+    if isinstance(freeze, str) and freeze.isdigit():
+        options["freeze"] = int(freeze)
+    return recipe(recipe_name, **options)
+
+
 OptimizerFactory = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, TrainConfig, int], Any]
 OPTIMIZERS: dict[str, OptimizerFactory] = {}
@@ -335,10 +344,8 @@ class BloodcellModule(pl.LightningModule):
         # Accuracy moves in steps of 1/n_val; the loss term is smaller than one step, so it only
         # breaks ties between epochs of equal accuracy (lower loss wins).
         score = acc - min(loss, 10.0) / (10.0 * (n_val + 1))
-        self.log_dict(
-            {"val_loss": loss, "val_acc": acc, "val_f1": f1, "val_score": score},
-            prog_bar=True,
-        )
+        self.log_dict({"val_loss": loss, "val_acc": acc}, prog_bar=True)
+        self.log_dict({"val_f1": f1, "val_score": score})
         if self.trainer.sanity_checking:
             return
         tl, tc, tn = (float(v) for v in self._sums)
@@ -641,6 +648,8 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         try:
             trainer.fit(
                 module, train_dl, val_dl, ckpt_path=last if resume and last.exists() else None

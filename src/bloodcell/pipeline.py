@@ -1,0 +1,120 @@
+"""`bloodcell run`: the main job end to end with defaults.
+
+discover -> verify (unreadable files are reported and left out) -> grouped split
+(`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
+`bloodcell.load(OUT)` works) -> evaluate val and test -> top-level `OUT/report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bloodcell.train import TrainConfig
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple[Path, dict]:
+    """Verify and split the data; returns the manifest path and a summary of the data step."""
+    from bloodcell.data.discover import discover
+    from bloodcell.data.manifest import write_manifest
+    from bloodcell.data.show import write_figures
+    from bloodcell.data.split import format_counts, make_split
+    from bloodcell.data.verify import verify
+
+    index = discover(data_root)
+    report = verify(index, progress=progress)
+    data_dir = out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "verify.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    for bad in report.unreadable:
+        _say(f"left out (unreadable): {bad['path']}: {bad['reason']}")
+    rows = make_split(report, seed=seed)
+    manifest = write_manifest(rows, out / "manifest.csv")
+    _say(format_counts(rows))
+    figures = write_figures(rows, index.root, data_dir / "figures")
+    return manifest, {
+        "layout": index.layout,
+        "files": len(index.samples),
+        "readable": report.total,
+        "unreadable": len(report.unreadable),
+        "verify": str(data_dir / "verify.json"),
+        "manifest": str(manifest),
+        "figures": [str(f) for f in figures],
+    }
+
+
+def run(
+    data_root: str | Path,
+    out_dir: str | Path = "runs/latest",
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the whole job into `out_dir`; returns a summary (paths, timings, metrics per split).
+
+    Re-running into the same folder resumes an unfinished training of the same settings.
+    """
+    from bloodcell.evaluate import evaluate_run, summary_line
+    from bloodcell.report import write_run_report
+    from bloodcell.train import CHECKPOINT_DIR, LAST_CKPT, MODEL_DIR, train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = replace(config or TrainConfig(), seed=seed)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    manifest, data = prepare_data(Path(data_root).expanduser(), out, seed, progress)
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    resume = (out / CHECKPOINT_DIR / LAST_CKPT).exists() and not (out / MODEL_DIR).exists()
+    if (out / MODEL_DIR).exists():
+        _say(f"{out / MODEL_DIR} exists: keeping the trained model (delete it to retrain)")
+    else:
+        train(config, data_root, manifest, out, resume=resume, progress=progress)
+    timings["train"] = time.perf_counter() - t
+
+    results = {}
+    for split in ("val", "test"):
+        t = time.perf_counter()
+        results[split] = evaluate_run(out, split, progress=progress)
+        timings[f"evaluate_{split}"] = time.perf_counter() - t
+    timings = {k: round(v, 1) for k, v in timings.items()}
+    extra = [
+        f"Data: {data['readable']} readable of {data['files']} files "
+        f"({data['unreadable']} unreadable, left out; see `data/verify.json`). "
+        "Split: `manifest.csv` (duplicate groups kept within one split). "
+        "Sample images: `data/figures/`.",
+        "",
+        "Training: `train_config.json`, `log.csv`, `curves.png`; model: `model/`.",
+        "",
+        f"Timings (s): {json.dumps(timings)}",
+        "",
+        "![training curves](curves.png)",
+    ]
+    report = write_run_report(out, results, extra)
+    summary = {
+        "out": str(out),
+        "data": data,
+        "model": str(out / MODEL_DIR),
+        "report": str(report),
+        "timings": timings,
+        "metrics": {
+            s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in results.items()
+        },
+    }
+    (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"manifest: {manifest}")
+    print(f"model:    {out / MODEL_DIR}")
+    print(f"report:   {report}")
+    for m in results.values():
+        print(summary_line(m))
+    return summary
