@@ -1,0 +1,96 @@
+"""The page in a real browser: Debian's chromium, driven by Playwright, against `bloodcell serve`.
+
+Set BLOODCELL_SCREENSHOT=path.png to keep a screenshot of the page after a prediction.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.serve.conftest import LiveServer, png_bytes
+
+from bloodcell.labels import DISPLAY_NAMES
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture(scope="module")
+def page(live_server: LiveServer) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1100})
+            page.set_default_timeout(30_000)
+            page.goto(live_server.url + "/")
+            page.wait_for_function(
+                "document.getElementById('model-info').textContent.includes('mobilenet_v2')"
+            )
+            yield page
+        finally:
+            browser.close()
+
+
+def _check_result(page, name: str) -> None:
+    card = page.locator(".result").first
+    card.locator(".heatmap-figure").wait_for(state="visible")
+    assert card.locator(".filename").inner_text() == name
+    assert card.locator(".label").inner_text() in DISPLAY_NAMES.values()
+    assert "% confidence" in card.locator(".confidence").inner_text()
+    assert card.locator(".chart .value").count() == len(DISPLAY_NAMES)
+    # A random model is unsure of everything, and the page must say so.
+    assert card.locator(".uncertain-flag").is_visible()
+    for img in (".preview", ".heatmap"):
+        width = card.locator(img).evaluate("el => el.complete ? el.naturalWidth : 0")
+        assert width == 64, img
+    assert card.locator(".heatmap").get_attribute("src").startswith("data:image/png;base64,")
+    assert page.locator("#error").is_hidden()
+
+
+def test_upload_with_file_picker_shows_prediction_and_heatmap(page, tmp_path: Path) -> None:
+    image = tmp_path / "smear.png"
+    image.write_bytes(png_bytes("pro_b", 7))
+    assert "not a diagnosis" in page.locator("#notice").inner_text()
+    page.set_input_files("#file-input", str(image))
+    _check_result(page, "smear.png")
+    if shot := os.environ.get("BLOODCELL_SCREENSHOT"):
+        page.screenshot(path=shot, full_page=True)
+
+
+def test_drag_and_drop(page) -> None:
+    data = base64.b64encode(png_bytes("benign", 3)).decode()
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            return dt;
+        }""",
+        data,
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    page.wait_for_function(
+        "document.querySelector('.result .filename')?.textContent === 'dropped.png'"
+    )
+    _check_result(page, "dropped.png")
+
+
+def test_bad_file_shows_a_plain_error(page, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is a text file, not an image")
+    page.set_input_files("#file-input", str(bad))
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "notes.png" in error.inner_text() and "not an image" in error.inner_text()
+    assert page.locator(".result").count() == 0
