@@ -445,7 +445,8 @@ def _add_routes(app: FastAPI, engine: Engine, limits: dict[str, int]) -> None:
     )
     async def predict(
         files: Annotated[
-            list[UploadFile], File(description="One or more images (JPEG, PNG, BMP, TIFF, WebP).")
+            list[UploadFile],
+            File(min_length=1, description="One or more images (JPEG, PNG, BMP, TIFF, WebP)."),
         ],
         explain: Annotated[
             bool, Query(description="Add a Grad-CAM heatmap (base64 PNG) to each result.")
