@@ -1,0 +1,156 @@
+"""Benchmark `bloodcell serve`: requests/s and p50/p95 latency of single-image /v1/predict.
+
+Not a test. Starts the real server (`python -m bloodcell.cli serve`) on 127.0.0.1, sends a
+bounded number of requests with one 224x224 JPEG each, at each concurrency asked for, and
+prints one line per (backend, concurrency). Without --model it saves a randomly initialised
+224-px MobileNetV2 (speed does not depend on the weights) and, for the onnx backend, exports
+`model.onnx` beside it, which the server then picks up.
+
+    .venv/bin/python benchmarks/serve.py --requests 200 --concurrency 1 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def smear_jpeg(size: int = 224, seed: int = 0) -> bytes:
+    """A noisy background with one dark disc: the shape and byte size of a dataset image."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(180, 240, size=(size, size, 3), dtype=np.uint8)
+    yy, xx = np.ogrid[:size, :size]
+    img[(yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= (size // 5) ** 2] = (120, 60, 160)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_model(root: Path, onnx: bool) -> Path:
+    from bloodcell.data.dataset import Preprocess
+    from bloodcell.models import registry, saved
+
+    model = registry.create_model("mobilenet_v2", pretrained=False)
+    out = saved.save_model(model, root / "model", "mobilenet_v2", Preprocess(image_size=224))
+    if onnx:
+        from bloodcell.export import export_onnx
+
+        export_onnx(out)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bloodcell.cli", "serve", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("server did not start in 120 s")
+
+
+async def run_load(url: str, image: bytes, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Send n requests, `concurrency` in flight; return wall seconds and per-request latencies."""
+    latencies: list[float] = []
+    todo = iter(range(n))
+    async with httpx.AsyncClient(base_url=url, timeout=120,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def worker() -> None:
+            for _ in todo:
+                start = time.perf_counter()
+                r = await client.post("/v1/predict",
+                                      files=[("files", ("smear.jpg", image, "image/jpeg"))])
+                latencies.append(time.perf_counter() - start)
+                r.raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
+    port = free_port()
+    proc = start_server(model, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        backend = httpx.get(f"{url}/health").json()["backend"]
+        asyncio.run(run_load(url, image, args.warmup, 2))
+        rows = []
+        for c in args.concurrency:
+            wall, lat = asyncio.run(run_load(url, image, args.requests, c))
+            row = {"backend": backend, "concurrency": c, "requests": args.requests,
+                   "req_per_s": round(args.requests / wall, 1),
+                   "p50_ms": round(percentile(lat, 50) * 1000, 1),
+                   "p95_ms": round(percentile(lat, 95) * 1000, 1)}
+            print(f"{backend:>5}  concurrency {c:>3}: {row['req_per_s']:7.1f} req/s   "
+                  f"p50 {row['p50_ms']:7.1f} ms   p95 {row['p95_ms']:7.1f} ms", flush=True)
+            rows.append(row)
+        return rows
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="model/run dir or .onnx (default: random 224 px)")
+    p.add_argument("--backend", choices=["torch", "onnx", "both"], default="both",
+                   help="with the default model: which engine(s) to serve (default: both)")
+    p.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    args = p.parse_args()
+    image = smear_jpeg()
+    print(f"{os.cpu_count()} CPUs; image {len(image)} bytes; {args.requests} requests per level")
+    rows: list[dict] = []
+    if args.model:
+        rows += bench(args.model, args, image)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bloodcell-bench-"))
+        try:
+            if args.backend in ("torch", "both"):
+                rows += bench(make_model(tmp / "torch", onnx=False), args, image)
+            if args.backend in ("onnx", "both"):
+                rows += bench(make_model(tmp / "onnx", onnx=True), args, image)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
