@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -225,7 +226,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     n = config.frozen_blocks(len(model.backbone))
     if n:
         model.freeze_backbone(None if n == len(model.backbone) else n)
-    return model
+    return model.train()  # puts the frozen blocks in eval mode: BatchNorm keeps ImageNet's stats
 
 
 def cache_start(config: TrainConfig, n_blocks: int) -> str | int | None:
@@ -308,6 +309,7 @@ class BloodcellModule(pl.LightningModule):
         return self.model(x)
 
     def on_train_epoch_start(self) -> None:
+        self.model.train()  # Lightning keeps module modes as found; frozen blocks must stay eval
         self._sums = torch.zeros(3)  # loss sum, correct, count
         self._epoch_t0 = time.perf_counter()
 
@@ -656,6 +658,8 @@ def train(
             )
         except SystemExit as exc:  # Lightning turns Ctrl-C into sys.exit(1) after saving state
             if trainer.interrupted:
+                # Lightning ignores further Ctrl-C during its shutdown; give it back to the caller.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt(
                     f"training interrupted; resume with --resume --out {run}"
                 ) from exc

