@@ -24,8 +24,9 @@ from tests.conftest import synthetic_image
 from bloodcell.data.dataset import Preprocess
 from bloodcell.models import registry, saved
 
-#: Saved with the model; NaN checks that undefined metrics do not break JSON.
-METRICS = {"accuracy": 0.5, "macro_f1": 0.4, "auc": float("nan")}
+#: Saved with the model, keyed by split as `bloodcell evaluate` does; the NaN checks that an
+#: undefined metric does not break JSON.
+METRICS = {"test": {"n": 40, "accuracy": 0.5, "macro_f1": 0.4, "roc_auc": float("nan")}}
 
 
 def png_bytes(label: str = "benign", seed: int = 0, size: int = 64, fmt: str = "PNG") -> bytes:

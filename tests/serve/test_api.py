@@ -49,7 +49,8 @@ def test_model_info(client: TestClient, model_dir: Path) -> None:
     assert len(info["version"]) == 12 and int(info["version"], 16) >= 0
     assert info["bloodcell_version"] and info["format"].startswith("bloodcell-model")
     assert info["image_size"] == 64 and info["explain_available"] is True
-    assert info["metrics"] == {**METRICS, "auc": None}  # NaN is not JSON: it becomes null
+    # NaN is not JSON: it becomes null.
+    assert info["metrics"] == {"test": {**METRICS["test"], "roc_auc": None}}
     assert info["limits"] == {"max_upload_bytes": 10_000_000, "max_pixels": 40_000_000,
                               "max_files": 16}
 

@@ -62,6 +62,7 @@ def test_upload_with_file_picker_shows_prediction_and_heatmap(page, tmp_path: Pa
     image = tmp_path / "smear.png"
     image.write_bytes(png_bytes("pro_b", 7))
     assert "not a diagnosis" in page.locator("#notice").inner_text()
+    assert "test accuracy 50.0% (n=40)" in page.locator("#model-info").inner_text()
     page.set_input_files("#file-input", str(image))
     _check_result(page, "smear.png")
     if shot := os.environ.get("BLOODCELL_SCREENSHOT"):

@@ -32,8 +32,10 @@ async function loadModelInfo() {
     state.model = info;
     state.limits = info.limits;
     for (const c of info.classes) state.displayNames[c.label] = c.display_name;
-    const acc = info.metrics && typeof info.metrics.accuracy === "number"
-      ? ` · test accuracy ${percent(info.metrics.accuracy)}` : "";
+    // metrics.json is keyed by split ({"test": {"accuracy": ...}}) once the model is evaluated.
+    const test = (info.metrics && (info.metrics.test || info.metrics)) || {};
+    const acc = typeof test.accuracy === "number"
+      ? ` · test accuracy ${percent(test.accuracy)}${test.n ? ` (n=${test.n})` : ""}` : "";
     $("model-info").textContent =
       `Model: ${info.name} (${info.architecture}), version ${info.version}, ` +
       `running on ${info.backend}${acc}.`;
