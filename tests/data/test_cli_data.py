@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import make_textured_dataset
+from tests.conftest import make_dataset
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
@@ -24,7 +24,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    root = make_textured_dataset(tmp_path / "d", "mehradaria", n_per_class=10)
+    root = make_dataset(tmp_path / "d", "mehradaria", n_per_class=10)
     (root / "Original" / "Pro" / "broken.jpg").write_bytes(b"")
     return root
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.conftest import make_textured_dataset
+from tests.conftest import make_dataset
 
 from bloodcell.data.discover import discover
 from bloodcell.data.show import write_figures
@@ -16,7 +16,7 @@ from bloodcell.errors import DatasetError
 
 
 def test_write_figures(tmp_path: Path) -> None:
-    root = make_textured_dataset(tmp_path / "d", "mehradaria", n_per_class=10)
+    root = make_dataset(tmp_path / "d", "mehradaria", n_per_class=10)
     rows = make_split(verify(discover(root), progress=False))
     paths = write_figures(rows, root, tmp_path / "out", per_class=3)
     assert [p.name for p in paths] == ["samples_train.png", "samples_test.png", "class_counts.png"]
@@ -26,7 +26,7 @@ def test_write_figures(tmp_path: Path) -> None:
 
 
 def test_missing_image_names_path(tmp_path: Path) -> None:
-    root = make_textured_dataset(tmp_path / "d", "generic", n_per_class=10)
+    root = make_dataset(tmp_path / "d", "generic", n_per_class=10)
     rows = make_split(verify(discover(root), progress=False))
     with pytest.raises(DatasetError, match=r"cannot open .*elsewhere.*--data"):
         write_figures(rows, tmp_path / "elsewhere", tmp_path / "out")

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from tests.conftest import make_textured_dataset
+from tests.conftest import make_dataset
 
 from bloodcell.data.discover import discover
 from bloodcell.data.manifest import read_manifest, write_manifest
@@ -98,7 +98,7 @@ def test_deterministic_bytes_and_seed_matters(tmp_path: Path) -> None:
 
 
 def test_unreadable_left_out_and_manifest_round_trip(tmp_path: Path) -> None:
-    root = make_textured_dataset(tmp_path / "d", "4class", n_per_class=10)
+    root = make_dataset(tmp_path / "d", "4class", n_per_class=10)
     cls = root / "Blood cell Cancer [ALL]" / "Benign"
     (cls / "broken.jpg").write_bytes(b"nope")
     shutil.copy(cls / "benign-003.jpg", cls / "benign-003 copy.jpg")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
-from tests.conftest import make_textured_dataset
+from tests.conftest import make_dataset
 
 from bloodcell.data.discover import discover
 from bloodcell.data.verify import NEAR_THRESHOLD, format_report, near_pairs, verify
@@ -17,7 +17,7 @@ from bloodcell.labels import LABELS
 
 
 def _data(tmp_path: Path, n: int = 4) -> Path:
-    return make_textured_dataset(tmp_path / "d", "generic", n_per_class=n)
+    return make_dataset(tmp_path / "d", "generic", n_per_class=n)
 
 
 def test_clean_dataset(tmp_path: Path) -> None:
