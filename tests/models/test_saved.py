@@ -1,0 +1,41 @@
+"""The saved-model directory round-trips to identical predictions and records its provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import bloodcell
+from bloodcell.data.dataset import Preprocess
+from bloodcell.errors import ModelError
+from bloodcell.models.registry import create_model
+from bloodcell.models.saved import load_model, save_model, update_config
+
+
+def test_round_trip_identical_predictions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", pretrained=False).eval()
+    out = save_model(
+        model,
+        tmp_path / "m",
+        "mobilenet_v2",
+        Preprocess(image_size=32),
+        training={"epochs": 1},
+        data={"manifest_sha256": "0" * 64},
+    )
+    loaded = bloodcell.load(out)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(model(x).softmax(1), loaded.predict_proba(x))
+    assert loaded.preprocess.image_size == 32
+    assert loaded.config["data"]["manifest_sha256"] == "0" * 64
+    assert {"torch", "torchvision", "bloodcell"} <= set(loaded.config["versions"])
+    update_config(out, temperature=2.0)
+    assert load_model(out).temperature == 2.0
+
+
+def test_not_a_model_dir_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="bloodcell train"):
+        load_model(tmp_path)

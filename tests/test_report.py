@@ -1,0 +1,36 @@
+"""The report links its pictures and tells the reader how sure to be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bloodcell.evaluate import compute_metrics
+from bloodcell.labels import LABELS
+from bloodcell.report import write_eval_report, write_run_report
+
+
+def test_eval_report_has_pictures_headline_and_sections(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    probs = rng.dirichlet(np.ones(4), size=40) + 2 * np.eye(4)[y]
+    probs /= probs.sum(1, keepdims=True)
+    m = compute_metrics(y, probs, LABELS) | {"split": "test", "data": {"manifest_sha256": "ab12"}}
+    report = write_eval_report(m, y, probs, tmp_path, {"architecture": "mobilenet_v2"})
+    text = report.read_text()
+    for png in ("confusion_matrix.png", "roc.png", "reliability.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert f"]({png})" in text
+    assert "95% CI" in text and "What the interval means" in text
+    for section in (
+        "Per class",
+        "Sensitivity",
+        "Specificity",
+        "Calibration",
+        "ab12",
+        "mobilenet_v2",
+    ):
+        assert section in text
+    run_report = write_run_report(tmp_path, {"test": m}, ["extra line"])
+    assert "eval/test/report.md" in run_report.read_text()
