@@ -1,0 +1,91 @@
+"""`bloodcell run` end to end through the console script, on a tiny synthetic dataset with a
+corrupt file (reported and left out); `train` and `evaluate` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import make_dataset
+from tests.test_train import tiny_data
+
+import bloodcell
+from bloodcell.cli import main
+from bloodcell.data.manifest import read_manifest
+
+BLOODCELL = shutil.which("bloodcell", path=str(Path(sys.executable).parent)) or "bloodcell"
+
+
+def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n_per_class=10, size=32)
+    (data / "Original" / "Benign" / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    env = dict(os.environ, BLOODCELL_DATA=str(data))
+    proc = subprocess.run(
+        [
+            BLOODCELL,
+            "run",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--no-pretrained",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "broken.jpg" in proc.stderr
+    assert f"report:   {out / 'report.md'}" in proc.stdout
+    assert "test: accuracy" in proc.stdout and "95% CI" in proc.stdout
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 40 and all("broken" not in r.path for r in rows)
+    verify = json.loads((out / "data" / "verify.json").read_text())
+    assert [u["path"] for u in verify["unreadable"]] == ["Original/Benign/broken.jpg"]
+    for split in ("val", "test"):
+        assert (out / "eval" / split / "report.md").is_file()
+    assert "eval/test/report.md" in (out / "report.md").read_text()
+    assert bloodcell.load(out).architecture == "mobilenet_v2"
+
+
+def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:
+    data, manifest = tiny_data(tmp_path)
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--manifest",
+        str(manifest),
+        "--model",
+        "tiny_cnn_test",
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--freeze",
+        "finetune",
+        "--no-pretrained",
+    ]
+    assert main(args) == 0
+    assert (run / "model" / "model.safetensors").is_file()
+    assert main(args) == 2  # the run exists: asks for --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume"]) == 0  # finished: just re-saves
+    assert main(["evaluate", str(run), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "val: accuracy" in out and "report.md" in out
