@@ -426,7 +426,8 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--uncertain-threshold", type=float, default=None, metavar="P",
             help=f"{what} flag predictions whose calibrated top probability is below P as "
-            "uncertain (model default 0.8: about one in five such answers would be wrong)",
+            "uncertain (model default 0.8: below it, more than one answer in five is "
+            "expected to be wrong)",
         )
 
     p = sub.add_parser(
