@@ -8,9 +8,9 @@ that without changing any predicted class. T is stored in the saved model's `con
 
 The `uncertain` flag: a prediction whose calibrated top-class probability is below
 `uncertain_threshold` (default 0.8, in `models.saved.DEFAULT_UNCERTAIN_THRESHOLD`) is flagged for
-a person to look at. After calibration, 0.8 means "expect about one in five of these to be
-wrong", a rate no lab would accept unreviewed, while well-separated smears (the large majority
-on this data set) stay above it. It is stored with the model and can be overridden per call
+a person to look at. After calibration, a confidence below 0.8 means more than one such answer
+in five is expected to be wrong, a rate no lab would accept unreviewed, while well-separated
+smears (the large majority on this data set) stay above it. It is stored with the model and can be overridden per call
 (`--uncertain-threshold`) or changed for good with `bloodcell calibrate --uncertain-threshold`.
 """
 
