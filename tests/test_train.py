@@ -36,10 +36,10 @@ MOBILENET_FILE = (
 @register_model(TINY, None, "two conv blocks -> pool -> 4 (tests only)")
 def _tiny() -> Classifier:
     def block(i: int, o: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(i, o, 3, stride=2, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride=2, padding=1), nn.GroupNorm(4, o), nn.ReLU())
 
     head = nn.Sequential(nn.Flatten(), nn.Linear(16, len(LABELS)))
-    return Classifier(nn.Sequential(block(3, 8), block(8, 16)), nn.AdaptiveAvgPool2d(1), head)
+    return Classifier(nn.Sequential(block(3, 8), block(8, 16)), nn.AdaptiveMaxPool2d(1), head)
 
 
 def make_manifest(data_root: Path, out: Path, n_per_class: int) -> Path:
