@@ -10,8 +10,9 @@ The `uncertain` flag: a prediction whose calibrated top-class probability is bel
 `uncertain_threshold` (default 0.8, in `models.saved.DEFAULT_UNCERTAIN_THRESHOLD`) is flagged for
 a person to look at. After calibration, a confidence below 0.8 means more than one such answer
 in five is expected to be wrong, a rate no lab would accept unreviewed, while well-separated
-smears (the large majority on this data set) stay above it. It is stored with the model and can be overridden per call
-(`--uncertain-threshold`) or changed for good with `bloodcell calibrate --uncertain-threshold`.
+smears (the large majority on this data set) stay above it. It is stored with the model and can
+be overridden per call (`--uncertain-threshold`) or changed for good with
+`bloodcell calibrate --uncertain-threshold`.
 """
 
 from __future__ import annotations
