@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"onnx fp32 {level[4:].lower()}", ort_runner(fp32, level, args.threads), fp32))
     rows.append(("onnx fp32 all, 1 thread", ort_runner(fp32, "ORT_ENABLE_ALL", 1), fp32))
     rows.append(("onnx int8 static", ort_runner(int8s, "ORT_ENABLE_ALL", args.threads), int8s))
+    rows.append(("onnx int8 static, 1 thread", ort_runner(int8s, "ORT_ENABLE_ALL", 1), int8s))
     rows.append(("onnx int8 dynamic", ort_runner(int8d, "ORT_ENABLE_ALL", args.threads), int8d))
 
     print(f"{'engine':<28} {'img/s @32':>10} {'b1 median ms':>13} {'b1 p90 ms':>10} {'MB':>6}")
