@@ -323,6 +323,12 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         from bloodcell.evaluate import evaluate_run, summary_line
 
         data = _data_dir(args.data) if args.data else None
+        if args.robustness:
+            from bloodcell.robustness import check_args, robustness_cli
+
+            check_args(args)  # a typo fails now, not after the plain evaluation
+            if Path(args.run).suffix.lower() == ".onnx":
+                return robustness_cli(args, data)  # evaluate_run needs the torch model
         m = evaluate_run(
             args.run, args.split, data_root=data, manifest=args.manifest, batch_size=args.batch_size
         )
@@ -338,6 +344,10 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
             else Path(m["model_dir"])
         )
         print(f"report: {out / 'eval' / args.split / 'report.md'}")
+        if args.robustness:
+            from bloodcell.robustness import robustness_cli
+
+            return robustness_cli(args, data)
         return 0
 
     ev = sub.add_parser(
@@ -360,6 +370,22 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "--manifest", metavar="FILE", help="manifest (default: the one used for training)"
     )
     ev.add_argument("--batch-size", type=int, default=64, help="prediction batch size (default 64)")
+    ev.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also re-evaluate the split under simulated stain, light, focus, JPEG, resolution "
+        "and noise changes at 3 severities; writes robustness.{json,csv,png} and a report "
+        "section (RUN may then be an exported .onnx file)",
+    )
+    ev.add_argument(
+        "--corruptions",
+        metavar="A,B",
+        help="with --robustness: only these (darken, brighten, contrast, hue, stain, blur, "
+        "jpeg, downscale, noise; default all)",
+    )
+    ev.add_argument(
+        "--severities", metavar="1,2,3", help="with --robustness: only these (default 1,2,3)"
+    )
     ev.set_defaults(func=evaluate_cmd)
 
 
