@@ -209,7 +209,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=_weights_import)
 
     def train_cmd(args: argparse.Namespace) -> int:
-        from bloodcell.train import config_from_options, train
+        from bloodcell.train import config_from_options, is_rank_zero, train
 
         overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
         if args.no_pretrained:
@@ -229,10 +229,11 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                 file=sys.stderr,
             )
             return 130
-        print(
-            f"run: {run}\nmodel: {run / 'model'}\n"
-            f"log: {run / 'log.csv'}, curves: {run / 'curves.png'}"
-        )
+        if is_rank_zero():  # under DDP every process gets here; one report is enough
+            print(
+                f"run: {run}\nmodel: {run / 'model'}\n"
+                f"log: {run / 'log.csv'}, curves: {run / 'curves.png'}"
+            )
         return 0
 
     TRAIN_OPTIONS = (
@@ -247,6 +248,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "workers",
         "device",
         "precision",
+        "devices",
+        "num_nodes",
+        "strategy",
         "label_smoothing",
         "weight_decay",
         "optimizer",
@@ -303,6 +307,16 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--precision",
         help="auto (default: bf16/16-mixed on CUDA, else 32-true) or a Lightning precision",
+    )
+    tr.add_argument(
+        "--devices", type=int, metavar="N",
+        help="processes per machine, one per GPU (default 1); N > 1 trains with DDP. Under "
+        "torchrun or SLURM, give the same N as processes per node (docs/distributed.md)",
+    )
+    tr.add_argument("--num-nodes", type=int, metavar="N", help="machines (default 1)")
+    tr.add_argument(
+        "--strategy",
+        help="Lightning strategy: auto (default; ddp when devices x nodes > 1), ddp, ...",
     )
     tr.add_argument(
         "--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)"

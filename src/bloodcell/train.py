@@ -30,7 +30,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess
 from bloodcell.data.manifest import file_sha256, read_manifest, select
@@ -72,6 +72,12 @@ class TrainConfig:
     device: str = "auto"
     #: "auto" (bf16-mixed/16-mixed on CUDA, 32-true elsewhere) or any Lightning precision.
     precision: str = "auto"
+    #: Devices per node (GPUs; processes with device="cpu"). 1 = one process, as before.
+    devices: int = 1
+    #: Machines, each running `devices` processes.
+    num_nodes: int = 1
+    #: Lightning strategy: "auto" (DDP when devices x num_nodes > 1), "ddp", ...
+    strategy: str = "auto"
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     optimizer: str = "adam"
@@ -215,6 +221,58 @@ def resolve_workers(workers: int | None) -> int:
     return 0 if cores <= 4 else min(8, cores // 2)
 
 
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0, before the Trainer knows: from what torchrun
+    (RANK), Lightning's launcher (LOCAL_RANK, NODE_RANK) and SLURM (SLURM_PROCID) set. Only
+    rank 0 writes the run dir; a plain single-process run is rank 0."""
+    import os
+
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "LOCAL_RANK" in env or "NODE_RANK" in env:
+        node = env.get("NODE_RANK", env.get("GROUP_RANK", "0"))
+        return int(env.get("LOCAL_RANK", "0")) == 0 and int(node) == 0
+    return int(env.get("SLURM_PROCID", "0")) == 0
+
+
+def local_device(device: str) -> str:
+    """`cuda` -> this process's own GPU (`cuda:LOCAL_RANK`) for work done before the Trainer
+    places the model, such as the feature cache; other devices unchanged."""
+    import os
+
+    if device != "cuda":
+        return device
+    rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    return f"cuda:{int(rank)}"
+
+
+class ValShardSampler(DistributedSampler):
+    """This rank's share of the validation set, every image exactly once over all ranks.
+
+    Lightning's injected DistributedSampler pads the set with repeats to an equal share per
+    rank, which would count some images twice in the val metrics. Being a DistributedSampler,
+    this one is left in place; world size and rank are read when iterating (after DDP setup).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:  # no super().__init__: it needs the group
+        self.dataset = dataset
+        self.epoch = 0
+
+    def _shard(self) -> range:
+        dist = torch.distributed
+        world, rank = (
+            (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+        )
+        return range(rank, len(self.dataset), world)
+
+    def __iter__(self) -> Any:
+        return iter(self._shard())
+
+    def __len__(self) -> int:
+        return len(self._shard())
+
+
 # --- the model and where training inputs enter it -----------------------------------------------
 
 
@@ -268,7 +326,10 @@ def compute_features(
     from tqdm import tqdm
 
     stem = stem.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    pin = str(device).startswith("cuda")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
+    )
     feats, targets = [], []
     for x, y in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
         feats.append(stem(x.to(device)).float().cpu())
@@ -304,6 +365,9 @@ class BloodcellModule(pl.LightningModule):
         self._sums = torch.zeros(3)
         self._vsums = torch.zeros(2)
         self._epoch_t0 = time.perf_counter()
+        self.samples_seen = 0  # train samples this process saw, for the summary
+        self.rank_samples: list[int] = []  # samples_seen of every rank, gathered at the end
+        self.val_count = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -318,9 +382,10 @@ class BloodcellModule(pl.LightningModule):
         logits = forward_from(self.model, x, self.start)
         loss = self.criterion(logits, y)
         self.train_acc(logits, y)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         self.log("train_acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
         n = len(y)
+        self.samples_seen += n
         correct = (logits.argmax(1) == y).sum()
         self._sums += torch.stack([loss.detach().float().cpu() * n, correct.cpu(), torch.tensor(n)])
         return loss
@@ -336,9 +401,19 @@ class BloodcellModule(pl.LightningModule):
         self.val_f1.update(logits, y)
         self._vsums += torch.tensor([loss.item() * len(y), len(y)])
 
+    def _summed(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` summed over all processes (itself when there is one): each rank sees a shard."""
+        return self.trainer.strategy.reduce(t.clone().to(self.device), reduce_op="sum").cpu()
+
+    def on_train_end(self) -> None:
+        seen = self.all_gather(torch.tensor(self.samples_seen, device=self.device))
+        self.rank_samples = [int(v) for v in seen.reshape(-1).cpu()]
+
     def on_validation_epoch_end(self) -> None:
-        n_val = max(1.0, float(self._vsums[1]))
-        loss = float(self._vsums[0]) / n_val
+        vsums = self._summed(self._vsums)
+        self.val_count = int(vsums[1])  # images validated, over all ranks
+        n_val = max(1.0, float(vsums[1]))
+        loss = float(vsums[0]) / n_val
         acc = float(self.val_acc.compute())
         f1 = float(self.val_f1.compute())
         self.val_acc.reset()
@@ -346,11 +421,13 @@ class BloodcellModule(pl.LightningModule):
         # Accuracy moves in steps of 1/n_val; the loss term is smaller than one step, so it only
         # breaks ties between epochs of equal accuracy (lower loss wins).
         score = acc - min(loss, 10.0) / (10.0 * (n_val + 1))
-        self.log_dict({"val_loss": loss, "val_acc": acc}, prog_bar=True)
-        self.log_dict({"val_f1": f1, "val_score": score})
+        # Already global (summed above; torchmetrics syncs in compute): sync_dist only keeps
+        # every rank's logged value identical and silences Lightning's distributed warning.
+        self.log_dict({"val_loss": loss, "val_acc": acc}, prog_bar=True, sync_dist=True)
+        self.log_dict({"val_f1": f1, "val_score": score}, sync_dist=True)
         if self.trainer.sanity_checking:
             return
-        tl, tc, tn = (float(v) for v in self._sums)
+        tl, tc, tn = (float(v) for v in self._summed(self._sums))
         opt = self.trainer.optimizers[0] if self.trainer.optimizers else None
         self.epoch_row = {
             "epoch": self.current_epoch,
@@ -387,7 +464,7 @@ class EpochLog(pl.Callback):
         self.path = path
 
     def on_validation_end(self, trainer: Any, pl_module: BloodcellModule) -> None:
-        if trainer.sanity_checking or not pl_module.epoch_row:
+        if trainer.sanity_checking or not pl_module.epoch_row or not trainer.is_global_zero:
             return
         append_log_row(self.path, pl_module.epoch_row)
 
@@ -496,6 +573,10 @@ def _prepare_run(
                 f"cannot resume {run}: manifest {manifest} differs from the one it started on"
             )
         return saved_cfg, Path(data_root), Path(manifest)
+    if not is_rank_zero():  # rank 0 checks and writes the run dir (maybe right now); not us
+        if config is None or data_root is None or manifest is None:
+            raise ValueError("config, data_root and manifest are needed to start a run")
+        return config, Path(data_root), Path(manifest)
     if last.exists() or (run / MODEL_DIR).exists():
         raise ModelError(
             f"{run} already holds a training run; pass --resume to continue it, "
@@ -543,7 +624,9 @@ def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress:
     return pl.Trainer(
         max_epochs=config.epochs,
         accelerator=device,
-        devices=1,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
         precision=resolve_precision(config.precision, device),
         deterministic="warn",
         callbacks=[EpochLog(run / LOG_FILE), ckpt, *callbacks],
@@ -564,7 +647,7 @@ def _loaders(
     train_ds, val_ds = _datasets(config, rows, data_root, workers)
     t0 = time.perf_counter()
     if module.start is not None:
-        device = resolve_device(config.device)
+        device = local_device(resolve_device(config.device))  # each DDP rank caches it all
         stem = frozen_stem(module.model, module.start)
         bs = max(config.batch_size, 64)
         train_ds = compute_features(stem, train_ds, device, bs, workers, "features train", progress)
@@ -573,21 +656,25 @@ def _loaders(
     cache_s = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(config.seed)
     persistent = workers > 0
-    train_dl = DataLoader(
+    pin = resolve_device(config.device) == "cuda"  # page-locked batches copy to the GPU faster
+    train_dl = DataLoader(  # under DDP Lightning swaps in a shuffling DistributedSampler
         train_ds,
         batch_size=config.batch_size,
         shuffle=True,
         generator=gen,
         num_workers=workers,
         persistent_workers=persistent,
+        pin_memory=pin,
     )
     val_dl = DataLoader(
         val_ds,
         batch_size=max(config.batch_size, 64),
-        shuffle=False,
+        sampler=ValShardSampler(val_ds),
         num_workers=workers,
         persistent_workers=persistent,
+        pin_memory=pin,
     )
+
     return train_dl, val_dl, cache_s
 
 
@@ -665,6 +752,8 @@ def train(
                 ) from exc
             raise
     fit_s = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return run  # rank 0 writes the curves, the summary and the model
     plot_curves(run / LOG_FILE, run / CURVES_FILE)
     best = best_checkpoint(run)
     model = build_model(replace(config, pretrained=False))
@@ -679,6 +768,10 @@ def train(
         "feature_cache": start,
         "feature_seconds": round(cache_s, 2),
         "fit_seconds": round(fit_s, 2),
+        "world_size": int(trainer.world_size),
+        # train samples each process saw in this session (all epochs): every rank took part
+        "train_samples_per_rank": module.rank_samples,
+        "val_images": module.val_count,
     }
     (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     save_model(
