@@ -306,7 +306,7 @@ def _csv_value(v: Any) -> str:
 
 def _grid(result: dict[str, Any]) -> tuple[list[str], list[int], np.ndarray]:
     """(corruption names, severities, accuracy matrix with NaN where not run)."""
-    names = list(result["corruptions"])
+    names = list(dict.fromkeys(r["corruption"] for r in result["results"]))  # run order
     sevs = sorted({r["severity"] for r in result["results"]})
     acc = np.full((len(names), len(sevs)), np.nan)
     for r in result["results"]:
@@ -316,6 +316,8 @@ def _grid(result: dict[str, Any]) -> tuple[list[str], list[int], np.ndarray]:
 
 def plot_robustness(result: dict[str, Any], out: Path) -> Path:
     """Accuracy vs severity per corruption (left) and the same numbers as a heatmap (right)."""
+    from matplotlib.colors import TwoSlopeNorm
+
     from bloodcell.report import _plt
 
     plt = _plt()
@@ -337,7 +339,9 @@ def plot_robustness(result: dict[str, Any], out: Path) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left", ncol=2)
-    ax2.imshow(acc, cmap="RdYlGn", vmin=0.25, vmax=1.0, aspect="auto")
+    # Yellow at the target, so green means "meets it" and anything below shades to red.
+    norm = TwoSlopeNorm(vmin=0.25, vcenter=TARGET_ACCURACY, vmax=1.0)
+    ax2.imshow(acc, cmap="RdYlGn", norm=norm, aspect="auto")
     for i in range(len(names)):
         for j in range(len(sevs)):
             if not np.isnan(acc[i, j]):
