@@ -196,3 +196,46 @@ def test_reference_recipe_frozen_mobilenet_learns(tmp_path: Path, monkeypatch) -
     assert rows[-1]["val_acc"] >= 0.75
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["feature_cache"] == "pooled"
+
+
+def test_fast_recipe_caches_corrupted_copies_and_cycles_them(tmp_path: Path) -> None:
+    """The default recipe's machinery: cached block outputs, feature-map flips and turns, and one
+    corrupted copy of the train split per epoch in turn, on a tiny model."""
+    from bloodcell.train import CyclingCopies, recipe
+
+    data, manifest = tiny_data(tmp_path)
+    fast = recipe("fast")
+    cfg = tiny_config(
+        epochs=6,
+        freeze=1,
+        optimizer=fast.optimizer,
+        schedule=fast.schedule,
+        label_smoothing=fast.label_smoothing,
+        normalize=fast.normalize,
+        feature_aug=True,
+        corrupt_copies=2,
+    )
+    seen: list[int] = []
+
+    class _Copies(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+            ds = trainer.train_dataloader.dataset
+            assert isinstance(ds, CyclingCopies) and len(ds.copies) == 3
+            if trainer.fit_loop.epoch_loop.batch_idx == 0:
+                seen.append(ds.epoch % len(ds.copies))
+
+    run = train(cfg, data, manifest, tmp_path / "run", callbacks=[_Copies()], progress=False)
+    assert seen == [0, 1, 2, 0, 1, 2]
+    assert max(r["val_acc"] for r in read_log(run / LOG_FILE)) >= 0.5  # chance is 0.25
+    saved = json.loads((run / "model/config.json").read_text())
+    assert saved["preprocess"]["normalize"] == "per_image"
+
+
+def test_random_dihedral_keeps_shape_and_content() -> None:
+    from bloodcell.train import random_dihedral
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    for _ in range(8):
+        y = random_dihedral(x)
+        assert y.shape == x.shape
+        assert torch.equal(y.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)

@@ -2,7 +2,8 @@
 
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
-`bloodcell.load(OUT)` works) -> evaluate val and test -> top-level `OUT/report.md`.
+`bloodcell.load(OUT)` works; default recipe `fast`) -> calibrate (temperature on val) ->
+evaluate val and test -> top-level `OUT/report.md`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bloodcell.train import TrainConfig
+from bloodcell.train import DEFAULT_RECIPE, TrainConfig, recipe
 
 
 def _say(msg: str) -> None:
@@ -62,13 +63,14 @@ def run(
 
     Re-running into the same folder resumes an unfinished training of the same settings.
     """
+    from bloodcell.calibrate import calibrate_run
     from bloodcell.evaluate import evaluate_run, summary_line
     from bloodcell.report import write_run_report
     from bloodcell.train import CHECKPOINT_DIR, LAST_CKPT, MODEL_DIR, train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = replace(config or TrainConfig(), seed=seed)
+    config = replace(config or recipe(DEFAULT_RECIPE), seed=seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     manifest, data = prepare_data(Path(data_root).expanduser(), out, seed, progress)
@@ -82,6 +84,10 @@ def run(
         train(config, data_root, manifest, out, resume=resume, progress=progress)
     timings["train"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    calibration = calibrate_run(out)
+    timings["calibrate"] = time.perf_counter() - t
+
     results = {}
     for split in ("val", "test"):
         t = time.perf_counter()
@@ -94,7 +100,12 @@ def run(
         "Split: `manifest.csv` (duplicate groups kept within one split). "
         "Sample images: `data/figures/`.",
         "",
-        "Training: `train_config.json`, `log.csv`, `curves.png`; model: `model/`.",
+        f"Training: recipe `{config.recipe}` (`train_config.json`), `log.csv`, `curves.png`; "
+        "model: `model/`.",
+        "",
+        f"Calibration: temperature {calibration['temperature']:.3f} fitted on the validation "
+        f"split; validation ECE {calibration['ece_before']:.4f} before, "
+        f"{calibration['ece_after']:.4f} after (the test split's ECE above is after).",
         "",
         f"Timings (s): {json.dumps(timings)}",
         "",
@@ -107,6 +118,7 @@ def run(
         "model": str(out / MODEL_DIR),
         "report": str(report),
         "timings": timings,
+        "calibration": calibration,
         "metrics": {
             s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in results.items()
         },

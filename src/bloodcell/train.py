@@ -84,7 +84,18 @@ class TrainConfig:
     schedule: str = "none"
     #: Compute the frozen part's outputs once when they cannot change between epochs.
     feature_cache: bool = True
+    #: "imagenet" (fixed statistics) or "per_image" (each image's own: brightness-proof).
+    normalize: str = "imagenet"
+    #: With cached block outputs, also flip and turn them by 90 degrees (smears have no
+    #: orientation); free augmentation that needs no second pass through the frozen blocks.
+    feature_aug: bool = False
+    #: With cached outputs, cache this many extra copies of the train split under random
+    #: microscope/stain/camera corruptions (`data.corruptions`), one copy per epoch in turn.
+    corrupt_copies: int = 0
     recipe: str = "reference"
+
+    def preprocess(self) -> Preprocess:
+        return Preprocess(image_size=self.image_size, normalize=self.normalize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +119,29 @@ class TrainConfig:
             ) from None
 
 
-RECIPES: dict[str, TrainConfig] = {"reference": TrainConfig()}
+RECIPES: dict[str, TrainConfig] = {
+    "reference": TrainConfig(),
+    # The default of `bloodcell run` (issue 6): ImageNet MobileNetV2 with its first 11 blocks
+    # frozen and their outputs cached once; the last 8 blocks and the head are fine-tuned with
+    # AdamW + one-cycle and label smoothing, on flipped/turned feature maps and on cached copies
+    # of the train split under random stain, colour, blur, JPEG, scale and noise corruptions.
+    # Each image is standardised on its own, so brightness and white balance do not matter.
+    # BENCHMARKS.md has the measurements behind every setting.
+    "fast": TrainConfig(
+        freeze=11,
+        epochs=6,
+        lr=1e-3,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        normalize="per_image",
+        feature_aug=True,
+        corrupt_copies=2,
+        recipe="fast",
+    ),
+}
+DEFAULT_RECIPE = "fast"
 
 
 def register_recipe(name: str, config: TrainConfig) -> None:
@@ -337,6 +370,30 @@ def compute_features(
     return TensorDataset(torch.cat(feats), torch.cat(targets))
 
 
+def random_dihedral(x: torch.Tensor) -> torch.Tensor:
+    """One random flip/90-degree turn of a batch of (N, C, H, W) feature maps."""
+    k = int(torch.randint(4, (1,)))
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if bool(torch.randint(2, (1,))) else x
+
+
+class CyclingCopies(Dataset):
+    """Several cached versions of the same train split; epoch e uses copy e mod n.
+
+    Each epoch then costs one pass over the split, however many corrupted copies were cached.
+    """
+
+    def __init__(self, copies: Sequence[TensorDataset]) -> None:
+        self.copies = list(copies)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.copies[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.copies[self.epoch % len(self.copies)][i]
+
+
 # --- the LightningModule ------------------------------------------------------------------------
 
 
@@ -373,12 +430,17 @@ class BloodcellModule(pl.LightningModule):
         return self.model(x)
 
     def on_train_epoch_start(self) -> None:
+        dataset = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader else None
+        if isinstance(dataset, CyclingCopies):
+            dataset.epoch = self.current_epoch
         self.model.train()  # Lightning keeps module modes as found; frozen blocks must stay eval
         self._sums = torch.zeros(3)  # loss sum, correct, count
         self._epoch_t0 = time.perf_counter()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        if self.config.feature_aug and isinstance(self.start, int):
+            x = random_dihedral(x)
         logits = forward_from(self.model, x, self.start)
         loss = self.criterion(logits, y)
         self.train_acc(logits, y)
@@ -529,13 +591,25 @@ def _datasets(
             raise DatasetError(
                 f"the manifest has no {split} rows; recreate it with `bloodcell data split`"
             )
-    pre = Preprocess(image_size=config.image_size)
+    pre = config.preprocess()
     train_tf = Augment().transform(pre) if config.augment else pre.transform()
     cache = workers == 0  # a per-worker cache would be copied into every worker process
     return (
         ManifestDataset(train_rows, data_root, train_tf, cache=cache),
         ManifestDataset(val_rows, data_root, pre.transform(), cache=cache),
     )
+
+
+def corrupted_dataset(dataset: ManifestDataset, config: TrainConfig, seed: int) -> ManifestDataset:
+    """The same images, each under one random corruption (deterministic for `seed`)."""
+    from torchvision.transforms import v2
+
+    from bloodcell.data.corruptions import RandomCorruption
+
+    tf = v2.Compose([RandomCorruption(p=1.0, seed=seed), config.preprocess().transform()])
+    view = ManifestDataset(dataset.rows, dataset.data_root, tf)
+    view._cache = dataset._cache  # share decoded images: decode once, corrupt per copy
+    return view
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -650,7 +724,12 @@ def _loaders(
         device = local_device(resolve_device(config.device))  # each DDP rank caches it all
         stem = frozen_stem(module.model, module.start)
         bs = max(config.batch_size, 64)
-        train_ds = compute_features(stem, train_ds, device, bs, workers, "features train", progress)
+        copies = [compute_features(stem, train_ds, device, bs, workers, "features train", progress)]
+        for i in range(config.corrupt_copies):
+            corrupted = corrupted_dataset(train_ds, config, seed=config.seed * 1000 + i)
+            desc = f"features train, corrupted copy {i + 1}"
+            copies.append(compute_features(stem, corrupted, device, bs, workers, desc, progress))
+        train_ds = copies[0] if len(copies) == 1 else CyclingCopies(copies)
         val_ds = compute_features(stem, val_ds, device, bs, workers, "features val", progress)
         workers = 0
     cache_s = time.perf_counter() - t0
@@ -674,7 +753,6 @@ def _loaders(
         persistent_workers=persistent,
         pin_memory=pin,
     )
-
     return train_dl, val_dl, cache_s
 
 
@@ -778,7 +856,7 @@ def train(
         model,
         run / MODEL_DIR,
         architecture=config.model,
-        preprocess=Preprocess(image_size=config.image_size),
+        preprocess=config.preprocess(),
         training={**config.to_dict(), **summary},
         data=data_record(manifest_path, data_root),
     )

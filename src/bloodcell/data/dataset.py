@@ -23,6 +23,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class PerImageStandardize(torch.nn.Module):
+    """Give each colour channel of each image zero mean and unit variance.
+
+    A smear photographed brighter, darker, with more or less contrast or another white balance
+    changes each channel by roughly `a * x + b`; standardising per image undoes exactly that, so
+    the model never sees the difference (a Reinhard-style colour normalisation in RGB).
+    """
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True)
+        return (x - mean) / (std + self.eps)
+
+
+#: How pixel values are normalised: ImageNet's fixed statistics, or each image's own.
+NORMALIZATIONS = ("imagenet", "per_image")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an RGB image becomes a model input: resize to a square, scale to [0,1], normalise."""
@@ -30,6 +52,11 @@ class Preprocess:
     image_size: int = 224
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    normalize: str = "imagenet"
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -37,8 +64,17 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
         return cls(
-            image_size=int(d["image_size"]), mean=tuple(d["mean"]), std=tuple(d["std"])
+            image_size=int(d["image_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            normalize=d.get("normalize", "imagenet"),  # models saved before the option existed
         )
+
+    def normalizer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The last step, on a float tensor in [0, 1]."""
+        if self.normalize == "per_image":
+            return PerImageStandardize()
+        return v2.Normalize(self.mean, self.std)
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """The deterministic eval transform: PIL image -> normalised float tensor (3, S, S)."""
@@ -47,7 +83,7 @@ class Preprocess:
                 v2.ToImage(),
                 v2.Resize((self.image_size, self.image_size), antialias=True),
                 v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(self.mean, self.std),
+                self.normalizer(),
             ]
         )
 
@@ -86,7 +122,7 @@ class Augment:
                 v2.ColorJitter(self.color, self.color, self.color, self.hue)
             )
         steps += list(self.extra)
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
+        steps += [v2.ToDtype(torch.float32, scale=True), pre.normalizer()]
         return v2.Compose(steps)
 
 
