@@ -279,7 +279,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         help="continue RUN from checkpoints/last.ckpt with its saved settings",
     )
     tr.add_argument(
-        "--recipe", default="reference", help="named settings to start from (default: reference)"
+        "--recipe", default="reference",
+        help="named settings to start from: reference (default) or fast (see BENCHMARKS.md)",
     )
     tr.add_argument("--model", help="registered model: mobilenet_v2 (default), vgg19, ...")
     tr.add_argument(
@@ -428,10 +429,11 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
         totals = run_predict(
             args.model, args.paths, fmt=args.format, out=args.out, batch_size=args.batch_size,
             tta=args.tta, group=args.group_by_folder,
-            uncertain_threshold=args.uncertain_threshold,
+            uncertain_threshold=args.uncertain_threshold, resume=args.resume,
+            workers=args.workers, parquet_part_rows=args.parquet_part_rows,
         )
         print(format_totals(totals), file=sys.stderr)
-        return 0 if totals.n_files > totals.n_errors else 1
+        return 0 if totals.n_files > totals.n_errors or totals.n_skipped else 1
 
     def explain(args: argparse.Namespace) -> int:
         from bloodcell.explain import run_explain
@@ -484,14 +486,29 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help="classify images and folders (streams, with a progress bar)",
         description="Predict the class of each image (folders are searched recursively). "
-        "Unreadable files become error rows; the rest goes on. Schemas: see "
+        "Unreadable files become error rows; the rest goes on. Streams: folders of any size "
+        "are walked lazily, decoded by --workers threads and written batch by batch, so memory "
+        "does not grow with the number of files. For large archives write CSV or Parquet "
+        "(--out results.csv or --out results.parquet, a folder of part files) and, after an "
+        "interruption, rerun the same command with --resume. Schemas: see "
         "`python -m pydoc bloodcell.predict`.",
     )
     p.add_argument("model", metavar="MODEL", help="run directory, model directory or .onnx file")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
-    p.add_argument("--format", choices=("table", "csv", "json"), default=None,
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default=None,
                    help="output format (default: from --out's suffix, else table)")
-    p.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write here instead of stdout (.csv, .json, or .parquet: a folder of "
+                   "part-NNNNN.parquet files)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images already in --out (CSV or Parquet only; not with JSON or "
+                   "--group-by-folder) and append the rest: continues a killed run with "
+                   "nothing lost and nothing done twice")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="image-decoding threads (default: cores, at most 4)")
+    p.add_argument("--parquet-part-rows", type=int, default=4096, metavar="N",
+                   help="rows per Parquet part file: a kill loses at most the unfinished part "
+                   "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("--tta", action="store_true",
                    help="average over the 8 flips/90-degree rotations (8x slower)")
@@ -636,6 +653,54 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cmd)
 
 
+def _add_benchmark_command(sub: argparse._SubParsersAction) -> None:
+    def benchmark_cmd(args: argparse.Namespace) -> int:
+        from bloodcell.benchmark import benchmark
+
+        extra = ["--no-pretrained"] if args.no_pretrained else []
+        if args.epochs is not None:
+            extra += ["--epochs", str(args.epochs)]
+        if args.image_size is not None:
+            extra += ["--image-size", str(args.image_size)]
+        benchmark(
+            _data_dir(args.data),
+            args.out,
+            recipes=args.recipes,
+            seeds=args.seeds,
+            seconds=args.seconds,
+            runs=args.runs,
+            train_args=extra,
+        )
+        return 0
+
+    p = sub.add_parser(
+        "benchmark",
+        help="train and time each recipe beside the reference; print one table",
+        description="On one machine, in one run: split the data, train the reference recipe and "
+        "each given recipe (each in its own process, to measure its wall time and peak memory), "
+        "calibrate and evaluate them on the test split, export ONNX fp32 and int8, and time "
+        "torch eager and ONNX Runtime at batch 32 and batch 1. Prints a table and writes "
+        "OUT/benchmark.md and OUT/benchmark.json. Finished trainings in OUT are reused.",
+    )
+    _add_data_arg(p)
+    p.add_argument("--out", metavar="DIR", default="runs/benchmark", help="default runs/benchmark")
+    p.add_argument(
+        "--recipes", nargs="+", default=["fast"], metavar="NAME",
+        help="recipes to compare with the reference (default: fast)",
+    )  # fmt: skip
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], metavar="N",
+        help="training seeds per recipe (default 0; use 0 1 2 for mean ± spread)",
+    )  # fmt: skip
+    p.add_argument("--seconds", type=float, default=3.0, help="time per throughput figure")
+    p.add_argument("--runs", type=int, default=100, help="batch-1 calls per latency figure")
+    quick = p.add_argument_group("shortening (tests and quick looks)")
+    quick.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    quick.add_argument("--image-size", type=int, help="override the input size")
+    quick.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.set_defaults(func=benchmark_cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bloodcell",
@@ -649,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_use_commands(sub)
     _add_serve_commands(sub)
     _add_run_commands(sub)
+    _add_benchmark_command(sub)
     return parser
 
 
