@@ -41,8 +41,25 @@ With `--group-by-folder`, the groups go to `<out stem>.groups.csv` (or, on stdou
 blank line) with columns `folder,n_images,n_errors,n_uncertain,count_<label>...,
 mean_prob_<label>...`.
 
+Parquet (`--out results.parquet`, or `--format parquet`): a Parquet *dataset*, i.e. a folder
+`results.parquet/` of `part-00000.parquet`, `part-00001.parquet`, ... with the CSV's columns
+(`confidence` and `prob_*` float64, `uncertain` bool, nulls where CSV has empty cells) and the
+JSON `model` metadata under the schema metadata key `bloodcell`. Each part (default 4096 rows,
+in row groups of 256) is written under a `.tmp` name and renamed when complete, so a killed run
+leaves only complete parts plus one `.tmp` file; read the folder with
+`pyarrow.parquet.read_table("results.parquet")` or `pandas.read_parquet(...)`.
+
+Large archives and `--resume`: folders are walked lazily, images are decoded by `--workers`
+threads a few batches ahead of the model, and CSV rows are flushed after every batch, so memory
+does not grow with the number of files. After an interruption, the same command with `--resume`
+reads the paths already in the output (CSV: the partial last line a kill may leave is cut off;
+Parquet: the unfinished `.tmp` part is deleted) and predicts only the rest, appending to the
+output; every file then appears exactly once. Only CSV and Parquet outputs resume; JSON and
+`--group-by-folder` summaries are built in one go and do not.
+
 Exit status of `bloodcell predict`: 0 when at least one image was predicted (error rows do not
-fail the run; they are in the output), 1 when none could be.
+fail the run; they are in the output) or, with `--resume`, all were already in the output; 1 when
+none could be.
 """
 
 from __future__ import annotations
@@ -51,8 +68,9 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Container, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -65,7 +83,11 @@ from bloodcell.data.dataset import load_rgb
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend, open_backend
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "parquet")
+#: Formats whose output `--resume` can continue.
+RESUMABLE = ("csv", "parquet")
+#: Batches decoded ahead of the one the model is working on.
+PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -213,11 +235,14 @@ def predict_paths(
     uncertain_threshold: float | None = None,
     workers: int = 2,
     progress: bool | None = False,
+    skip: Container[str] = (),
 ) -> Iterator[list[Prediction]]:
     """Stream predictions for files and folders: yields one list per batch, in file order.
 
-    Files are found lazily and decoded by `workers` threads, so memory stays flat however many
-    files there are. Error rows come in the batch their file was in.
+    Files are found lazily and decoded by `workers` threads up to `PREFETCH` batches ahead of
+    the model, so decoding overlaps inference and memory stays flat however many files there
+    are. Files whose path (as `str`) is in `skip` are left out (`--resume`). Error rows come in
+    the batch their file was in.
     """
     paths = list(paths)  # the arguments, not the files: small, and walked twice for the bar
     threshold = _threshold(backend, uncertain_threshold)
@@ -229,15 +254,32 @@ def predict_paths(
         except BloodcellError as exc:
             return str(exc)
 
-    bar = _progress_bar(paths, progress)
+    todo = (p for p in iter_image_paths(paths) if str(p) not in skip)
+    bar = _progress_bar(paths, progress, skip)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for chunk in _chunks(iter_image_paths(paths), batch_size):
-            loaded = list(pool.map(load, chunk))
-            yield _predict_chunk(backend, chunk, loaded, tta, threshold)
-            if bar is not None:
-                bar.update(len(chunk))
+        pending: deque[tuple[list[Path], list[Future]]] = deque()
+        for chunk in _chunks(todo, batch_size):
+            pending.append((chunk, [pool.submit(load, p) for p in chunk]))
+            if len(pending) > PREFETCH:
+                yield _finish_chunk(backend, *pending.popleft(), tta, threshold, bar)
+        while pending:
+            yield _finish_chunk(backend, *pending.popleft(), tta, threshold, bar)
     if bar is not None:
         bar.close()
+
+
+def _finish_chunk(
+    backend: Backend,
+    chunk: list[Path],
+    futures: list[Future],
+    tta: bool,
+    threshold: float,
+    bar: Any,
+) -> list[Prediction]:
+    preds = _predict_chunk(backend, chunk, [f.result() for f in futures], tta, threshold)
+    if bar is not None:
+        bar.update(len(chunk))
+    return preds
 
 
 def _predict_chunk(
@@ -280,14 +322,16 @@ def _chunks(items: Iterator[Path], size: int) -> Iterator[list[Path]]:
         yield chunk
 
 
-def _progress_bar(paths: Iterable[str | Path], progress: bool | None) -> Any:
+def _progress_bar(
+    paths: Iterable[str | Path], progress: bool | None, skip: Container[str] = ()
+) -> Any:
     """A tqdm bar on stderr; `None` shows it only on a terminal. Counting the files first is a
     cheap directory walk that gives the bar a total."""
     if progress is False:
         return None
     from tqdm import tqdm
 
-    total = sum(1 for _ in iter_image_paths(paths))
+    total = sum(1 for p in iter_image_paths(paths) if str(p) not in skip)
     hide = progress is None and not sys.stderr.isatty()
     return tqdm(total=total, unit="img", desc="predict", file=sys.stderr, disable=hide)
 
@@ -364,6 +408,7 @@ class Totals:
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(labels)
         self.n_files = self.n_errors = self.n_uncertain = 0
+        self.n_skipped = 0  # already in the output (--resume); not part of the JSON summary
         self.counts = dict.fromkeys(self.labels, 0)
 
     def add(self, preds: Iterable[Prediction]) -> None:
@@ -420,7 +465,7 @@ def _bool(v: bool | None) -> str:
 class Writer:
     """Writes predictions batch by batch; `finish` adds groups and closing text."""
 
-    def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
+    def __init__(self, fh: IO[str] | None, backend: Backend, meta: dict[str, Any]) -> None:
         self.fh = fh
         self.labels = list(backend.labels)
         self.backend = backend
@@ -461,12 +506,18 @@ class TableWriter(Writer):
 
 class CsvWriter(Writer):
     def __init__(
-        self, fh: IO[str], backend: Backend, meta: dict[str, Any], groups_path: Path | None = None
+        self,
+        fh: IO[str],
+        backend: Backend,
+        meta: dict[str, Any],
+        groups_path: Path | None = None,
+        header: bool = True,
     ) -> None:
         super().__init__(fh, backend, meta)
         self.groups_path = groups_path
         self.csv = csv.writer(fh, lineterminator="\n")
-        self.csv.writerow(csv_header(self.labels))
+        if header:  # not when appending to a resumed file
+            self.csv.writerow(csv_header(self.labels))
 
     def write(self, preds: list[Prediction]) -> None:
         self.csv.writerows(csv_row(p, self.labels) for p in preds)
@@ -511,26 +562,168 @@ class JsonWriter(Writer):
         self.fh.write(',\n  "summary": ' + json.dumps(totals.to_dict()) + "\n}\n")
 
 
+class ParquetDatasetWriter(Writer):
+    """Rows into a Parquet dataset folder, one complete part file at a time.
+
+    A Parquet file is unreadable until its footer is written, so a killed writer would lose
+    everything in one big file. Here each part is written as `part-NNNNN.parquet.tmp` and
+    renamed when closed: after a kill, the folder holds complete parts plus one `.tmp` that
+    `--resume` deletes and redoes. Memory: at most one row group of rows is buffered.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        backend: Backend,
+        meta: dict[str, Any],
+        first_part: int = 0,
+        part_rows: int = 4096,
+        group_rows: int = 256,
+    ) -> None:
+        import pyarrow as pa
+
+        super().__init__(None, backend, meta)
+        self.folder = folder
+        self.part = first_part
+        self.part_rows = max(1, part_rows)
+        self.group_rows = max(1, min(group_rows, self.part_rows))
+        self.buffer: list[Prediction] = []
+        self.writer: Any = None
+        self.rows_in_part = 0
+        columns = [("path", pa.string()), ("label", pa.string()), ("display_name", pa.string()),
+                   ("confidence", pa.float64()), ("uncertain", pa.bool_())]
+        columns += [(f"prob_{lb}", pa.float64()) for lb in self.labels]
+        columns += [("error", pa.string())]
+        self.schema = pa.schema(columns, metadata={"bloodcell": json.dumps(meta)})
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, preds: list[Prediction]) -> None:
+        self.buffer.extend(preds)
+        while len(self.buffer) >= min(self.group_rows, self.part_rows - self.rows_in_part):
+            self._flush(min(self.group_rows, self.part_rows - self.rows_in_part))
+
+    def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
+        while self.buffer:
+            self._flush(min(len(self.buffer), self.part_rows - self.rows_in_part))
+        self._close_part()
+
+    def _flush(self, n: int) -> None:
+        """Write the first `n` buffered rows as one row group; close the part when full."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows, self.buffer = self.buffer[:n], self.buffer[n:]
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self._path(".tmp"), self.schema)
+        self.writer.write_table(pa.Table.from_pylist([self._row(p) for p in rows], self.schema))
+        self.rows_in_part += len(rows)
+        if self.rows_in_part >= self.part_rows:
+            self._close_part()
+
+    def _close_part(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        os.replace(self._path(".tmp"), self._path(""))  # atomic: a part is whole or absent
+        self.writer, self.rows_in_part, self.part = None, 0, self.part + 1
+
+    def _path(self, suffix: str) -> Path:
+        return self.folder / f"part-{self.part:05d}.parquet{suffix}"
+
+    def _row(self, p: Prediction) -> dict[str, Any]:
+        probs = p.probabilities or {}
+        return {"path": p.path, "label": p.label, "display_name": p.display_name,
+                "confidence": p.confidence, "uncertain": p.uncertain, "error": p.error,
+                **{f"prob_{lb}": probs.get(lb) for lb in self.labels}}
+
+
 def make_writer(
-    fmt: str, fh: IO[str], backend: Backend, meta: dict[str, Any], out: Path | None
+    fmt: str, fh: IO[str], backend: Backend, meta: dict[str, Any], out: Path | None,
+    header: bool = True,
 ) -> Writer:
     if fmt == "json":
         return JsonWriter(fh, backend, meta)
     if fmt == "csv":
         groups_path = out.with_suffix(".groups.csv") if out is not None else None
-        return CsvWriter(fh, backend, meta, groups_path)
+        return CsvWriter(fh, backend, meta, groups_path, header=header)
     if fmt == "table":
         return TableWriter(fh, backend, meta)
     raise BloodcellError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
 def infer_format(fmt: str | None, out: Path | None) -> str:
-    """--format wins; else the --out suffix (.csv, .json); else a table."""
+    """--format wins; else the --out suffix (.csv, .json, .parquet); else a table."""
     if fmt:
         return fmt
-    if out is not None and out.suffix.lower().lstrip(".") in ("csv", "json"):
+    if out is not None and out.suffix.lower().lstrip(".") in ("csv", "json", "parquet"):
         return out.suffix.lower().lstrip(".")
     return "table"
+
+
+# --- resume ----------------------------------------------------------------------------------
+
+
+def csv_done_paths(path: Path, labels: Sequence[str]) -> set[str]:
+    """Paths already in a CSV output, after cutting off a partial last line left by a kill.
+
+    Reads the file row by row; only the set of paths is kept.
+    """
+    _cut_partial_line(path)
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return set()
+        if header != csv_header(labels):
+            raise BloodcellError(
+                f"cannot resume {path}: its columns are not this model's predictions; "
+                "choose another --out"
+            )
+        return {row[0] for row in reader if row}
+
+
+def _cut_partial_line(path: Path, block: int = 1 << 16) -> None:
+    """Truncate `path` after its last newline (rows are written whole, newline last)."""
+    with path.open("rb+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                pos = start + nl + 1
+                break
+            pos = start
+        if pos < end:
+            fh.truncate(pos)
+
+
+def parquet_done_paths(folder: Path) -> tuple[set[str], int]:
+    """Paths in a Parquet dataset's complete parts, and the number of the next part.
+
+    The unfinished `.tmp` part of a killed run is deleted: its rows are predicted again.
+    """
+    import pyarrow.parquet as pq
+
+    done: set[str] = set()
+    next_part = 0
+    if not folder.is_dir():
+        return done, next_part
+    for tmp in folder.glob("part-*.parquet.tmp"):
+        tmp.unlink()
+    for part in sorted(folder.glob("part-*.parquet")):
+        done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        next_part = max(next_part, int(part.name[len("part-") : -len(".parquet")]) + 1)
+    return done, next_part
+
+
+def _check_resume(fmt: str, out: Path | None, group: bool) -> None:
+    if out is None or fmt not in RESUMABLE:
+        raise BloodcellError("--resume needs --out with a .csv or .parquet output")
+    if group:
+        raise BloodcellError("--group-by-folder is computed in one go and cannot --resume")
 
 
 def run_predict(
@@ -544,20 +737,32 @@ def run_predict(
     uncertain_threshold: float | None = None,
     progress: bool | None = None,
     stdout: IO[str] | None = None,
+    resume: bool = False,
+    workers: int | None = None,
+    parquet_part_rows: int = 4096,
 ) -> Totals:
-    """What `bloodcell predict` does: predict, write in the chosen format, return the totals."""
+    """What `bloodcell predict` does: predict, write in the chosen format, return the totals.
+
+    With `resume`, files already in the CSV/Parquet output `out` are skipped and the rest is
+    appended (see the module docstring).
+    """
     backend = model if isinstance(model, Backend) else open_backend(model)
     out_path = Path(out) if out else None
     fmt = infer_format(fmt, out_path)
+    if fmt not in FORMATS:
+        raise BloodcellError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if resume:
+        _check_resume(fmt, out_path, group)
     threshold = _threshold(backend, uncertain_threshold)
     meta = {"model": backend.describe(), "tta": tta, "uncertain_threshold": threshold}
     totals = Totals(backend.labels)
     grouper = FolderGrouper(backend.labels) if group else None
-    fh = out_path.open("w", newline="", encoding="utf-8") if out_path else (stdout or sys.stdout)
+    done, writer, fh = _open_output(fmt, out_path, backend, meta, resume, stdout, parquet_part_rows)
+    totals.n_skipped = len(done)
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     try:
-        writer = make_writer(fmt, fh, backend, meta, out_path)
         for batch in predict_paths(
-            backend, paths, batch_size, tta, threshold, progress=progress
+            backend, paths, batch_size, tta, threshold, workers, progress=progress, skip=done
         ):
             writer.write(batch)
             totals.add(batch)
@@ -565,15 +770,47 @@ def run_predict(
                 grouper.add(batch)
         writer.finish(grouper.summaries() if grouper else None, totals)
     finally:
-        if out_path:
+        if fh is not None and out_path:
             fh.close()
     return totals
+
+
+def _open_output(
+    fmt: str,
+    out: Path | None,
+    backend: Backend,
+    meta: dict[str, Any],
+    resume: bool,
+    stdout: IO[str] | None,
+    part_rows: int,
+) -> tuple[set[str], Writer, IO[str] | None]:
+    """The paths already done, the writer, and the text file it writes to (None for Parquet)."""
+    if fmt == "parquet":
+        if out is None:
+            raise BloodcellError("Parquet output needs --out FOLDER (e.g. results.parquet)")
+        if not resume and out.exists() and any(out.glob("part-*.parquet*")):
+            raise BloodcellError(
+                f"{out} already holds a Parquet dataset: add --resume to continue it, or "
+                "remove it first"
+            )
+        done, first = parquet_done_paths(out) if resume else (set(), 0)
+        return done, ParquetDatasetWriter(out, backend, meta, first, part_rows), None
+    done: set[str] = set()
+    if resume and out is not None and out.is_file():
+        done = csv_done_paths(out, backend.labels)
+    append = bool(resume and out is not None and out.is_file() and out.stat().st_size > 0)
+    if out is not None:
+        fh: IO[str] = out.open("a" if append else "w", newline="", encoding="utf-8")
+    else:
+        fh = stdout or sys.stdout
+    return done, make_writer(fmt, fh, backend, meta, out, header=not append), fh
 
 
 def format_totals(t: Totals) -> str:
     """The one-line summary printed on stderr after a run."""
     predicted = t.n_files - t.n_errors
-    return (
+    line = (
         f"{t.n_files} file(s): {predicted} predicted, {t.n_uncertain} uncertain, "
         f"{t.n_errors} error(s)"
     )
+    return line + (f"; {t.n_skipped} already in the output" if t.n_skipped else "")
