@@ -65,7 +65,7 @@ def run_measured(cmd: Sequence[str]) -> tuple[int, float, float]:
     return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024
 
 
-# --- the steps --------------------------------------------------------------------------------------
+# --- the steps ---------------------------------------------------------------------------------
 
 
 def train_recipe(
@@ -153,7 +153,8 @@ def inference_figures(run: Path, seconds: float, runs: int) -> dict[str, Any]:
 def _mean_spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.pstdev(values):.4f} (min {min(values):.4f})"
+    mean, spread = statistics.mean(values), statistics.pstdev(values)
+    return f"{mean:.4f} ± {spread:.4f} (min {min(values):.4f})"
 
 
 def format_table(results: list[dict[str, Any]], inference: dict[str, dict[str, Any]]) -> str:

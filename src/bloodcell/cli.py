@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bloodcell import __version__
-
-
 from bloodcell.errors import BloodcellError
 
 UserError = BloodcellError

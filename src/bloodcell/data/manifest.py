@@ -60,9 +60,13 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         for lineno, rec in enumerate(reader, start=2):
             row = ManifestRow(**{c: rec[c] for c in COLUMNS})
             if row.label not in LABELS:
-                raise DatasetError(f"{path}:{lineno}: unknown label {row.label!r}; expected {LABELS}")
+                raise DatasetError(
+                    f"{path}:{lineno}: unknown label {row.label!r}; expected {LABELS}"
+                )
             if row.split not in SPLITS:
-                raise DatasetError(f"{path}:{lineno}: unknown split {row.split!r}; expected {SPLITS}")
+                raise DatasetError(
+                    f"{path}:{lineno}: unknown split {row.split!r}; expected {SPLITS}"
+                )
             rows.append(row)
     if not rows:
         raise DatasetError(f"{path}: the manifest has no rows")

@@ -147,7 +147,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device=str(device)))
     except RuntimeError as exc:
-        raise ModelError(f"{model_dir / WEIGHTS_FILE}: weights do not fit {config['architecture']}: {exc}") from exc
+        raise ModelError(
+            f"{model_dir / WEIGHTS_FILE}: weights do not fit {config['architecture']}: {exc}"
+        ) from exc
     model.to(device).eval()
     metrics_path = model_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
