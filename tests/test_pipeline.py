@@ -56,6 +56,13 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
         assert (out / "eval" / split / "report.md").is_file()
     assert "eval/test/report.md" in (out / "report.md").read_text()
     assert bloodcell.load(out).architecture == "mobilenet_v2"
+    # the default recipe, calibrated on val, with a robustness table for the test split
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert bloodcell.load(out).config["training"]["recipe"] == "fast"
+    assert summary["calibration"]["temperature"] > 0
+    assert "worst middle-severity case" in proc.stdout
+    assert (out / "eval" / "test" / "robustness.csv").is_file()
+    assert "## Robustness" in (out / "eval" / "test" / "report.md").read_text()
 
 
 def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:

@@ -3,7 +3,7 @@
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
 `bloodcell.load(OUT)` works; default recipe `fast`) -> calibrate (temperature on val) ->
-evaluate val and test -> top-level `OUT/report.md`.
+evaluate val and test -> robustness on test (middle severities) -> top-level `OUT/report.md`.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ def run(
     Re-running into the same folder resumes an unfinished training of the same settings.
     """
     from bloodcell.calibrate import calibrate_run
+    from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.evaluate import evaluate_run, summary_line
     from bloodcell.report import write_run_report
+    from bloodcell.robustness import evaluate_robustness, summary_lines
     from bloodcell.train import CHECKPOINT_DIR, LAST_CKPT, MODEL_DIR, train
 
     out = Path(out_dir)
@@ -93,6 +95,9 @@ def run(
         t = time.perf_counter()
         results[split] = evaluate_run(out, split, progress=progress)
         timings[f"evaluate_{split}"] = time.perf_counter() - t
+    t = time.perf_counter()
+    robust = evaluate_robustness(out, "test", severities=[MIDDLE_SEVERITY], progress=progress)
+    timings["robustness"] = time.perf_counter() - t
     timings = {k: round(v, 1) for k, v in timings.items()}
     extra = [
         f"Data: {data['readable']} readable of {data['files']} files "
@@ -107,6 +112,9 @@ def run(
         f"split; validation ECE {calibration['ece_before']:.4f} before, "
         f"{calibration['ece_after']:.4f} after (the test split's ECE above is after).",
         "",
+        "Robustness (test split, each corruption at its middle severity; table and picture in "
+        "`eval/test/report.md`): " + "; ".join(summary_lines(robust)) + ".",
+        "",
         f"Timings (s): {json.dumps(timings)}",
         "",
         "![training curves](curves.png)",
@@ -119,6 +127,10 @@ def run(
         "report": str(report),
         "timings": timings,
         "calibration": calibration,
+        "robustness": {
+            "worst_middle": robust["worst_middle"],
+            "below_target_middle": robust["below_target_middle"],
+        },
         "metrics": {
             s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in results.items()
         },
@@ -129,4 +141,6 @@ def run(
     print(f"report:   {report}")
     for m in results.values():
         print(summary_line(m))
+    for line in summary_lines(robust):
+        print(line)
     return summary
