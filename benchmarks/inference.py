@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from bloodcell.benchmark import latency, throughput
 
 
 def build_random_model(out: Path, size: int) -> Path:
@@ -37,30 +37,6 @@ def build_random_model(out: Path, size: int) -> Path:
     torch.manual_seed(0)
     model = create_model("mobilenet_v2", pretrained=False)
     return save_model(model, out, "mobilenet_v2", Preprocess(image_size=size))
-
-
-def throughput(fn: Callable[[np.ndarray], object], batch: np.ndarray, seconds: float) -> float:
-    """Images per second over repeated calls on `batch` for about `seconds` (after warm-up)."""
-    for _ in range(2):
-        fn(batch)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 3:
-        fn(batch)
-        n += 1
-    return n * len(batch) / (time.perf_counter() - start)
-
-
-def latency(fn: Callable[[np.ndarray], object], one: np.ndarray, runs: int) -> tuple[float, float]:
-    """Median and p90 latency in ms of single-image calls."""
-    for _ in range(5):
-        fn(one)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn(one)
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
 def ort_runner(path: Path, level: str, threads: int) -> Callable[[np.ndarray], object]:

@@ -44,8 +44,8 @@ def throughput(fn: Callable[[np.ndarray], object], batch: np.ndarray, seconds: f
     return n * len(batch) / (time.perf_counter() - start)
 
 
-def latency_ms(fn: Callable[[np.ndarray], object], one: np.ndarray, runs: int) -> float:
-    """Median latency in ms of `runs` single-image calls, after warm-up."""
+def latency(fn: Callable[[np.ndarray], object], one: np.ndarray, runs: int) -> tuple[float, float]:
+    """Median and p90 latency in ms of `runs` single-image calls, after warm-up."""
     for _ in range(5):
         fn(one)
     times = []
@@ -53,7 +53,8 @@ def latency_ms(fn: Callable[[np.ndarray], object], one: np.ndarray, runs: int) -
         t = time.perf_counter()
         fn(one)
         times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
 def run_measured(cmd: Sequence[str]) -> tuple[int, float, float]:
@@ -138,7 +139,7 @@ def inference_figures(run: Path, seconds: float, runs: int) -> dict[str, Any]:
         _say(f"benchmark: inference speed, {name}")
         out[name] = {
             "img_per_s": throughput(fn, batch, seconds),
-            "latency_ms": latency_ms(fn, one, runs),
+            "latency_ms": latency(fn, one, runs)[0],
             "size_mb": path.stat().st_size / 1e6,
         }
     acc = summary.get("accuracy") or {}

@@ -8,7 +8,6 @@ hash and copies it into the cache.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import urlparse
 import torch
 from torchvision.models import WeightsEnum
 
+from bloodcell.data.manifest import file_sha256
 from bloodcell.errors import WeightsError
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
@@ -37,14 +37,6 @@ def published_hash_prefix(weights: WeightsEnum) -> str:
     if not match:
         raise ValueError(f"no hash in weights file name {file_name(weights)}")
     return match.group(1)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(weights: WeightsEnum) -> dict[str, torch.Tensor]:
@@ -74,7 +66,7 @@ def import_weights(path: str | Path, candidates: list[WeightsEnum]) -> Path:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     for weights in candidates:
         if digest.startswith(published_hash_prefix(weights)):
             target = cache_dir() / file_name(weights)

@@ -9,7 +9,6 @@ the threadpool so the event loop keeps answering (`/health` included) while the 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import logging
 import math
@@ -29,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bloodcell import __version__
+from bloodcell.data.manifest import file_sha256
 from bloodcell.explain import explain_image
 from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend, open_backend
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
@@ -214,7 +214,7 @@ def _model_info(
     return {
         "name": str(config.get("name") or name),
         "architecture": backend.architecture,
-        "version": _sha256(weights)[:12],
+        "version": file_sha256(weights)[:12],
         "format": str(config.get("format") or config.get("bloodcell.format") or "?"),
         "bloodcell_version": (config.get("versions") or {}).get("bloodcell"),
         "backend": backend.kind,
@@ -239,14 +239,6 @@ def _read_metrics(model_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         log.warning("%s: unreadable, serving without metrics", path)
         return {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _finite(obj: Any) -> Any:
