@@ -211,7 +211,7 @@ def test_fast_recipe_caches_corrupted_copies_and_cycles_them(tmp_path: Path) -> 
         optimizer=fast.optimizer,
         schedule=fast.schedule,
         label_smoothing=fast.label_smoothing,
-        normalize=fast.normalize,
+        normalize="per_image",
         feature_aug=True,
         corrupt_copies=2,
     )

@@ -254,6 +254,10 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "optimizer",
         "schedule",
         "feature_cache",
+        "normalize",
+        "feature_aug",
+        "corrupt_copies",
+        "corrupt_severity",
     )
     tr = sub.add_parser(
         "train",
@@ -329,6 +333,31 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="compute frozen-backbone outputs once instead of every epoch (default on; "
         "used only when the frozen part's input cannot change)",
+    )
+    tr.add_argument(
+        "--normalize",
+        choices=("imagenet", "per_image"),
+        help="pixel normalisation: imagenet statistics (reference) or each image's own "
+        "(per_image: brightness, contrast and white balance stop mattering)",
+    )
+    tr.add_argument(
+        "--feature-aug",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with cached block outputs, flip and turn them by 90 degrees each batch",
+    )
+    tr.add_argument(
+        "--corrupt-copies",
+        type=int,
+        metavar="N",
+        help="with cached block outputs, also cache N copies of the train split under random "
+        "stain/colour/blur/JPEG/scale/noise corruptions, used one per epoch in turn",
+    )
+    tr.add_argument(
+        "--corrupt-severity",
+        type=int,
+        choices=(1, 2, 3),
+        help="strongest corruption severity in those copies (default 2, the middle one)",
     )
     tr.set_defaults(func=train_cmd)
 
