@@ -258,6 +258,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "feature_aug",
         "corrupt_copies",
         "corrupt_severity",
+        "exposure_severity",
     )
     tr = sub.add_parser(
         "train",
@@ -358,6 +359,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         choices=(1, 2, 3),
         help="strongest corruption severity in those copies (default 2, the middle one)",
+    )
+    tr.add_argument(
+        "--exposure-severity",
+        type=int,
+        choices=(1, 2, 3),
+        help="strongest random exposure change (darken/brighten) added to every corrupted "
+        "image (default 2)",
     )
     tr.set_defaults(func=train_cmd)
 

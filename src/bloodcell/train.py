@@ -94,6 +94,8 @@ class TrainConfig:
     corrupt_copies: int = 0
     #: The strongest severity (1-3, see `data.corruptions`) those copies are drawn up to.
     corrupt_severity: int = 2
+    #: The strongest severity of the random exposure change (darken/brighten) on those copies.
+    exposure_severity: int = 2
     recipe: str = "reference"
 
     def preprocess(self) -> Preprocess:
@@ -613,7 +615,7 @@ def corrupted_dataset(dataset: ManifestDataset, config: TrainConfig, seed: int) 
     light = RandomCorruption(
         p=1.0,
         names=("darken", "brighten"),
-        max_severity=config.corrupt_severity,
+        max_severity=config.exposure_severity,
         seed=seed + 1_000_003,
     )
     tf = v2.Compose([corrupt, light, config.preprocess().transform()])
