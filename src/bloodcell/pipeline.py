@@ -110,7 +110,7 @@ def run(
         "",
         f"Calibration: temperature {calibration['temperature']:.3f} fitted on the validation "
         f"split; validation ECE {calibration['ece_before']:.4f} before, "
-        f"{calibration['ece_after']:.4f} after (the test split's ECE above is after).",
+        f"{calibration['ece_after']:.4f} after (the ECE in the split reports is after scaling).",
         "",
         "Robustness (test split, each corruption at its middle severity; table and picture in "
         "`eval/test/report.md`): " + "; ".join(summary_lines(robust)) + ".",
