@@ -198,10 +198,10 @@ def test_reference_recipe_frozen_mobilenet_learns(tmp_path: Path, monkeypatch) -
     assert summary["feature_cache"] == "pooled"
 
 
-def test_fast_recipe_caches_corrupted_copies_and_cycles_them(tmp_path: Path) -> None:
-    """The default recipe's machinery: cached block outputs, feature-map flips and turns, and one
-    corrupted copy of the train split per epoch in turn, on a tiny model."""
-    from bloodcell.train import CyclingCopies, recipe
+def test_fast_recipe_caches_corrupted_copies_and_mixes_them(tmp_path: Path) -> None:
+    """The default recipe's machinery: cached block outputs, feature-map flips and turns, and
+    every epoch drawing each image from a clean or a corrupted cached copy, on a tiny model."""
+    from bloodcell.train import MixedCopies, recipe
 
     data, manifest = tiny_data(tmp_path)
     fast = recipe("fast")
@@ -215,17 +215,20 @@ def test_fast_recipe_caches_corrupted_copies_and_cycles_them(tmp_path: Path) -> 
         feature_aug=True,
         corrupt_copies=2,
     )
-    seen: list[int] = []
+    seen: list[torch.Tensor] = []
 
     class _Copies(pl.Callback):
         def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
             ds = trainer.train_dataloader.dataset
-            assert isinstance(ds, CyclingCopies) and len(ds.copies) == 3
+            assert isinstance(ds, MixedCopies) and len(ds.copies) == 3
             if trainer.fit_loop.epoch_loop.batch_idx == 0:
-                seen.append(ds.epoch % len(ds.copies))
+                seen.append(ds.choice.clone())
 
     run = train(cfg, data, manifest, tmp_path / "run", callbacks=[_Copies()], progress=False)
-    assert seen == [0, 1, 2, 0, 1, 2]
+    assert len(seen) == 6
+    for choice in seen:  # every epoch mixes all three copies
+        assert set(choice.tolist()) == {0, 1, 2}
+    assert not torch.equal(seen[0], seen[1])  # and draws anew each epoch
     assert max(r["val_acc"] for r in read_log(run / LOG_FILE)) >= 0.5  # chance is 0.25
     saved = json.loads((run / "model/config.json").read_text())
     assert saved["preprocess"]["normalize"] == "per_image"

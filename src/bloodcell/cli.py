@@ -352,7 +352,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar="N",
         help="with cached block outputs, also cache N copies of the train split under random "
-        "stain/colour/blur/JPEG/scale/noise corruptions, used one per epoch in turn",
+        "stain/colour/blur/JPEG/scale/noise corruptions; each epoch draws every image from "
+        "one copy at random",
     )
     tr.add_argument(
         "--corrupt-severity",
