@@ -128,10 +128,11 @@ RECIPES: dict[str, TrainConfig] = {
     "reference": TrainConfig(),
     # The default of `bloodcell run` (issues 6 and 7): ImageNet MobileNetV2 with its first 14
     # blocks frozen and their outputs cached once; the last 5 blocks and the head are fine-tuned
-    # with AdamW + one-cycle and label smoothing, on flipped/turned feature maps and on two cached
-    # copies of the train split under random stain, colour, blur, JPEG, scale and noise
-    # corruptions plus a random exposure change. BENCHMARKS.md has the measurements behind every
-    # setting (per-image normalisation and 11 frozen blocks were tried and lost).
+    # with AdamW + one-cycle and label smoothing, on flipped/turned feature maps, each epoch
+    # drawing every image from the clean split or one of two cached copies under random stain,
+    # colour, blur, JPEG, scale and noise corruptions plus a random exposure change.
+    # BENCHMARKS.md has the measurements behind every setting (per-image normalisation and 11
+    # frozen blocks were tried and lost).
     "fast": TrainConfig(
         freeze=14,
         epochs=6,
