@@ -630,9 +630,7 @@ def corrupted_dataset(dataset: ManifestDataset, config: TrainConfig, seed: int) 
         seed=seed + 1_000_003,
     )
     tf = v2.Compose([corrupt, light, config.preprocess().transform()])
-    view = ManifestDataset(dataset.rows, dataset.data_root, tf)
-    view._cache = dataset._cache  # share decoded images: decode once, corrupt per copy
-    return view
+    return dataset.with_transform(tf)  # decode once, corrupt per copy
 
 
 # --- the run ------------------------------------------------------------------------------------

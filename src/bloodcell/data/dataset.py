@@ -6,6 +6,7 @@ model, so prediction, ONNX export and the server resize and normalise exactly as
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -155,6 +156,12 @@ class ManifestDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> ManifestDataset:
+        """The same images under another transform, sharing the decoded-image cache."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
 
     def image(self, i: int) -> Image.Image:
         if self._cache is not None and i in self._cache:
