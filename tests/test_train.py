@@ -234,6 +234,32 @@ def test_fast_recipe_caches_corrupted_copies_and_mixes_them(tmp_path: Path) -> N
     assert saved["preprocess"]["normalize"] == "per_image"
 
 
+def test_corrupted_copies_are_seeded_and_focus_blurs_them(tmp_path: Path) -> None:
+    """A corrupted copy is the same for the same seed, another for another seed, and the
+    random defocus (`focus_severity`) removes fine detail on top of the other corruptions."""
+    from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.train import corrupted_dataset
+
+    data, manifest = tiny_data(tmp_path)
+    rows = [r for r in read_manifest(manifest) if r.split == "train"]
+
+    def copy(seed: int, focus: int) -> torch.Tensor:
+        cfg = tiny_config(image_size=64, focus_severity=focus)
+        ds = corrupted_dataset(ManifestDataset(rows, data, cfg.preprocess().transform()), cfg, seed)
+        return torch.stack([ds[i][0] for i in range(len(ds))])
+
+    def detail(x: torch.Tensor) -> float:  # mean size of neighbouring-pixel differences
+        return (x[..., 1:] - x[..., :-1]).abs().mean().item()
+
+    plain = copy(0, focus=0)
+    assert torch.equal(plain, copy(0, focus=0))
+    assert not torch.equal(plain, copy(1, focus=0))
+    focused = copy(0, focus=3)
+    assert focused.shape == plain.shape and focused.dtype == plain.dtype
+    assert detail(focused) < 0.9 * detail(plain)
+
+
 def test_random_dihedral_keeps_shape_and_content() -> None:
     from bloodcell.train import random_dihedral
 

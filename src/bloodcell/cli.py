@@ -259,6 +259,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "corrupt_copies",
         "corrupt_severity",
         "exposure_severity",
+        "focus_severity",
     )
     tr = sub.add_parser(
         "train",
@@ -367,6 +368,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         choices=(1, 2, 3),
         help="strongest random exposure change (darken/brighten) added to every corrupted "
         "image (default 2)",
+    )
+    tr.add_argument(
+        "--focus-severity",
+        type=int,
+        choices=(0, 1, 2, 3),
+        help="strongest random defocus (Gaussian blur) added to every corrupted image "
+        "before the other changes (0 = none)",
     )
     tr.set_defaults(func=train_cmd)
 
