@@ -124,11 +124,14 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> Non
 
 
 def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> None:
-    """Freezing the first block and caching its outputs must not change what is learnt."""
+    """Freezing the first block and caching its outputs must not change what is learnt.
+
+    On the CPU in fp32: under CUDA's bf16 autocast the two paths round the frozen block's
+    outputs differently (seen on an H100: weights apart by ~1e-3), which is expected."""
     data, manifest = tiny_data(tmp_path)
     states = []
     for cache in (True, False):
-        cfg = tiny_config(epochs=1, freeze=1, feature_cache=cache)
+        cfg = tiny_config(epochs=1, freeze=1, feature_cache=cache, device="cpu")
         run = train(cfg, data, manifest, tmp_path / f"run{cache}", progress=False)
         summary = json.loads((run / "train_summary.json").read_text())
         assert summary["feature_cache"] == (1 if cache else None)
