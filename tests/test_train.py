@@ -263,6 +263,46 @@ def test_corrupted_copies_are_seeded_and_focus_blurs_them(tmp_path: Path) -> Non
     assert detail(focused) < 0.9 * detail(plain)
 
 
+def test_stain_normalisation_is_fitted_once_saved_and_reapplied(tmp_path: Path) -> None:
+    """Reinhard, fitted on the first train image, reaches the cached (and corrupted) training
+    inputs and the saved model; loading and evaluating apply it without the target image."""
+    import bloodcell
+    from bloodcell.data.dataset import Preprocess, load_rgb
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.data.stain import StainNormalizer
+    from bloodcell.evaluate import evaluate_run
+
+    data, manifest = tiny_data(tmp_path)
+    cfg = tiny_config(epochs=1, freeze=1, corrupt_copies=1, stain_norm="reinhard")
+    run = train(cfg, data, manifest, tmp_path / "run", progress=False)
+    first = min(r.path for r in read_manifest(manifest) if r.split == "train")
+    want = StainNormalizer.fit(load_rgb(data / first), "reinhard")
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["preprocess"]["stain"] == want.to_dict()
+    assert saved["training"]["stain_norm"] == "reinhard"
+    loaded = bloodcell.load(run)
+    img = load_rgb(data / first)
+    plain = Preprocess(image_size=32).transform()
+    assert torch.equal(loaded.preprocess.transform()(img), plain(want(img)))
+    assert not torch.equal(loaded.preprocess.transform()(img), plain(img))
+    m = evaluate_run(run, "val", progress=False)
+    assert m["n"] == 8
+
+
+def test_stain_settings_need_a_fitted_normaliser_and_a_readable_target(tmp_path: Path) -> None:
+    from bloodcell.errors import DatasetError
+
+    with pytest.raises(ValueError, match="fit_stain"):
+        tiny_config(stain_norm="macenko").preprocess()
+    with pytest.raises(ValueError, match="stain_norm must be one of"):
+        tiny_config(stain_norm="vahadane").preprocess()
+    data, manifest = tiny_data(tmp_path, n_per_class=3)
+    missing = tmp_path / "no-such-target.png"
+    cfg = tiny_config(epochs=1, stain_norm="macenko", stain_target=str(missing))
+    with pytest.raises(DatasetError, match="no-such-target.png"):
+        train(cfg, data, manifest, tmp_path / "run", progress=False)
+
+
 def test_random_dihedral_keeps_shape_and_content() -> None:
     from bloodcell.train import random_dihedral
 

@@ -255,6 +255,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "schedule",
         "feature_cache",
         "normalize",
+        "stain_norm",
+        "stain_target",
         "feature_aug",
         "corrupt_copies",
         "corrupt_severity",
@@ -341,6 +343,19 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         choices=("imagenet", "per_image"),
         help="pixel normalisation: imagenet statistics (reference) or each image's own "
         "(per_image: brightness, contrast and white balance stop mattering)",
+    )
+    tr.add_argument(
+        "--stain-norm",
+        choices=("none", "macenko", "reinhard"),
+        help="stain normalisation before everything else (torchstain): none (default), "
+        "macenko or reinhard; fitted once on --stain-target and saved with the model, so "
+        "evaluate, predict, serve and export apply the same",
+    )
+    tr.add_argument(
+        "--stain-target",
+        metavar="FILE",
+        help="reference image for --stain-norm (default: the first train image of the "
+        "manifest, in path order)",
     )
     tr.add_argument(
         "--feature-aug",

@@ -32,8 +32,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess
-from bloodcell.data.manifest import file_sha256, read_manifest, select
+from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess, load_rgb
+from bloodcell.data.manifest import ManifestRow, file_sha256, read_manifest, select
+from bloodcell.data.stain import METHODS as STAIN_METHODS
+from bloodcell.data.stain import StainNormalizer
 from bloodcell.errors import DatasetError, ModelError
 from bloodcell.labels import LABELS
 
@@ -86,6 +88,11 @@ class TrainConfig:
     feature_cache: bool = True
     #: "imagenet" (fixed statistics) or "per_image" (each image's own: brightness-proof).
     normalize: str = "imagenet"
+    #: Stain normalisation before everything else: "none", "macenko" or "reinhard" (torchstain),
+    #: fitted once per run on `stain_target` and saved with the model's preprocessing.
+    stain_norm: str = "none"
+    #: The reference image for it; None = the first train image of the manifest (path order).
+    stain_target: str | None = None
     #: With cached block outputs, also flip and turn them by 90 degrees (smears have no
     #: orientation); free augmentation that needs no second pass through the frozen blocks.
     feature_aug: bool = False
@@ -102,8 +109,24 @@ class TrainConfig:
     focus_severity: int = 0
     recipe: str = "reference"
 
-    def preprocess(self) -> Preprocess:
-        return Preprocess(image_size=self.image_size, normalize=self.normalize)
+    def preprocess(self, stain: StainNormalizer | None = None) -> Preprocess:
+        """The preprocessing; with `stain_norm` set, `stain` is the run's fitted normaliser
+        (`fit_stain`), which is needed: it cannot be derived from the settings alone."""
+        if self.stain_norm not in ("none", *STAIN_METHODS):
+            raise ValueError(
+                f"stain_norm must be one of {('none', *STAIN_METHODS)}, not {self.stain_norm!r}"
+            )
+        wanted = None if self.stain_norm == "none" else self.stain_norm
+        if (stain.method if stain else None) != wanted:
+            raise ValueError(
+                f"stain_norm={self.stain_norm!r} needs a normaliser fitted with that method "
+                f"(fit_stain), got {stain!r}"
+            )
+        return Preprocess(
+            image_size=self.image_size,
+            normalize=self.normalize,
+            stain=stain.to_dict() if stain else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -601,16 +624,48 @@ def plot_curves(log_path: Path, out: Path) -> Path | None:
 # --- data ---------------------------------------------------------------------------------------
 
 
+def _no_rows(split: str) -> DatasetError:
+    return DatasetError(
+        f"the manifest has no {split} rows; recreate it with `bloodcell data split`"
+    )
+
+
+def fit_stain(
+    config: TrainConfig, rows: Sequence[ManifestRow], data_root: Path
+) -> StainNormalizer | None:
+    """The run's stain normaliser (None without `stain_norm`), fitted once on `stain_target`,
+    or on the first train image in path order (resolved against `data_root`)."""
+    if config.stain_norm == "none":
+        return None
+    if config.stain_target:
+        target = Path(config.stain_target).expanduser()
+    else:
+        train_rows = select(list(rows), "train")
+        if not train_rows:
+            raise _no_rows("train")
+        target = data_root / min(r.path for r in train_rows)
+    try:
+        image = load_rgb(target)
+    except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises on a bad file
+        raise DatasetError(
+            f"stain target {target}: cannot read it as an image ({exc}); "
+            "give a readable reference image with --stain-target FILE"
+        ) from exc
+    try:
+        return StainNormalizer.fit(image, config.stain_norm)
+    except ValueError as exc:
+        raise DatasetError(
+            f"stain target {target}: {exc}; give a typical stained smear with --stain-target FILE"
+        ) from exc
+
+
 def _datasets(
-    config: TrainConfig, rows: list, data_root: Path, workers: int
+    config: TrainConfig, rows: list, data_root: Path, workers: int, pre: Preprocess
 ) -> tuple[Dataset, Dataset]:
     train_rows, val_rows = select(rows, "train"), select(rows, "val")
     for split, r in (("train", train_rows), ("val", val_rows)):
         if not r:
-            raise DatasetError(
-                f"the manifest has no {split} rows; recreate it with `bloodcell data split`"
-            )
-    pre = config.preprocess()
+            raise _no_rows(split)
     train_tf = Augment().transform(pre) if config.augment else pre.transform()
     cache = workers == 0  # a per-worker cache would be copied into every worker process
     return (
@@ -619,8 +674,12 @@ def _datasets(
     )
 
 
-def corrupted_dataset(dataset: ManifestDataset, config: TrainConfig, seed: int) -> ManifestDataset:
-    """The same images, each under one random corruption (deterministic for `seed`)."""
+def corrupted_dataset(
+    dataset: ManifestDataset, config: TrainConfig, seed: int, pre: Preprocess | None = None
+) -> ManifestDataset:
+    """The same images, each under one random corruption (deterministic for `seed`), then the
+    run's preprocessing `pre` (default `config.preprocess()`): stain normalisation, if any,
+    sees the corrupted image, as it would see another lab's."""
     from torchvision.transforms import v2
 
     from bloodcell.data.corruptions import RandomCorruption
@@ -642,7 +701,7 @@ def corrupted_dataset(dataset: ManifestDataset, config: TrainConfig, seed: int) 
             p=1.0, names=("blur",), max_severity=config.focus_severity, seed=seed + 2_000_003
         )
         steps.insert(0, focus)
-    tf = v2.Compose([*steps, config.preprocess().transform()])
+    tf = v2.Compose([*steps, (pre or config.preprocess()).transform()])
     return dataset.with_transform(tf)  # decode once, corrupt per copy
 
 
@@ -748,11 +807,16 @@ def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress:
 
 
 def _loaders(
-    config: TrainConfig, module: BloodcellModule, data_root: Path, rows: list, progress: bool
+    config: TrainConfig,
+    module: BloodcellModule,
+    data_root: Path,
+    rows: list,
+    progress: bool,
+    pre: Preprocess,
 ) -> tuple[DataLoader, DataLoader, float]:
     """Train/val loaders (cached stem outputs when `module.start` is set) and the caching time."""
     workers = resolve_workers(config.workers)
-    train_ds, val_ds = _datasets(config, rows, data_root, workers)
+    train_ds, val_ds = _datasets(config, rows, data_root, workers, pre)
     t0 = time.perf_counter()
     if module.start is not None:
         device = local_device(resolve_device(config.device))  # each DDP rank caches it all
@@ -760,7 +824,7 @@ def _loaders(
         bs = max(config.batch_size, 64)
         copies = [compute_features(stem, train_ds, device, bs, workers, "features train", progress)]
         for i in range(config.corrupt_copies):
-            corrupted = corrupted_dataset(train_ds, config, seed=config.seed * 1000 + i)
+            corrupted = corrupted_dataset(train_ds, config, seed=config.seed * 1000 + i, pre=pre)
             desc = f"features train, corrupted copy {i + 1}"
             copies.append(compute_features(stem, corrupted, device, bs, workers, desc, progress))
         train_ds = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
@@ -829,6 +893,9 @@ def train(
     from bloodcell.models.saved import save_model
 
     run = Path(out_dir)
+    if config is not None and config.stain_target:  # a resume from elsewhere finds it too
+        target = Path(config.stain_target).expanduser().resolve()
+        config = replace(config, stain_target=str(target))
     config, data_root, manifest_path = _prepare_run(
         config,
         Path(data_root).expanduser() if data_root else None,
@@ -838,11 +905,13 @@ def train(
     )
     pl.seed_everything(config.seed, workers=True, verbose=False)
     rows = read_manifest(manifest_path)
+    # Fitted once per run; the saved model carries the result, not the target image.
+    pre = config.preprocess(fit_stain(config, rows, data_root))
     probe = build_model(replace(config, pretrained=False))
     start = cache_start(config, len(probe.backbone))
     del probe
     module = BloodcellModule(config.to_dict(), start)
-    train_dl, val_dl, cache_s = _loaders(config, module, data_root, rows, progress)
+    train_dl, val_dl, cache_s = _loaders(config, module, data_root, rows, progress, pre)
     trainer = _trainer(config, run, callbacks, progress)
     last = run / CHECKPOINT_DIR / LAST_CKPT
     t0 = time.perf_counter()
@@ -890,7 +959,7 @@ def train(
         model,
         run / MODEL_DIR,
         architecture=config.model,
-        preprocess=config.preprocess(),
+        preprocess=pre,
         training={**config.to_dict(), **summary},
         data=data_record(manifest_path, data_root),
     )

@@ -33,7 +33,8 @@ def test_per_image_standardisation_ignores_brightness_and_white_balance() -> Non
 def test_preprocess_round_trips_and_old_configs_default_to_imagenet() -> None:
     pre = Preprocess(image_size=96, normalize="per_image")
     assert Preprocess.from_dict(pre.to_dict()) == pre
-    old = {k: v for k, v in Preprocess().to_dict().items() if k != "normalize"}
+    old = {k: v for k, v in Preprocess().to_dict().items() if k not in ("normalize", "stain")}
     assert Preprocess.from_dict(old).normalize == "imagenet"
+    assert Preprocess.from_dict(old).stain is None
     with pytest.raises(ValueError, match="normalize"):
         Preprocess(normalize="zscore")

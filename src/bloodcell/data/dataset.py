@@ -1,7 +1,8 @@
 """Torch datasets over a split manifest, and the image transforms shared by training and inference.
 
 The preprocessing is described by a small dict (`Preprocess.to_dict`) that is saved with every
-model, so prediction, ONNX export and the server resize and normalise exactly as training did.
+model, so prediction, ONNX export and the server stain-normalise (when training did), resize and
+normalise exactly as training did.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from bloodcell.data.manifest import ManifestRow
+from bloodcell.data.stain import StainNormalizer
 from bloodcell.labels import LABELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,16 +50,22 @@ NORMALIZATIONS = ("imagenet", "per_image")
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an RGB image becomes a model input: resize to a square, scale to [0,1], normalise."""
+    """How an RGB image becomes a model input: optionally stain-normalise, resize to a square,
+    scale to [0,1], normalise."""
 
     image_size: int = 224
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     normalize: str = "imagenet"
+    #: A fitted `StainNormalizer.to_dict()`, applied first; None = no stain normalisation.
+    #: Left out of the hash (a dict cannot be hashed); equality still compares it.
+    stain: dict | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
+        if self.stain is not None:  # check it now, and keep a private copy (frozen in spirit)
+            object.__setattr__(self, "stain", StainNormalizer.from_dict(self.stain).to_dict())
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -69,7 +77,12 @@ class Preprocess:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             normalize=d.get("normalize", "imagenet"),  # models saved before the option existed
+            stain=d.get("stain"),  # likewise
         )
+
+    def stain_steps(self) -> list[Callable]:
+        """The stain normaliser as the first step of a transform (none if not configured)."""
+        return [] if self.stain is None else [StainNormalizer.from_dict(self.stain)]
 
     def normalizer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The last step, on a float tensor in [0, 1]."""
@@ -81,6 +94,7 @@ class Preprocess:
         """The deterministic eval transform: PIL image -> normalised float tensor (3, S, S)."""
         return v2.Compose(
             [
+                *self.stain_steps(),
                 v2.ToImage(),
                 v2.Resize((self.image_size, self.image_size), antialias=True),
                 v2.ToDtype(torch.float32, scale=True),
@@ -109,6 +123,7 @@ class Augment:
 
     def transform(self, pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
         steps: list[Callable] = [
+            *pre.stain_steps(),  # before the colour jitter, which must still vary the colours
             v2.ToImage(),
             v2.RandomResizedCrop(
                 (pre.image_size, pre.image_size), scale=self.scale, ratio=(0.9, 1.1), antialias=True
