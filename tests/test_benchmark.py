@@ -31,4 +31,4 @@ def test_benchmark_compares_recipes_with_the_reference(tmp_path: Path) -> None:
         assert inf["onnx int8"]["size_mb"] < inf["onnx fp32"]["size_mb"]
     table = (out / "benchmark.md").read_text()
     assert "| reference |" in table and "| fast |" in table and "onnx int8" in table
-    assert "x faster" in done.stdout
+    assert "| time vs reference |" in done.stdout and "| 1.00x |" in table

@@ -176,7 +176,7 @@ def format_table(results: list[dict[str, Any]], inference: dict[str, dict[str, A
     ref = by_recipe.get("reference")
     ref_wall = statistics.mean(r["train_wall_s"] for r in ref) if ref else None
     lines = [
-        "| recipe | seeds | train wall s | vs reference | train img/s | peak RSS MB "
+        "| recipe | seeds | train wall s | time vs reference | train img/s | peak RSS MB "
         "| test accuracy | test 95% CI (seed 1st) | macro-F1 | lowest class recall "
         "| worst corruption (middle severity) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -186,7 +186,7 @@ def format_table(results: list[dict[str, Any]], inference: dict[str, dict[str, A
         ci = rs[0]["test_ci95"]
         lines.append(
             f"| {name} | {len(rs)} | {wall:.1f} | "
-            f"{(ref_wall / wall if ref_wall else float('nan')):.2f}x faster | "
+            f"{(wall / ref_wall if ref_wall else float('nan')):.2f}x | "
             f"{statistics.mean(r['train_img_per_s'] for r in rs):.1f} | "
             f"{max(r['peak_rss_mb'] for r in rs):.0f} | "
             f"{_mean_spread([r['test_accuracy'] for r in rs])} | {ci[0]:.4f}–{ci[1]:.4f} | "
