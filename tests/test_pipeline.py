@@ -63,6 +63,9 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     assert "worst middle-severity case" in proc.stdout
     assert (out / "eval" / "test" / "robustness.csv").is_file()
     assert "## Robustness" in (out / "eval" / "test" / "report.md").read_text()
+    top = (out / "report.md").read_text()  # the table is in the run's own report too
+    assert "## Robustness" in top and "| brighten |" in top and "| blur |" in top
+    assert "(eval/test/robustness.png)" in top and (out / "eval/test/robustness.png").is_file()
 
 
 def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:

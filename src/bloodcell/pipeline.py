@@ -67,7 +67,12 @@ def run(
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.evaluate import evaluate_run, summary_line
     from bloodcell.report import write_run_report
-    from bloodcell.robustness import evaluate_robustness, summary_lines
+    from bloodcell.robustness import (
+        ROBUSTNESS_PNG,
+        evaluate_robustness,
+        report_lines,
+        summary_lines,
+    )
     from bloodcell.train import CHECKPOINT_DIR, LAST_CKPT, MODEL_DIR, train
 
     out = Path(out_dir)
@@ -112,12 +117,13 @@ def run(
         f"split; validation ECE {calibration['ece_before']:.4f} before, "
         f"{calibration['ece_after']:.4f} after (the ECE in the split reports is after scaling).",
         "",
-        "Robustness (test split, each corruption at its middle severity; table and picture in "
-        "`eval/test/report.md`): " + "; ".join(summary_lines(robust)) + ".",
-        "",
         f"Timings (s): {json.dumps(timings)}",
         "",
         "![training curves](curves.png)",
+        "",
+        "## Robustness",
+        "",
+        *report_lines(robust, image=f"eval/test/{ROBUSTNESS_PNG}"),
     ]
     report = write_run_report(out, results, extra)
     summary = {

@@ -362,8 +362,9 @@ def _cell(r: dict[str, Any] | None) -> str:
     return f"**{text}**" if r["accuracy"] < TARGET_ACCURACY else text
 
 
-def report_lines(result: dict[str, Any]) -> list[str]:
-    """The markdown section: what was done, the worst middle case, the table and the plot."""
+def report_lines(result: dict[str, Any], image: str = ROBUSTNESS_PNG) -> list[str]:
+    """The markdown section: what was done, the worst middle case, the table and the plot
+    (`image`: the plot's path relative to the report that gets these lines)."""
     names, sevs, _ = _grid(result)
     by = {(r["corruption"], r["severity"]): r for r in result["results"]}
     clean = result["clean"]
@@ -400,7 +401,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     for name in names:
         cells = " | ".join(_cell(by.get((name, s))) for s in sevs)
         lines.append(f"| {name} | {cells} |")
-    lines += ["", f"![robustness]({ROBUSTNESS_PNG})"]
+    lines += ["", f"![robustness]({image})"]
     return lines
 
 
