@@ -109,6 +109,16 @@ def test_best_checkpoint_is_the_best_val_epoch(tmp_path: Path) -> None:
     assert best == scores.index(max(scores))
 
 
+def test_last_checkpoint_is_the_last_epoch_not_the_best(tmp_path: Path) -> None:
+    """`--resume` continues from last.ckpt, so it must hold the last epoch even when a
+    better one came earlier (here lr=0: nothing improves after epoch 0)."""
+    run = tiny_run(tmp_path, epochs=3, lr=0.0)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2
+    assert json.loads((run / "train_summary.json").read_text())["best_epoch"] == 0
+    assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+
+
 def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
     import bloodcell
 

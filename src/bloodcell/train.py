@@ -794,13 +794,20 @@ def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress:
     from lightning.pytorch.loggers import CSVLogger
 
     device = resolve_device(config.device)
-    ckpt = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run / CHECKPOINT_DIR,
         filename="best-{epoch:02d}-{val_acc:.4f}",
         monitor="val_score",
         mode="max",
         save_top_k=1,
-        save_last=True,
+        enable_version_counter=False,
+    )
+    # Its own callback: Lightning's `save_last=True` rewrites last.ckpt only in epochs where
+    # the best checkpoint changed, so `--resume` would go back to the best epoch.
+    last = ModelCheckpoint(
+        dirpath=run / CHECKPOINT_DIR,
+        filename=Path(LAST_CKPT).stem,
+        save_top_k=1,
         enable_version_counter=False,
     )
     return pl.Trainer(
@@ -811,7 +818,7 @@ def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress:
         strategy=config.strategy,
         precision=resolve_precision(config.precision, device),
         deterministic="warn",
-        callbacks=[EpochLog(run / LOG_FILE), ckpt, *callbacks],
+        callbacks=[EpochLog(run / LOG_FILE), best, last, *callbacks],
         logger=CSVLogger(run, name="lightning_logs"),
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
