@@ -263,6 +263,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "corrupt_severity",
         "exposure_severity",
         "focus_severity",
+        "checkpoint",
     )
     tr = sub.add_parser(
         "train",
@@ -271,7 +272,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "Defaults are the reference recipe: mobilenet_v2 with its ImageNet backbone frozen and a "
         "Dense-512 head, 5 epochs, Adam lr 1e-3, batch 32, 224 px, no augmentation, seed 0. "
         "Writes into --out: train_config.json, manifest.csv (copy), checkpoints/ (best by val "
-        "accuracy, last.ckpt every epoch), log.csv, curves.png and model/ (the best weights, "
+        "accuracy, last.ckpt every epoch), log.csv, curves.png and model/ (the chosen weights, "
         "for `bloodcell evaluate` and `bloodcell.load`). After Ctrl-C or a killed process, "
         "`bloodcell train --resume --out RUN` continues from the last finished epoch.",
     )
@@ -398,6 +399,12 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         choices=(0, 1, 2, 3),
         help="strongest random defocus (Gaussian blur) added to every corrupted image "
         "before the other changes (0 = none)",
+    )
+    tr.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="which epoch becomes model/: best on validation accuracy (reference default) or "
+        "the last one (the fast recipe's default)",
     )
     tr.set_defaults(func=train_cmd)
 
