@@ -273,8 +273,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "Dense-512 head, 5 epochs, Adam lr 1e-3, batch 32, 224 px, no augmentation, seed 0. "
         "Writes into --out: train_config.json, manifest.csv (copy), checkpoints/ (best by val "
         "accuracy, last.ckpt every epoch), log.csv, curves.png and model/ (the weights that "
-        "--checkpoint chooses, for `bloodcell evaluate` and `bloodcell.load`). After Ctrl-C or a killed process, "
-        "`bloodcell train --resume --out RUN` continues from the last finished epoch.",
+        "--checkpoint chooses, for `bloodcell evaluate` and `bloodcell.load`). After Ctrl-C or "
+        "a killed process, `bloodcell train --resume --out RUN` continues from the last "
+        "finished epoch.",
     )
     _add_data_arg(tr)
     tr.add_argument(
