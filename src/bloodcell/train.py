@@ -978,10 +978,13 @@ def train(
         return run  # rank 0 writes the curves, the summary and the model
     plot_curves(run / LOG_FILE, run / CURVES_FILE)
     best = best_checkpoint(run)
-    best_epoch = int(torch.load(best, map_location="cpu", weights_only=False).get("epoch", -1))
     chosen = best if config.checkpoint == "best" else run / CHECKPOINT_DIR / LAST_CKPT
     model = build_model(replace(config, pretrained=False))
     ckpt = load_checkpoint_weights(model, chosen)
+    if chosen == best:
+        best_epoch = int(ckpt.get("epoch", -1))
+    else:  # only its epoch number is needed
+        best_epoch = int(torch.load(best, map_location="cpu", weights_only=False).get("epoch", -1))
     summary = {
         "best_checkpoint": best.name,
         "best_epoch": best_epoch,
