@@ -61,8 +61,19 @@ def free_port() -> int:
 
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bloodcell.cli", "serve", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bloodcell.cli",
+        "serve",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, env=dict(os.environ))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -81,14 +92,16 @@ async def run_load(url: str, image: bytes, n: int, concurrency: int) -> tuple[fl
     """Send n requests, `concurrency` in flight; return wall seconds and per-request latencies."""
     latencies: list[float] = []
     todo = iter(range(n))
-    async with httpx.AsyncClient(base_url=url, timeout=120,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=120, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
 
         async def worker() -> None:
             for _ in todo:
                 start = time.perf_counter()
-                r = await client.post("/v1/predict",
-                                      files=[("files", ("smear.jpg", image, "image/jpeg"))])
+                r = await client.post(
+                    "/v1/predict", files=[("files", ("smear.jpg", image, "image/jpeg"))]
+                )
                 latencies.append(time.perf_counter() - start)
                 r.raise_for_status()
 
@@ -111,12 +124,19 @@ def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
         rows = []
         for c in args.concurrency:
             wall, lat = asyncio.run(run_load(url, image, args.requests, c))
-            row = {"backend": backend, "concurrency": c, "requests": args.requests,
-                   "req_per_s": round(args.requests / wall, 1),
-                   "p50_ms": round(percentile(lat, 50) * 1000, 1),
-                   "p95_ms": round(percentile(lat, 95) * 1000, 1)}
-            print(f"{backend:>5}  concurrency {c:>3}: {row['req_per_s']:7.1f} req/s   "
-                  f"p50 {row['p50_ms']:7.1f} ms   p95 {row['p95_ms']:7.1f} ms", flush=True)
+            row = {
+                "backend": backend,
+                "concurrency": c,
+                "requests": args.requests,
+                "req_per_s": round(args.requests / wall, 1),
+                "p50_ms": round(percentile(lat, 50) * 1000, 1),
+                "p95_ms": round(percentile(lat, 95) * 1000, 1),
+            }
+            print(
+                f"{backend:>5}  concurrency {c:>3}: {row['req_per_s']:7.1f} req/s   "
+                f"p50 {row['p50_ms']:7.1f} ms   p95 {row['p95_ms']:7.1f} ms",
+                flush=True,
+            )
             rows.append(row)
         return rows
     finally:
@@ -127,8 +147,12 @@ def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="model/run dir or .onnx (default: random 224 px)")
-    p.add_argument("--backend", choices=["torch", "onnx", "both"], default="both",
-                   help="with the default model: which engine(s) to serve (default: both)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "both"],
+        default="both",
+        help="with the default model: which engine(s) to serve (default: both)",
+    )
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--warmup", type=int, default=20)

@@ -55,16 +55,24 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         from bloodcell.data.discover import discover
         from bloodcell.data.verify import verify
 
-        return verify(discover(_data_dir(args.data)), progress=not args.quiet,
-                      near_threshold=args.near_threshold)
+        return verify(
+            discover(_data_dir(args.data)),
+            progress=not args.quiet,
+            near_threshold=args.near_threshold,
+        )
 
     def _add_verify_args(p: argparse.ArgumentParser) -> None:
         _add_data_arg(p)
-        p.add_argument("--near-threshold", type=int, default=10, metavar="BITS",
-                       help="max Hamming distance between 64-bit perceptual hashes (phash) "
-                       "for two images to count as near-duplicates (default: 10; measured on "
-                       "the Kaggle data: <=10 are re-encoded or shifted copies of one field, "
-                       "from 12 on unrelated images appear)")
+        p.add_argument(
+            "--near-threshold",
+            type=int,
+            default=10,
+            metavar="BITS",
+            help="max Hamming distance between 64-bit perceptual hashes (phash) "
+            "for two images to count as near-duplicates (default: 10; measured on "
+            "the Kaggle data: <=10 are re-encoded or shifted copies of one field, "
+            "from 12 on unrelated images appear)",
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     def download(args: argparse.Namespace) -> int:
@@ -76,17 +84,24 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         return 0
 
     p = dsub.add_parser(
-        "download", formatter_class=fmt, help="download a Kaggle dataset with kagglehub",
+        "download",
+        formatter_class=fmt,
+        help="download a Kaggle dataset with kagglehub",
         description="Download the B-ALL images from Kaggle with kagglehub (cached in "
         "~/.cache/kagglehub or $KAGGLEHUB_CACHE) and print the folder.\n"
         "  mehradaria: kaggle.com/datasets/mehradaria/leukemia (Original/ + Segmented/)\n"
         "  4class:     kaggle.com/datasets/mohammadamireshraghi/blood-cell-cancer-all-4class\n"
         "Offline? Download by hand, unpack, and use --data DIR or BLOODCELL_DATA=DIR.",
     )
-    p.add_argument("--dataset", choices=("mehradaria", "4class"), default="mehradaria",
-                   help="which Kaggle dataset (default: mehradaria)")
-    p.add_argument("--dest", metavar="DIR", default=None,
-                   help="also copy the downloaded files into DIR")
+    p.add_argument(
+        "--dataset",
+        choices=("mehradaria", "4class"),
+        default="mehradaria",
+        help="which Kaggle dataset (default: mehradaria)",
+    )
+    p.add_argument(
+        "--dest", metavar="DIR", default=None, help="also copy the downloaded files into DIR"
+    )
     p.set_defaults(func=download)
 
     def verify_cmd(args: argparse.Namespace) -> int:
@@ -102,16 +117,21 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         return 0 if report.usable else 1
 
     p = dsub.add_parser(
-        "verify", formatter_class=fmt, help="decode every image, count classes, find duplicates",
+        "verify",
+        formatter_class=fmt,
+        help="decode every image, count classes, find duplicates",
         description="Decode every file fully (listing each unreadable, truncated or non-image "
         "file with the reason), count images per class, and find exact duplicates (sha256) and "
         "near-duplicates (perceptual hash), within and across classes.\n"
         "Exit status: 0 when usable, 1 when a class has no readable image, 2 on errors.",
     )
     _add_verify_args(p)
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (counts, total, unreadable, "
-                   "exact_duplicate_groups, near_duplicate_groups, ...) instead of a summary")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (counts, total, unreadable, "
+        "exact_duplicate_groups, near_duplicate_groups, ...) instead of a summary",
+    )
     p.set_defaults(func=verify_cmd)
 
     def split_cmd(args: argparse.Namespace) -> int:
@@ -122,9 +142,11 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         rows = make_split(report, seed=args.seed, ratios=args.ratios, block_size=args.block_size)
         out = write_manifest(rows, args.out)
         n_groups = len(make_groups(report, args.block_size))
-        print(f"wrote {out}: {len(rows)} images in {n_groups} groups (seed {args.seed}, "
-              f"ratios {' '.join(f'{r:g}' for r in args.ratios)}, "
-              f"block size {args.block_size or 'off'})")
+        print(
+            f"wrote {out}: {len(rows)} images in {n_groups} groups (seed {args.seed}, "
+            f"ratios {' '.join(f'{r:g}' for r in args.ratios)}, "
+            f"block size {args.block_size or 'off'})"
+        )
         print(format_counts(rows))
         print(f"left out: {len(report.unreadable)} unreadable file(s)")
         for u in report.unreadable:
@@ -132,7 +154,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         return 0
 
     p = dsub.add_parser(
-        "split", formatter_class=fmt, help="write a leakage-free train/val/test manifest",
+        "split",
+        formatter_class=fmt,
+        help="write a leakage-free train/val/test manifest",
         description="Verify the data, then split it stratified by class and grouped: exact "
         "and near-duplicates (and, with --block-size, runs of consecutive file numbers) always "
         "land in the same split. Writes a CSV manifest (path,label,split,sha256,group; paths "
@@ -142,14 +166,25 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     _add_verify_args(p)
     p.add_argument("--out", metavar="CSV", required=True, help="manifest file to write")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1],
-                   metavar=("TRAIN", "VAL", "TEST"), help="split ratios (default: 0.8 0.1 0.1)")
-    p.add_argument("--block-size", type=int, default=None, metavar="N",
-                   help="also keep file numbers k*N..k*N+N-1 of a class folder together "
-                   "(file number = trailing digits of the name). Neighbouring numbers were "
-                   "mostly taken from the same slide, so this approximates a split by slide "
-                   "and stops unseen near-copies leaking; ratios then hold to about one block. "
-                   "Default: off")
+    p.add_argument(
+        "--ratios",
+        type=float,
+        nargs=3,
+        default=[0.8, 0.1, 0.1],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="split ratios (default: 0.8 0.1 0.1)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also keep file numbers k*N..k*N+N-1 of a class folder together "
+        "(file number = trailing digits of the name). Neighbouring numbers were "
+        "mostly taken from the same slide, so this approximates a split by slide "
+        "and stops unseen near-copies leaking; ratios then hold to about one block. "
+        "Default: off",
+    )
     p.set_defaults(func=split_cmd)
 
     def show_cmd(args: argparse.Namespace) -> int:
@@ -162,16 +197,23 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         return 0
 
     p = dsub.add_parser(
-        "show", help="write PNGs: sample images per class, class counts per split",
+        "show",
+        help="write PNGs: sample images per class, class counts per split",
         description="Write samples_train.png and samples_test.png (a grid of random images per "
         "class) and class_counts.png (images per class and split) into --out.",
     )
-    p.add_argument("--manifest", metavar="CSV", required=True,
-                   help="manifest from `bloodcell data split`")
+    p.add_argument(
+        "--manifest", metavar="CSV", required=True, help="manifest from `bloodcell data split`"
+    )
     _add_data_arg(p)
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files")
-    p.add_argument("--per-class", type=int, default=8, metavar="K",
-                   help="images per class in each grid (default: 8)")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=8,
+        metavar="K",
+        help="images per class in each grid (default: 8)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which images are picked (default: 0)")
     p.set_defaults(func=show_cmd)
 
@@ -288,7 +330,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         help="continue RUN from checkpoints/last.ckpt with its saved settings",
     )
     tr.add_argument(
-        "--recipe", default="reference",
+        "--recipe",
+        default="reference",
         help="named settings to start from: reference (default) or fast (see BENCHMARKS.md)",
     )
     tr.add_argument("--model", help="registered model: mobilenet_v2 (default), vgg19, ...")
@@ -319,7 +362,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         help="auto (default: bf16/16-mixed on CUDA, else 32-true) or a Lightning precision",
     )
     tr.add_argument(
-        "--devices", type=int, metavar="N",
+        "--devices",
+        type=int,
+        metavar="N",
         help="processes per machine, one per GPU (default 1); N > 1 trains with DDP. Under "
         "torchrun or SLURM, give the same N as processes per node (docs/distributed.md)",
     )
@@ -502,10 +547,17 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
         from bloodcell.predict import format_totals, run_predict
 
         totals = run_predict(
-            args.model, args.paths, fmt=args.format, out=args.out, batch_size=args.batch_size,
-            tta=args.tta, group=args.group_by_folder,
-            uncertain_threshold=args.uncertain_threshold, resume=args.resume,
-            workers=args.workers, parquet_part_rows=args.parquet_part_rows,
+            args.model,
+            args.paths,
+            fmt=args.format,
+            out=args.out,
+            batch_size=args.batch_size,
+            tta=args.tta,
+            group=args.group_by_folder,
+            uncertain_threshold=args.uncertain_threshold,
+            resume=args.resume,
+            workers=args.workers,
+            parquet_part_rows=args.parquet_part_rows,
         )
         print(format_totals(totals), file=sys.stderr)
         return 0 if totals.n_files > totals.n_errors or totals.n_skipped else 1
@@ -522,33 +574,47 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
         from bloodcell.export import export_onnx
 
         s = export_onnx(
-            args.model, out=args.out, quantize=args.quantize, method=args.quantize_method,
-            data_root=args.data, manifest=args.manifest,
+            args.model,
+            out=args.out,
+            quantize=args.quantize,
+            method=args.quantize_method,
+            data_root=args.data,
+            manifest=args.manifest,
         )
         print(f"wrote {s['path']} ({s.get('int8_bytes', s['fp32_bytes']) / 1e6:.1f} MB)")
         if "quantization" in s:
-            print(f"fp32 model: {s['fp32']} ({s['fp32_bytes'] / 1e6:.1f} MB); "
-                  f"int8 by {s['quantization']['method']} quantisation")
+            print(
+                f"fp32 model: {s['fp32']} ({s['fp32_bytes'] / 1e6:.1f} MB); "
+                f"int8 by {s['quantization']['method']} quantisation"
+            )
         acc = s.get("accuracy")
         if acc:
-            print(f"{acc['split']} accuracy ({acc['n']} images): fp32 {acc['accuracy_fp32']:.4f}, "
-                  f"int8 {acc['accuracy_int8']:.4f} (change {acc['accuracy_change']:+.4f}), "
-                  f"label agreement {acc['agreement']:.4f}")
+            print(
+                f"{acc['split']} accuracy ({acc['n']} images): fp32 {acc['accuracy_fp32']:.4f}, "
+                f"int8 {acc['accuracy_int8']:.4f} (change {acc['accuracy_change']:+.4f}), "
+                f"label agreement {acc['agreement']:.4f}"
+            )
         elif args.quantize:
-            print("int8 accuracy change not measured: the run's test split was not found "
-                  "(pass --data DIR)")
+            print(
+                "int8 accuracy change not measured: the run's test split was not found "
+                "(pass --data DIR)"
+            )
         return 0
 
     def threshold_arg(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument(
-            "--uncertain-threshold", type=float, default=None, metavar="P",
+            "--uncertain-threshold",
+            type=float,
+            default=None,
+            metavar="P",
             help=f"{what} flag predictions whose calibrated top probability is below P as "
             "uncertain (model default 0.8: below it, more than one answer in five is "
             "expected to be wrong)",
         )
 
     p = sub.add_parser(
-        "calibrate", help="fit temperature scaling on a run's validation split",
+        "calibrate",
+        help="fit temperature scaling on a run's validation split",
         description="Fit the temperature T that makes confidence honest (minimum NLL on the "
         "validation split), store it with the model, and print ECE before and after.",
     )
@@ -559,7 +625,8 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=calibrate)
 
     p = sub.add_parser(
-        "predict", help="classify images and folders (streams, with a progress bar)",
+        "predict",
+        help="classify images and folders (streams, with a progress bar)",
         description="Predict the class of each image (folders are searched recursively). "
         "Unreadable files become error rows; the rest goes on. Streams: folders of any size "
         "are walked lazily, decoded by --workers threads and written batch by batch, so memory "
@@ -570,30 +637,58 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="run directory, model directory or .onnx file")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
-    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default=None,
-                   help="output format (default: from --out's suffix, else table)")
-    p.add_argument("--out", default=None, metavar="FILE",
-                   help="write here instead of stdout (.csv, .json, or .parquet: a folder of "
-                   "part-NNNNN.parquet files)")
-    p.add_argument("--resume", action="store_true",
-                   help="skip images already in --out (CSV or Parquet only; not with JSON or "
-                   "--group-by-folder) and append the rest: continues a killed run with "
-                   "nothing lost and nothing done twice")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="image-decoding threads (default: cores, at most 4)")
-    p.add_argument("--parquet-part-rows", type=int, default=4096, metavar="N",
-                   help="rows per Parquet part file: a kill loses at most the unfinished part "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json", "parquet"),
+        default=None,
+        help="output format (default: from --out's suffix, else table)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write here instead of stdout (.csv, .json, or .parquet: a folder of "
+        "part-NNNNN.parquet files)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images already in --out (CSV or Parquet only; not with JSON or "
+        "--group-by-folder) and append the rest: continues a killed run with "
+        "nothing lost and nothing done twice",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="image-decoding threads (default: cores, at most 4)",
+    )
+    p.add_argument(
+        "--parquet-part-rows",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="rows per Parquet part file: a kill loses at most the unfinished part "
+        "(default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
-    p.add_argument("--tta", action="store_true",
-                   help="average over the 8 flips/90-degree rotations (8x slower)")
-    p.add_argument("--group-by-folder", action="store_true",
-                   help="add per-folder counts per class and mean probabilities")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average over the 8 flips/90-degree rotations (8x slower)",
+    )
+    p.add_argument(
+        "--group-by-folder",
+        action="store_true",
+        help="add per-folder counts per class and mean probabilities",
+    )
     threshold_arg(p, "")
     p.set_defaults(func=predict)
 
     p = sub.add_parser(
-        "explain", help="write Grad-CAM heatmap overlays (PNG) for images",
+        "explain",
+        help="write Grad-CAM heatmap overlays (PNG) for images",
         description="Grad-CAM on the torch model (not .onnx): one PNG per image, titled with "
         "the prediction and its calibrated confidence.",
     )
@@ -603,7 +698,8 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=explain)
 
     p = sub.add_parser(
-        "export", help="export a model to ONNX (fp32, optionally int8)",
+        "export",
+        help="export a model to ONNX (fp32, optionally int8)",
         description="Write model.onnx (dynamic batch; class names, preprocessing, temperature "
         "and uncertain threshold in its metadata). With --quantize int8 also model.int8.onnx, "
         "and its accuracy change on the test split when the data is found.",
@@ -611,8 +707,12 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="run or model directory")
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--quantize", choices=("int8",), default=None)
-    p.add_argument("--quantize-method", choices=("auto", "static", "dynamic"), default="auto",
-                   help="auto: static with train-split calibration images if found, else dynamic")
+    p.add_argument(
+        "--quantize-method",
+        choices=("auto", "static", "dynamic"),
+        default="auto",
+        help="auto: static with train-split calibration images if found, else dynamic",
+    )
     p.add_argument("--out", default=None, metavar="FILE", help="default: in the model directory")
     _add_data_arg(p)
     p.add_argument("--manifest", default=None, help="split manifest (default: the run's)")
@@ -659,16 +759,33 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"
     )
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
-                   help="largest request body, all images together (default: %(default)s)")
-    p.add_argument("--max-megapixels", type=float, default=40.0, metavar="MP",
-                   help="largest image, width x height, refused before decoding "
-                   "(default: %(default)s)")
-    p.add_argument("--max-files", type=int, default=16, metavar="N",
-                   help="most images in one request (default: %(default)s)")
-    p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn log level (default: %(default)s)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        metavar="MB",
+        help="largest request body, all images together (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=40.0,
+        metavar="MP",
+        help="largest image, width x height, refused before decoding (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-files",
+        type=int,
+        default=16,
+        metavar="N",
+        help="most images in one request (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level (default: %(default)s)",
+    )
     p.set_defaults(func=serve)
 
 

@@ -81,8 +81,19 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """`bloodcell serve` itself, in a subprocess on a free loopback port."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    cmd = [sys.executable, "-m", "bloodcell.cli", "serve", str(model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bloodcell.cli",
+        "serve",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
@@ -110,4 +121,3 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float =
             pass
         time.sleep(0.25)
     raise RuntimeError(f"server not up after {timeout}s:\n{log.read_text()}")
-

@@ -51,8 +51,11 @@ def test_model_info(client: TestClient, model_dir: Path) -> None:
     assert info["image_size"] == 64 and info["explain_available"] is True
     # NaN is not JSON: it becomes null.
     assert info["metrics"] == {"test": {**METRICS["test"], "roc_auc": None}}
-    assert info["limits"] == {"max_upload_bytes": 10_000_000, "max_pixels": 40_000_000,
-                              "max_files": 16}
+    assert info["limits"] == {
+        "max_upload_bytes": 10_000_000,
+        "max_pixels": 40_000_000,
+        "max_files": 16,
+    }
 
 
 def test_openapi(client: TestClient) -> None:
@@ -89,8 +92,10 @@ def test_predict_one(client: TestClient) -> None:
 
 
 def test_predict_many_keeps_order(client: TestClient) -> None:
-    files = [image_part(f"{label}.jpg", png_bytes(label, i, fmt="JPEG"))
-             for i, label in enumerate(LABELS)]
+    files = [
+        image_part(f"{label}.jpg", png_bytes(label, i, fmt="JPEG"))
+        for i, label in enumerate(LABELS)
+    ]
     results = client.post("/v1/predict", files=files).json()["results"]
     assert [r["filename"] for r in results] == [f"{label}.jpg" for label in LABELS]
 
@@ -159,8 +164,11 @@ def test_too_many_files(client: TestClient) -> None:
 
 def test_server_keeps_serving_after_bad_input(client: TestClient) -> None:
     client.post("/v1/predict", files=[image_part("x.png", b"junk")])
-    client.post("/v1/predict", content=b"\xff" * 1000,
-                headers={"content-type": "multipart/form-data; boundary=zzz"})
+    client.post(
+        "/v1/predict",
+        content=b"\xff" * 1000,
+        headers={"content-type": "multipart/form-data; boundary=zzz"},
+    )
     assert_still_serving(client)
 
 
@@ -190,8 +198,9 @@ def test_size_limit_is_enforced_while_reading(strict: TestClient) -> None:
             chunks_sent.append(i)
             yield b"x" * 10_000
 
-    r = strict.post("/v1/predict", content=body(),
-                    headers={"content-type": "multipart/form-data; boundary=abc"})
+    r = strict.post(
+        "/v1/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=abc"}
+    )
     assert_plain_error(r, 413, "too large")
     assert "content-length" not in r.request.headers
 
