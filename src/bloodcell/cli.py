@@ -728,11 +728,17 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
 
         from bloodcell.serve.app import create_app
 
+        if args.batch_size < 1:
+            p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+        if not 0 <= args.batch_wait_ms <= 10_000:
+            p.error(f"--batch-wait-ms must be 0 to 10000, got {args.batch_wait_ms:g}")
         app = create_app(
             args.model,
             max_upload_bytes=int(args.max_upload_mb * 1_000_000),
             max_pixels=int(args.max_megapixels * 1_000_000),
             max_files=args.max_files,
+            batch_size=args.batch_size,
+            batch_wait_ms=args.batch_wait_ms,
         )
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print(
@@ -752,7 +758,9 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         "a page at / to drop in smear images, and GET /health, GET /v1/model, "
         "POST /v1/predict (multipart field 'files', ?explain=true for Grad-CAM), "
         "/openapi.json. ONNX Runtime is used when MODEL is an .onnx file or a current "
-        "model.onnx sits beside the saved model; Grad-CAM needs the model directory.",
+        "model.onnx sits beside the saved model; Grad-CAM needs the model directory. "
+        "Images from requests that arrive together are classified in one batch by a "
+        "worker thread (/health shows the queue).",
     )
     p.add_argument("model", metavar="MODEL", help="run directory, model directory or .onnx file")
     p.add_argument(
@@ -779,6 +787,23 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         default=16,
         metavar="N",
         help="most images in one request (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="most images in one model call, gathered from concurrent requests "
+        "(default: %(default)s; 1 turns batching off)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="longest the first image of a batch waits for images of other requests that "
+        "are already being read or decoded; a lone request never waits "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--log-level",

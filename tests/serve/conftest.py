@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,26 +77,31 @@ class LiveServer:
         raise RuntimeError("no VmRSS")
 
 
-@pytest.fixture(scope="session")
-def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`bloodcell serve` itself, in a subprocess on a free loopback port."""
+@contextmanager
+def serve_process(
+    model: Path, log_dir: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """`bloodcell serve MODEL OPTIONS...` in a subprocess on a free loopback port."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    log = log_dir / "server.log"
     cmd = [
         sys.executable,
         "-m",
         "bloodcell.cli",
         "serve",
-        str(model_dir),
+        str(model),
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
         "--log-level",
         "warning",
+        *options,
     ]
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ | (env or {})
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, proc, log)
@@ -107,6 +113,13 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`bloodcell serve` with the default options."""
+    with serve_process(model_dir, tmp_path_factory.mktemp("serve-log")) as server:
+        yield server
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:

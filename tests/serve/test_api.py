@@ -37,7 +37,17 @@ def assert_still_serving(client: TestClient) -> None:
 def test_health(client: TestClient) -> None:
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "model_loaded": True, "backend": "torch"}
+    body = r.json()
+    queue = body.pop("queue")
+    assert body == {"status": "ok", "model_loaded": True, "backend": "torch"}
+    assert queue["max_batch_size"] == 32 and queue["max_wait_ms"] == 5.0
+    assert queue["queued"] == 0
+    # The counters follow the images the batch worker classifies.
+    client.post("/v1/predict", files=[image_part("a.png"), image_part("b.png")])
+    after = client.get("/health").json()["queue"]
+    assert after["images"] == queue["images"] + 2
+    assert queue["batches"] + 1 <= after["batches"] <= queue["batches"] + 2
+    assert after["largest_batch"] >= 1 and after["queued"] == 0
 
 
 def test_model_info(client: TestClient, model_dir: Path) -> None:
@@ -179,7 +189,9 @@ def test_server_keeps_serving_after_bad_input(client: TestClient) -> None:
 def strict(model_dir: Path) -> Iterator[TestClient]:
     from bloodcell.serve.app import create_app
 
-    app = create_app(model_dir, max_upload_bytes=50_000, max_pixels=80 * 80, max_files=2)
+    app = create_app(
+        model_dir, max_upload_bytes=50_000, max_pixels=80 * 80, max_files=2, batch_size=1
+    )
     with TestClient(app) as c:
         yield c
 
@@ -225,6 +237,15 @@ def test_configured_file_count(strict: TestClient) -> None:
     r = strict.post("/v1/predict", files=[image_part(f"{i}.png") for i in range(3)])
     assert_plain_error(r, 400, "at most 2")
     assert_still_serving(strict)
+
+
+def test_configured_batch_size(strict: TestClient) -> None:
+    before = strict.get("/health").json()["queue"]
+    assert before["max_batch_size"] == 1
+    r = strict.post("/v1/predict", files=[image_part("a.png"), image_part("b.png")])
+    assert [x["filename"] for x in r.json()["results"]] == ["a.png", "b.png"]
+    after = strict.get("/health").json()["queue"]
+    assert after["batches"] == before["batches"] + 2 and after["largest_batch"] == 1
 
 
 # --- ONNX Runtime -----------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Every upload is untrusted. The request body is counted while it streams in (Content-Length is
 only a hint), image dimensions are checked before any pixel is decoded, and every failure a
-client can cause becomes a 4xx `{"detail": "<plain sentence>"}`, never a 500. Inference runs in
-the threadpool so the event loop keeps answering (`/health` included) while the model is busy.
+client can cause becomes a 4xx `{"detail": "<plain sentence>"}`, never a 500. Uploads are
+decoded in the threadpool and classified by one batch worker thread (`batching.Batcher`), which
+runs the model once for the images of requests that arrive together; the event loop keeps
+answering (`/health` included) while the model is busy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +36,9 @@ from bloodcell.data.manifest import file_sha256
 from bloodcell.explain import explain_image
 from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend, open_backend
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
+from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.predict import predict_images
+from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher
 
 log = logging.getLogger("bloodcell.serve")
 
@@ -55,10 +61,22 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong, in plain words.")
 
 
+class QueueStats(BaseModel):
+    max_batch_size: int = Field(description="Most images in one model call.")
+    max_wait_ms: float = Field(
+        description="Longest an image waits for others that are already arriving."
+    )
+    queued: int = Field(description="Images waiting for the model now.")
+    batches: int = Field(description="Model calls since the server started.")
+    images: int = Field(description="Images classified since the server started.")
+    largest_batch: int = Field(description="Most images one model call has taken so far.")
+
+
 class Health(BaseModel):
     status: str = Field(description='"ok" while the server answers.')
     model_loaded: bool
     backend: str = Field(description='"onnx" (ONNX Runtime) or "torch".')
+    queue: QueueStats
 
 
 class ClassInfo(BaseModel):
@@ -95,7 +113,10 @@ class Prediction(BaseModel):
     confidence: float = Field(description="Probability of the predicted class.")
     probabilities: dict[str, float] = Field(description="Calibrated probability per class label.")
     uncertain: bool = Field(description="Confidence below the model's threshold: review by hand.")
-    timing_ms: float = Field(description="Decode, preprocess, inference (and Grad-CAM) time.")
+    timing_ms: float = Field(
+        description="Time in the server for this request: decoding, waiting for a batch, "
+        "inference (and Grad-CAM)."
+    )
     heatmap_png: str | None = Field(
         default=None, description="Grad-CAM overlay, base64 PNG (only with explain=true)."
     )
@@ -128,25 +149,15 @@ class Engine:
     def can_explain(self) -> bool:
         return self.torch is not None
 
-    def predict(
-        self, uploads: list[tuple[str, bytes]], explain: bool, max_pixels: int
-    ) -> list[dict[str, Any]]:
-        """Blocking: decode and classify each upload (call it from a worker thread)."""
-        return [self._predict_one(name, data, explain, max_pixels) for name, data in uploads]
+    def classify(self, uploads: Sequence[tuple[str, Image.Image]]) -> list[ImagePrediction]:
+        """Blocking: one model call for decoded (name, image) pairs (the batch worker's job)."""
+        names = [name for name, _ in uploads]
+        return predict_images(self.backend, [image for _, image in uploads], names)
 
-    def _predict_one(self, name: str, data: bytes, explain: bool, max_pixels: int) -> dict:
-        start = time.perf_counter()
-        image = decode_upload(data, name, max_pixels)
-        result = predict_images(self.backend, [image], [name])[0].to_dict()
-        result["filename"] = result.pop("path")
-        if explain:
-            result["heatmap_png"] = self._heatmap(image, result["label"])
-        result["timing_ms"] = round((time.perf_counter() - start) * 1000, 2)
-        return result
-
-    def _heatmap(self, image: Image.Image, target: str) -> str:
+    def heatmap(self, image: Image.Image, target: str) -> str:
         """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger
-        than HEATMAP_MAX_SIDE (the model sees a few hundred pixels; more would only be bytes)."""
+        than HEATMAP_MAX_SIDE (the model sees a few hundred pixels; more would only be bytes).
+        Blocking; the caller holds the batcher's model lock."""
         assert self.torch is not None
         overlay = explain_image(self.torch, _shrink(image, HEATMAP_MAX_SIDE), target=target)
         return base64.b64encode(overlay.overlay_png()).decode("ascii")
@@ -392,40 +403,65 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = DEFAULT_MAX_FILES,
+    batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    batch_wait_ms: float = DEFAULT_MAX_WAIT_MS,
 ) -> FastAPI:
-    """Load the model now (a bad path fails before the port opens) and build the app."""
+    """Load the model now (a bad path fails before the port opens) and build the app.
+    The batch worker starts with the app's lifespan."""
     engine = open_engine(model_path)
+    batcher = Batcher(engine.classify, max_batch_size=batch_size, max_wait_ms=batch_wait_ms)
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
         "max_files": max_files,
     }
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.stop()
+
     app = FastAPI(
         title="bloodcell",
         version=__version__,
         description="Classify B-ALL peripheral blood smear images. Research use only; "
         "not a diagnosis.",
+        lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.batcher = batcher
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
-    _add_routes(app, engine, limits)
+    _add_routes(app, engine, batcher, limits)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
-def _add_routes(app: FastAPI, engine: Engine, limits: dict[str, int]) -> None:
+def _add_routes(app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str, int]) -> None:
+
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model_loaded": True, "backend": engine.backend.kind}
+        return {
+            "status": "ok",
+            "model_loaded": True,
+            "backend": engine.backend.kind,
+            "queue": batcher.stats(),
+        }
 
-    @app.get("/v1/model", response_model=ModelInfo, summary="Classes, model version, metrics")
+    @app.get(
+        "/v1/model",
+        response_model=ModelInfo,
+        summary="Classes, model version, metrics",
+    )
     async def model() -> dict[str, Any]:
         return {**engine.info, "limits": limits}
 
@@ -444,6 +480,7 @@ def _add_routes(app: FastAPI, engine: Engine, limits: dict[str, int]) -> None:
             bool, Query(description="Add a Grad-CAM heatmap (base64 PNG) to each result.")
         ] = False,
     ) -> dict[str, Any]:
+        start = time.perf_counter()
         if len(files) > limits["max_files"]:
             raise HTTPException(
                 400, f"too many files: {len(files)} sent, at most {limits['max_files']} per request"
@@ -454,8 +491,34 @@ def _add_routes(app: FastAPI, engine: Engine, limits: dict[str, int]) -> None:
                 "explanations need the torch model: serve the model directory, not a lone .onnx",
             )
         uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
-        results = await run_in_threadpool(engine.predict, uploads, explain, limits["max_pixels"])
+
+        def decode_all() -> list[tuple[str, Image.Image]]:
+            pixels = limits["max_pixels"]
+            return [(name, decode_upload(data, name, pixels)) for name, data in uploads]
+
+        decoded, predictions = await batcher.submit(decode_all)
+        results = [_result_dict(p) for p in predictions]
+        if explain:
+
+            def heatmaps() -> list[str]:
+                with batcher.model_lock:
+                    return [
+                        engine.heatmap(image, r["label"])
+                        for (_, image), r in zip(decoded, results, strict=True)
+                    ]
+
+            for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
+                result["heatmap_png"] = png
+        elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+        for result in results:
+            result["timing_ms"] = elapsed_ms
         return {"model_version": engine.info["version"], "results": results}
+
+
+def _result_dict(prediction: ImagePrediction) -> dict[str, Any]:
+    result = prediction.to_dict()
+    result["filename"] = result.pop("path")
+    return result
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
