@@ -727,11 +727,13 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         import uvicorn
 
         from bloodcell.serve.app import create_app
+        from bloodcell.serve.auth import api_key_from_env
 
         if args.batch_size < 1:
             p.error(f"--batch-size must be at least 1, got {args.batch_size}")
         if not 0 <= args.batch_wait_ms <= 10_000:
             p.error(f"--batch-wait-ms must be 0 to 10000, got {args.batch_wait_ms:g}")
+        api_key = args.api_key or api_key_from_env()
         app = create_app(
             args.model,
             max_upload_bytes=int(args.max_upload_mb * 1_000_000),
@@ -739,15 +741,20 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
             max_files=args.max_files,
             batch_size=args.batch_size,
             batch_wait_ms=args.batch_wait_ms,
+            api_key=api_key,
+            cors_origins=args.cors_origin,
         )
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
+        if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
             print(
                 f"bloodcell: warning: listening on {args.host} without authentication; "
-                "anyone who can reach this port can use the model",
+                "anyone who can reach this port can use the model (set BLOODCELL_API_KEY)",
                 file=sys.stderr,
             )
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"bloodcell: serving {args.model} at http://{host}:{args.port}/ (Ctrl+C stops)")
+        guard = "; /v1/* needs the API key" if api_key else ""
+        print(
+            f"bloodcell: serving {args.model} at http://{host}:{args.port}/{guard} (Ctrl+C stops)"
+        )
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
 
@@ -760,7 +767,10 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         "/openapi.json. ONNX Runtime is used when MODEL is an .onnx file or a current "
         "model.onnx sits beside the saved model; Grad-CAM needs the model directory. "
         "Images from requests that arrive together are classified in one batch by a "
-        "worker thread (/health shows the queue).",
+        "worker thread (/health shows the queue). With an API key (--api-key or "
+        "BLOODCELL_API_KEY), /v1/* answers 401 without 'Authorization: Bearer KEY'; /health "
+        "and the page stay open, and the page asks for the key. CORS is off unless "
+        "--cors-origin names origins.",
     )
     p.add_argument("model", metavar="MODEL", help="run directory, model directory or .onnx file")
     p.add_argument(
@@ -804,6 +814,21 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         help="longest the first image of a batch waits for images of other requests that "
         "are already being read or decoded; a lone request never waits "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on /v1/* (default: $BLOODCELL_API_KEY, "
+        "else none); prefer the variable, since a command line is visible to other users",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from ORIGIN (e.g. https://lab.example.org) call the API from a browser; "
+        "repeat for more origins (default: none, CORS off)",
     )
     p.add_argument(
         "--log-level",

@@ -98,9 +98,11 @@ def serve_process(
         "warning",
         *options,
     ]
+    # A key in the developer's environment must not reach servers meant to be open.
+    base_env = {k: v for k, v in os.environ.items() if k != "BLOODCELL_API_KEY"}
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ | (env or {})
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=base_env | (env or {})
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -120,6 +122,23 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """`bloodcell serve` with the default options."""
     with serve_process(model_dir, tmp_path_factory.mktemp("serve-log")) as server:
         yield server
+
+
+#: The key of `secured_server`, given through the environment as a deployment would.
+API_KEY = "test-key-Zq7~+/="
+#: The one origin `secured_server` lets browsers call it from.
+ALLOWED_ORIGIN = "http://lab.example:8080"
+
+
+@pytest.fixture(scope="session")
+def secured_server(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """`bloodcell serve` with an API key (BLOODCELL_API_KEY) and one CORS origin."""
+    log_dir = tmp_path_factory.mktemp("secured-log")
+    options = ("--cors-origin", ALLOWED_ORIGIN)
+    with serve_process(model_dir, log_dir, *options, env={"BLOODCELL_API_KEY": API_KEY}) as s:
+        yield s
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:

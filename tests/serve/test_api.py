@@ -10,10 +10,18 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.serve.conftest import METRICS, image_part, png_bytes
+from tests.serve.conftest import (
+    ALLOWED_ORIGIN,
+    API_KEY,
+    METRICS,
+    LiveServer,
+    image_part,
+    png_bytes,
+)
 
 from bloodcell.labels import DISPLAY_NAMES, LABELS
 
@@ -290,3 +298,42 @@ def test_lone_onnx_file_predicts_but_cannot_explain(onnx_model: Path) -> None:
         assert c.post("/v1/predict", files=[image_part()]).status_code == 200
         r = c.post("/v1/predict", params={"explain": "true"}, files=[image_part()])
         assert_plain_error(r, 400, "torch model")
+
+
+# --- CORS (real servers: the default one, and one naming an origin) ---------------------------
+
+
+def _preflight(url: str, origin: str) -> httpx.Response:
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    return httpx.options(f"{url}/v1/predict", headers=headers)
+
+
+def test_cors_is_off_by_default(live_server: LiveServer) -> None:
+    r = httpx.get(f"{live_server.url}/v1/model", headers={"Origin": ALLOWED_ORIGIN})
+    assert r.status_code == 200
+    assert not any(h.startswith("access-control-") for h in r.headers)
+    preflight = _preflight(live_server.url, ALLOWED_ORIGIN)
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_allows_the_named_origin_only(secured_server: LiveServer) -> None:
+    url, key = secured_server.url, {"Authorization": f"Bearer {API_KEY}"}
+    r = httpx.get(f"{url}/v1/model", headers={"Origin": ALLOWED_ORIGIN, **key})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    # A 401 carries the header too, so a page on that origin can read why it was refused.
+    refused = httpx.get(f"{url}/v1/model", headers={"Origin": ALLOWED_ORIGIN})
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    preflight = _preflight(url, ALLOWED_ORIGIN)
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    other = "http://elsewhere.example"
+    r = httpx.get(f"{url}/v1/model", headers={"Origin": other, **key})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    assert "access-control-allow-origin" not in _preflight(url, other).headers

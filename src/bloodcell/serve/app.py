@@ -5,7 +5,8 @@ only a hint), image dimensions are checked before any pixel is decoded, and ever
 client can cause becomes a 4xx `{"detail": "<plain sentence>"}`, never a 500. Uploads are
 decoded in the threadpool and classified by one batch worker thread (`batching.Batcher`), which
 runs the model once for the images of requests that arrive together; the event loop keeps
-answering (`/health` included) while the model is busy.
+answering (`/health` included) while the model is busy. With an API key, `/v1/*` needs it
+(`auth.ApiKeyMiddleware`); CORS is off unless origins are named.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
@@ -38,6 +40,7 @@ from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend, open_b
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.predict import predict_images
+from bloodcell.serve.auth import ApiKeyMiddleware, bearer_scheme
 from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher
 
 log = logging.getLogger("bloodcell.serve")
@@ -131,6 +134,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Not an image, corrupt, empty or too many."},
     413: {"model": ErrorResponse, "description": "Upload or image over the size limit."},
     422: {"model": ErrorResponse, "description": "Missing or malformed fields."},
+}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "API key missing or not valid."},
 }
 
 
@@ -405,9 +411,14 @@ def create_app(
     max_files: int = DEFAULT_MAX_FILES,
     batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     batch_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    api_key: str | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """Load the model now (a bad path fails before the port opens) and build the app.
-    The batch worker starts with the app's lifespan."""
+
+    `api_key` guards `/v1/*`; `cors_origins` are the browser origins allowed to call the API
+    from other sites (none: CORS stays off). The batch worker starts with the app's lifespan.
+    """
     engine = open_engine(model_path)
     batcher = Batcher(engine.classify, max_batch_size=batch_size, max_wait_ms=batch_wait_ms)
     limits = {
@@ -433,16 +444,33 @@ def create_app(
     )
     app.state.engine = engine
     app.state.batcher = batcher
+    # The last added runs first: CORS answers preflights and labels every answer (401s too),
+    # then security headers, then the key check, then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes)
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
     app.add_middleware(SecurityHeadersMiddleware)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
-    _add_routes(app, engine, batcher, limits)
+    _add_routes(app, engine, batcher, limits, protected=bool(api_key))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
-def _add_routes(app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str, int]) -> None:
+def _add_routes(
+    app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str, int], protected: bool
+) -> None:
+    # With a key, the /v1 routes declare the bearer scheme in OpenAPI (ApiKeyMiddleware checks).
+    auth = [Security(bearer_scheme)] if protected else []
+    auth_responses = AUTH_RESPONSES if protected else {}
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
@@ -460,6 +488,8 @@ def _add_routes(app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str
     @app.get(
         "/v1/model",
         response_model=ModelInfo,
+        responses=auth_responses,
+        dependencies=auth,
         summary="Classes, model version, metrics",
     )
     async def model() -> dict[str, Any]:
@@ -468,7 +498,8 @@ def _add_routes(app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
+        responses={**ERROR_RESPONSES, **auth_responses},
+        dependencies=auth,
         summary="Classify one or more smear images",
     )
     async def predict(
