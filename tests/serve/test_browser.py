@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.serve.conftest import LiveServer, png_bytes
+from tests.serve.conftest import API_KEY, LiveServer, png_bytes
 
 from bloodcell.labels import DISPLAY_NAMES
 
@@ -30,21 +30,40 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is no
 
 
 @pytest.fixture(scope="module")
-def page(live_server: LiveServer) -> Iterator:
+def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 1100})
-            page.set_default_timeout(30_000)
-            page.goto(live_server.url + "/")
-            page.wait_for_function(
-                "document.getElementById('model-info').textContent.includes('mobilenet_v2')"
-            )
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser):
+    """A page in a fresh context: its own session storage."""
+    page = browser.new_context(viewport={"width": 1000, "height": 1100}).new_page()
+    page.set_default_timeout(30_000)
+    return page
+
+
+def wait_for_model_info(page) -> None:
+    # expect() polls without eval, which the page's Content-Security-Policy forbids.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#model-info")).to_contain_text("mobilenet_v2", timeout=30_000)
+
+
+@pytest.fixture(scope="module")
+def page(browser, live_server: LiveServer) -> Iterator:
+    page = new_page(browser)
+    try:
+        page.goto(live_server.url + "/")
+        wait_for_model_info(page)
+        yield page
+    finally:
+        page.context.close()
 
 
 def _check_result(page, name: str) -> None:
@@ -100,3 +119,51 @@ def test_bad_file_shows_a_plain_error(page, tmp_path: Path) -> None:
     error.wait_for(state="visible")
     assert "notes.png" in error.inner_text() and "not an image" in error.inner_text()
     assert page.locator(".result").count() == 0
+
+
+# --- a server with an API key -----------------------------------------------------------------
+
+
+def test_page_asks_for_the_api_key_once(
+    browser, secured_server: LiveServer, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    image = tmp_path / "smear.png"
+    image.write_bytes(png_bytes("pre_b", 5))
+    page = new_page(browser)
+    sent: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: sent.append(r.headers.get("authorization")) if "/v1/" in r.url else None,
+    )
+    try:
+        page.goto(secured_server.url + "/")
+        form = page.locator("#key-form")
+        form.wait_for(state="visible")
+        assert "needs an API key" in page.locator("#key-message").inner_text()
+        assert page.locator("#error").is_hidden()
+
+        page.fill("#key-input", "not-the-key")
+        page.click("#key-form button")
+        expect(page.locator("#key-message")).to_contain_text("did not accept")
+        assert form.is_visible()
+
+        page.fill("#key-input", API_KEY)
+        page.click("#key-form button")
+        wait_for_model_info(page)
+        assert form.is_hidden()
+        assert page.evaluate("sessionStorage.getItem('bloodcell.apiKey')") == API_KEY
+
+        page.set_input_files("#file-input", str(image))
+        _check_result(page, "smear.png")
+        assert form.is_hidden()
+
+        # Kept for the session: a reload does not ask again.
+        page.reload()
+        wait_for_model_info(page)
+        assert form.is_hidden()
+    finally:
+        page.context.close()
+    assert sent[:3] == [None, "Bearer not-the-key", f"Bearer {API_KEY}"]
+    assert len(sent) == 5 and all(h == f"Bearer {API_KEY}" for h in sent[3:])

@@ -2,9 +2,53 @@
 // Plain JS, no build step. Every text from the server is set with textContent, never as HTML.
 "use strict";
 
-const state = { model: null, displayNames: {}, limits: null, busy: false };
+const state = { model: null, displayNames: {}, limits: null, busy: false, keyWanted: null };
 
 const $ = (id) => document.getElementById(id);
+
+// The API key, when the server wants one: asked for once, kept for this tab's session.
+const KEY_ITEM = "bloodcell.apiKey";
+
+// Show the key form; resolves when a key is entered. Callers waiting at once share one form.
+function askForKey(message) {
+  $("key-message").textContent = message;
+  $("key-form").hidden = false;
+  $("key-input").focus();
+  if (!state.keyWanted) {
+    state.keyWanted = new Promise((resolve) => { state.keyEntered = resolve; });
+  }
+  return state.keyWanted;
+}
+
+function setUpKeyForm() {
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("key-input").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_ITEM, key);
+    $("key-input").value = "";
+    $("key-form").hidden = true;
+    const entered = state.keyEntered;
+    state.keyWanted = null;
+    entered(key);
+  });
+}
+
+// fetch() for the /v1 API: sends the stored key, and on 401 asks for one and tries again.
+async function api(path, options = {}) {
+  for (;;) {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    const headers = new Headers(options.headers || {});
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    const res = await fetch(path, { ...options, headers });
+    if (res.status !== 401) return res;
+    sessionStorage.removeItem(KEY_ITEM);
+    setStatus("");
+    await askForKey(key
+      ? "The server did not accept that key. Check it and enter it again."
+      : "This server needs an API key. Enter it to continue.");
+  }
+}
 
 function percent(p) {
   return `${(p * 100).toFixed(1)}%`;
@@ -26,7 +70,7 @@ function setStatus(message) {
 
 async function loadModelInfo() {
   try {
-    const res = await fetch("v1/model");
+    const res = await api("v1/model");
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const info = await res.json();
     state.model = info;
@@ -147,7 +191,7 @@ async function classify(fileList) {
   for (const f of files) form.append("files", f, f.name);
   const explain = !state.model || state.model.explain_available;
   try {
-    const res = await fetch(`v1/predict?explain=${explain}`, { method: "POST", body: form });
+    const res = await api(`v1/predict?explain=${explain}`, { method: "POST", body: form });
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
     if (!res.ok || !body || !Array.isArray(body.results)) {
@@ -187,5 +231,6 @@ function setUpDropZone() {
   window.addEventListener("drop", (e) => e.preventDefault());
 }
 
+setUpKeyForm();
 setUpDropZone();
 loadModelInfo();
