@@ -6,6 +6,10 @@ prints one line per (backend, concurrency). Without --model it saves a randomly 
 224-px MobileNetV2 (speed does not depend on the weights) and, for the onnx backend, exports
 `model.onnx` beside it, which the server then picks up.
 
+The server batches requests that arrive together (--batch-size and --batch-wait-ms are passed
+on to it); each line also gives the mean images per model call, from the counters in /health,
+and how long /health took to answer while the load ran (polled every 50 ms).
+
     .venv/bin/python benchmarks/serve.py --requests 200 --concurrency 1 4 16
 """
 
@@ -60,7 +64,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, port: int) -> subprocess.Popen:
+def start_server(model: Path, port: int, options: list[str]) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -73,6 +77,7 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
         str(port),
         "--log-level",
         "warning",
+        *options,
     ]
     proc = subprocess.Popen(cmd, env=dict(os.environ))
     deadline = time.monotonic() + 120
@@ -110,20 +115,44 @@ async def run_load(url: str, image: bytes, n: int, concurrency: int) -> tuple[fl
     return time.perf_counter() - start, latencies
 
 
+async def run_load_watching_health(
+    url: str, image: bytes, n: int, concurrency: int
+) -> tuple[float, list[float], list[float]]:
+    """`run_load`, while a separate connection times GET /health every 50 ms."""
+    health: list[float] = []
+    load = asyncio.ensure_future(run_load(url, image, n, concurrency))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        while not load.done():
+            start = time.perf_counter()
+            (await client.get("/health")).raise_for_status()
+            health.append(time.perf_counter() - start)
+            await asyncio.sleep(0.05)
+    wall, latencies = await load
+    return wall, latencies, health
+
+
+def queue_counters(url: str) -> tuple[int, int]:
+    queue = httpx.get(f"{url}/health").json()["queue"]
+    return queue["batches"], queue["images"]
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
     port = free_port()
-    proc = start_server(model, port)
+    options = ["--batch-size", str(args.batch_size), "--batch-wait-ms", str(args.batch_wait_ms)]
+    proc = start_server(model, port, options)
     url = f"http://127.0.0.1:{port}"
     try:
         backend = httpx.get(f"{url}/health").json()["backend"]
         asyncio.run(run_load(url, image, args.warmup, 2))
         rows = []
         for c in args.concurrency:
-            wall, lat = asyncio.run(run_load(url, image, args.requests, c))
+            batches, images = queue_counters(url)
+            wall, lat, health = asyncio.run(run_load_watching_health(url, image, args.requests, c))
+            batches_after, images_after = queue_counters(url)
             row = {
                 "backend": backend,
                 "concurrency": c,
@@ -131,10 +160,15 @@ def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
                 "req_per_s": round(args.requests / wall, 1),
                 "p50_ms": round(percentile(lat, 50) * 1000, 1),
                 "p95_ms": round(percentile(lat, 95) * 1000, 1),
+                "mean_batch": round((images_after - images) / max(1, batches_after - batches), 1),
+                "health_p50_ms": round(statistics.median(health) * 1000, 1),
+                "health_max_ms": round(max(health) * 1000, 1),
             }
             print(
                 f"{backend:>5}  concurrency {c:>3}: {row['req_per_s']:7.1f} req/s   "
-                f"p50 {row['p50_ms']:7.1f} ms   p95 {row['p95_ms']:7.1f} ms",
+                f"p50 {row['p50_ms']:7.1f} ms   p95 {row['p95_ms']:7.1f} ms   "
+                f"batch {row['mean_batch']:4.1f}   /health p50 {row['health_p50_ms']:5.1f} ms "
+                f"max {row['health_max_ms']:6.1f} ms",
                 flush=True,
             )
             rows.append(row)
@@ -156,6 +190,10 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32, help="server --batch-size (default 32)")
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="server --batch-wait-ms (default 5)"
+    )
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args()
     image = smear_jpeg()

@@ -812,7 +812,7 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
         default=5.0,
         metavar="MS",
         help="longest the first image of a batch waits for images of other requests that "
-        "are already being read or decoded; a lone request never waits "
+        "are already being decoded; a lone request never waits "
         "(default: %(default)s)",
     )
     p.add_argument(

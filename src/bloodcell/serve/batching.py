@@ -1,11 +1,12 @@
 """Micro-batching for the server: images from requests that arrive together share one model call.
 
-A model call on 16 images costs far less than 16 calls on one, so concurrent single-image
-requests are gathered by one worker thread into batches of at most `max_batch_size`. The
-worker takes what is queued; when the batch is not full and other requests are still being
-read or decoded (`incoming`), it waits for them, but never longer than `max_wait` after the
-oldest queued image arrived. A lone client therefore never waits, and a busy server fills its
-batches from images that queued while the previous batch ran.
+One model call on many images can cost less per image than one call per image (how much
+depends on the engine and the hardware: on the 2-core CPU of BENCHMARKS.md it barely did), so
+concurrent single-image requests are gathered by one worker thread into batches of at most
+`max_batch_size`. The worker takes what is queued; when the batch is not full and other
+requests are still being decoded (`incoming`), it waits for them, but never longer than
+`max_wait` after the oldest queued image arrived. A lone client therefore never waits, and a
+busy server fills its batches from images that queued while the previous batch ran.
 
 The model runs on the worker thread only, off the event loop, so `/health` keeps answering
 while the queue is busy. Anything else that uses the model (Grad-CAM) takes `model_lock`,
