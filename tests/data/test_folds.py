@@ -104,5 +104,7 @@ def test_bad_settings_are_named() -> None:
         make_folds(report, 3, grouping="slide")
     with pytest.raises(DatasetError, match="--val-fraction"):
         make_folds(report, 3, val_fraction=1.0)
+    with pytest.raises(DatasetError, match="fold 1: --val-fraction 0.01 .* no validation"):
+        make_folds(report, 3, val_fraction=0.01)
     with pytest.raises(DatasetError, match="no readable"):
         make_folds(_report({"benign": 3, "early_pre_b": 3, "pre_b": 3, "pro_b": 0}), 2)

@@ -117,4 +117,12 @@ def make_folds(
     groups = cv_groups(report, grouping, block_size)
     _check_sizes(groups, k, val_fraction)
     folds = fold_of_groups(groups, k, seed)
-    return [fold_rows(groups, folds, i, seed, val_fraction) for i in range(k)]
+    manifests = [fold_rows(groups, folds, i, seed, val_fraction) for i in range(k)]
+    for i, rows in enumerate(manifests):
+        if not any(r.split == "val" for r in rows):
+            n = sum(r.split == "train" for r in rows)
+            raise DatasetError(
+                f"fold {i + 1}: --val-fraction {val_fraction:g} of its {n} training images "
+                "leaves no validation image; raise --val-fraction or use fewer --folds"
+            )
+    return manifests
