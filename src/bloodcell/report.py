@@ -354,10 +354,11 @@ def plot_fold_spread(cv: dict[str, Any], out: Path) -> Path:
                 100 * v,
                 yerr=err,
                 fmt="D",
-                color="black",
-                ms=5,
+                color=colour,
+                mec="black",
+                ms=6,
                 capsize=3,
-                label="pooled, 95% CI (groups)" if j == 0 and si == 0 else None,
+                label=f"pooled, seed {seed['seed']}, 95% CI (groups)" if j == 0 else None,
             )
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     ax.set(
