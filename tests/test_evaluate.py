@@ -19,14 +19,18 @@ from sklearn.metrics import (
 from tests.test_train import tiny_run
 
 from bloodcell.evaluate import (
+    _group_weights,
     _macro_f1_from_confusions,
+    bootstrap_ci,
     calibration_bins,
     collect_probs,
     compute_metrics,
     evaluate_run,
+    group_bootstrap_ci,
+    group_bootstrap_mean,
     wilson_ci,
 )
-from bloodcell.labels import LABELS
+from bloodcell.labels import LABELS, MALIGNANT
 
 
 def _random_case(n: int = 200, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +96,60 @@ def test_ece_hand_computed_and_against_torchmetrics() -> None:
     y2, p2 = _random_case(300, seed=5)
     tm = multiclass_calibration_error(torch.tensor(p2), torch.tensor(y2), 4, n_bins=15)
     assert calibration_bins(y2, p2)[0] == pytest.approx(float(tm), abs=1e-5)
+
+
+def test_group_bootstrap_equals_metrics_of_each_resampled_set() -> None:
+    """Every resample is the images of the drawn groups (with repeats): its metrics, computed
+    by scikit-learn and `calibration_bins` on that set, give the same percentiles."""
+    y, probs = _random_case(120, seed=4)
+    groups = [f"g{i // 3}" for i in range(len(y))]  # 40 groups of 3 images
+    n_boot = 60
+    got = group_bootstrap_ci(y, probs, groups, n_boot=n_boot, seed=2)
+    gid, w = _group_weights(groups, n_boot, 2)
+    members = [np.flatnonzero(gid == g) for g in range(w.shape[1])]
+    stats = {k: [] for k in ("accuracy", "macro_f1", "ece", "sensitivity", "recall_pre_b")}
+    mal = np.array([lab in MALIGNANT for lab in LABELS])
+    for counts in w.astype(int):
+        idx = np.concatenate([np.repeat(members[g], c) for g, c in enumerate(counts)])
+        yt, yp = y[idx], probs[idx].argmax(1)
+        stats["accuracy"].append(accuracy_score(yt, yp))
+        stats["macro_f1"].append(f1_score(yt, yp, average="macro"))
+        stats["ece"].append(calibration_bins(yt, probs[idx])[0])
+        stats["sensitivity"].append((mal[yt] & mal[yp]).sum() / mal[yt].sum())
+        stats["recall_pre_b"].append((yp[yt == 2] == 2).mean())
+    for key, vals in stats.items():
+        want = np.percentile(vals, [2.5, 97.5])
+        ci = got["recall"]["pre_b"] if key == "recall_pre_b" else got[key]
+        assert ci == pytest.approx(want, abs=1e-9), key
+    assert got["groups"] == 40 and got["unit"] == "group"
+
+
+def test_group_bootstrap_is_wider_than_counting_copies_as_images() -> None:
+    """Five copies of each of 40 images: resampling images treats them as 200 independent
+    results and narrows the interval; resampling groups gives that of the 40 images."""
+    y, probs = _random_case(40, seed=5)
+    y5, probs5 = np.repeat(y, 5), np.repeat(probs, 5, axis=0)
+    groups = np.repeat(np.arange(40), 5)
+    by_group = group_bootstrap_ci(y5, probs5, groups)["accuracy"]
+    by_image = bootstrap_ci(y5, probs5.argmax(1), 4)["accuracy"]
+    originals = bootstrap_ci(y, probs.argmax(1), 4)["accuracy"]
+    assert by_group[1] - by_group[0] > 1.8 * (by_image[1] - by_image[0])
+    assert by_group[1] - by_group[0] == pytest.approx(originals[1] - originals[0], abs=0.06)
+
+
+def test_group_bootstrap_mean_and_paired_difference() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(50), 4)
+    a = (rng.random(200) < 0.9).astype(float)
+    same = group_bootstrap_mean(a - a, groups)
+    assert same["mean"] == 0 and same["ci95"] == [0.0, 0.0]
+    b = a.copy()
+    b[:20] = 0  # b is wrong on the first 5 groups' images
+    diff = group_bootstrap_mean(b - a, groups)
+    assert diff["mean"] == pytest.approx(b.mean() - a.mean())
+    assert diff["ci95"][0] < diff["mean"] < diff["ci95"][1] <= 0
+    acc = group_bootstrap_mean(a, groups)
+    assert acc["mean"] == pytest.approx(a.mean()) and acc["ci95"][0] < a.mean() < acc["ci95"][1]
 
 
 def test_wilson_interval_known_value() -> None:

@@ -60,10 +60,13 @@ def integer_targets(n: int, ratios: Sequence[float]) -> list[int]:
     return out
 
 
-def _pairs(records: list[FileRecord], report: VerifyReport, block_size: int | None):
+def _pairs(
+    records: list[FileRecord], report: VerifyReport, block_size: int | None, near: bool = True
+):
     """Edges linking records that must share a split: duplicates and (optionally) blocks."""
     index = {r.path: k for k, r in enumerate(records)}
-    for g in report.exact_duplicate_groups + report.near_duplicate_groups:
+    duplicates = report.exact_duplicate_groups + (report.near_duplicate_groups if near else [])
+    for g in duplicates:
         ks = [index[p] for p in g if p in index]
         yield from ((ks[0], k) for k in ks[1:])
     if block_size:
@@ -77,21 +80,26 @@ def _pairs(records: list[FileRecord], report: VerifyReport, block_size: int | No
 
 
 def make_groups(
-    report: VerifyReport, block_size: int | None = None
+    report: VerifyReport, block_size: int | None = None, near: bool = True
 ) -> list[list[FileRecord]]:
-    """All records partitioned into groups (sorted by first path); singletons included."""
+    """All records partitioned into groups (sorted by first path); singletons included.
+
+    `near=False` joins only byte-identical copies, not near-duplicates.
+    """
     if block_size is not None and block_size < 1:
         raise DatasetError(f"--block-size {block_size}: give a whole number >= 1, or leave it out")
     records = sorted(report.records, key=lambda r: r.path)
-    joined = components(len(records), _pairs(records, report, block_size))
+    joined = components(len(records), _pairs(records, report, block_size, near))
     in_group = {k for comp in joined for k in comp}
     groups = [[records[k] for k in comp] for comp in joined]
     groups += [[r] for k, r in enumerate(records) if k not in in_group]
     return sorted(groups, key=lambda g: g[0].path)
 
 
-def _choose(group_counts: Counter, filled: dict, targets: dict, rng: random.Random) -> int:
-    """Index of the split that overflows its targets least, then lacks the most."""
+def _choose(
+    group_counts: Counter, filled: dict, targets: dict, rng: random.Random, n_parts: int
+) -> int:
+    """Index of the part that overflows its targets least, then lacks the most."""
 
     def score(s: int) -> tuple[float, float, float]:
         overflow = sum(max(0, filled[c][s] + n - targets[c][s]) for c, n in group_counts.items())
@@ -101,7 +109,38 @@ def _choose(group_counts: Counter, filled: dict, targets: dict, rng: random.Rand
         )
         return (overflow, -lack, rng.random())
 
-    return min(range(len(SPLITS)), key=score)
+    return min(range(n_parts), key=score)
+
+
+def assign_groups(
+    groups: Sequence[Sequence[FileRecord]], ratios: Sequence[float], seed: int
+) -> list[int]:
+    """The part (index into `ratios`) of each group: whole groups only, each class's images
+    shared out by `ratios` (largest groups first, see the module's docstring).
+
+    `make_split` uses it with three parts (train, val, test); cross-validation with K equal
+    parts (folds), and again with two (train, val) inside each fold's training part.
+    """
+    totals = Counter(r.label for g in groups for r in g)
+    targets = {c: integer_targets(totals[c], ratios) for c in LABELS}
+    filled = {c: [0] * len(ratios) for c in LABELS}
+    rng = random.Random(seed)
+    order = list(range(len(groups)))
+    rng.shuffle(order)
+    order.sort(key=lambda k: -len(groups[k]))  # stable: equal sizes keep the seeded order
+    parts = [0] * len(groups)
+    for k in order:
+        counts = Counter(r.label for r in groups[k])
+        s = _choose(counts, filled, targets, rng, len(ratios))
+        for c, n in counts.items():
+            filled[c][s] += n
+        parts[k] = s
+    return parts
+
+
+def group_id(k: int) -> str:
+    """The manifest's name for the k-th group (0-based) of `make_groups`' list."""
+    return f"g{k + 1:05d}"
 
 
 def make_split(
@@ -115,21 +154,12 @@ def make_split(
     if not report.usable:
         raise DatasetError(f"{report.root}: " + "; ".join(report.problems))
     groups = make_groups(report, block_size)
-    totals = Counter(r.label for r in report.records)
-    targets = {c: integer_targets(totals[c], ratios) for c in LABELS}
-    filled = {c: [0] * len(SPLITS) for c in LABELS}
-    rng = random.Random(seed)
-    order = list(range(len(groups)))
-    rng.shuffle(order)
-    order.sort(key=lambda k: -len(groups[k]))  # stable: equal sizes keep the seeded order
-    rows: list[ManifestRow] = []
-    for k in order:
-        counts = Counter(r.label for r in groups[k])
-        s = _choose(counts, filled, targets, rng)
-        for c, n in counts.items():
-            filled[c][s] += n
-        gid = f"g{k + 1:05d}"
-        rows.extend(ManifestRow(r.path, r.label, SPLITS[s], r.sha256, gid) for r in groups[k])
+    parts = assign_groups(groups, ratios, seed)
+    rows = [
+        ManifestRow(r.path, r.label, SPLITS[s], r.sha256, group_id(k))
+        for k, (g, s) in enumerate(zip(groups, parts, strict=True))
+        for r in g
+    ]
     return sorted(rows)
 
 
