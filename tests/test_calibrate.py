@@ -56,8 +56,16 @@ def test_fit_temperature_undoes_overconfidence() -> None:
 
 def test_calibrate_run_stores_temperature(tmp_path: Path) -> None:
     run = make_run(tmp_path)
-    s = calibrate_run(run)
-    assert set(s) == {"temperature", "n", "ece_before", "ece_after", "nll_before", "nll_after"}
+    s = calibrate_run(run, coverage=0.9)
+    assert set(s) == {
+        "temperature",
+        "n",
+        "ece_before",
+        "ece_after",
+        "nll_before",
+        "nll_after",
+        "coverage",
+    }
     assert s["n"] == 8  # 2 val images per class
     # The tiny model gets every validation image right; the fit (targets smoothed by 1/(n+2))
     # must then not sharpen it towards certainty, as plain NLL would (T -> the 0.05 clamp).
@@ -66,6 +74,18 @@ def test_calibrate_run_stores_temperature(tmp_path: Path) -> None:
     assert config["temperature"] == pytest.approx(s["temperature"])
     assert config["calibration"]["ece_after"] == pytest.approx(s["ece_after"])
     assert open_backend(run).temperature == pytest.approx(s["temperature"])
+    # The prediction sets are refitted on the same temperature-scaled validation split.
+    assert config["conformal"]["coverage"] == 0.9 and len(config["conformal"]["scores"]) == 8
+    assert open_backend(run).conformal.coverage == 0.9
+
+
+def test_ood_acceptance_moves_the_threshold_without_the_data(tmp_path: Path) -> None:
+    from bloodcell.calibrate import set_ood_acceptance
+
+    run = make_run(tmp_path)
+    before = open_backend(run).ood_threshold
+    after = set_ood_acceptance(run, 0.6)["threshold"]
+    assert after < before and open_backend(run).ood_threshold == pytest.approx(after)
 
 
 def test_calibrate_run_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +99,9 @@ def test_cli_calibrate(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     out = subprocess.run(
         [str(BLOODCELL), "calibrate", str(run), "--uncertain-threshold", "0.9"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert "temperature" in out.stdout and "ECE" in out.stdout

@@ -23,7 +23,6 @@ from bloodcell.evaluate import (
     _macro_f1_from_confusions,
     bootstrap_ci,
     calibration_bins,
-    collect_probs,
     compute_metrics,
     evaluate_run,
     group_bootstrap_ci,
@@ -157,26 +156,6 @@ def test_wilson_interval_known_value() -> None:
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
     assert wilson_ci(0, 0) is None
     assert wilson_ci(10, 10)[1] == pytest.approx(1.0) and wilson_ci(10, 10)[0] < 0.8
-
-
-def test_collect_probs_takes_any_predict_function(tmp_path: Path) -> None:
-    from tests.test_train import tiny_data
-
-    from bloodcell.data.dataset import Preprocess
-    from bloodcell.data.manifest import read_manifest
-
-    data, manifest = tiny_data(tmp_path, n_per_class=3)
-    rows = read_manifest(manifest)
-    y, p = collect_probs(
-        lambda x: np.full((len(x), 4), 0.25),
-        rows,
-        data,
-        Preprocess(32).transform(),
-        batch_size=5,
-        progress=False,
-    )
-    assert y.tolist() == [LABELS.index(r.label) for r in rows]
-    assert p.shape == (len(rows), 4)
 
 
 def test_evaluate_run_writes_metrics_pictures_and_report(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
 from tests.conftest import make_dataset
 from tests.test_train import tiny_data
 
@@ -24,6 +25,9 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", n_per_class=10, size=32)
     (data / "Original" / "Benign" / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(other / "blank.png")
     env = dict(os.environ, BLOODCELL_DATA=str(data))
     proc = subprocess.run(
         [
@@ -38,6 +42,8 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
             "--batch-size",
             "8",
             "--no-pretrained",
+            "--ood",
+            str(other),
         ],
         capture_output=True,
         text=True,
@@ -66,6 +72,13 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     top = (out / "report.md").read_text()  # the table is in the run's own report too
     assert "## Robustness" in top and "| brighten |" in top and "| blur |" in top
     assert "(eval/test/robustness.png)" in top and (out / "eval/test/robustness.png").is_file()
+    # the model knows its limits: a detector from training, sets from calibration, both reported
+    assert (out / "model" / "ood.safetensors").is_file()
+    assert summary["out_of_scope"]["test"]["n"] == len([r for r in rows if r.split == "test"])
+    assert summary["prediction_sets"]["levels"]["0.95"]["coverage"] >= 0
+    assert summary["ood_folders"][0]["flagged"] == 1  # a blank image is never in scope
+    assert "## Out of scope (test split)" in top and "## Prediction sets (test split)" in top
+    assert "## Out-of-scope folders" in top and "out of scope (test)" in proc.stdout
 
 
 def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:

@@ -29,8 +29,10 @@ from bloodcell.predict import (
 )
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
-PRED_KEYS = {"path", "label", "display_name", "confidence", "uncertain", "probabilities", "error"}
-GROUP_KEYS = {"folder", "n_images", "n_errors", "n_uncertain", "counts", "mean_probabilities"}
+PRED_KEYS = {"path", "label", "display_name", "confidence", "uncertain", "probabilities", "error",
+             "out_of_scope", "ood_score", "prediction_set", "note"}
+GROUP_KEYS = {"folder", "n_images", "n_errors", "n_uncertain", "n_out_of_scope", "counts",
+              "mean_probabilities"}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -116,7 +118,8 @@ def test_grouping(backend, mixed: Path) -> None:
         expect = np.mean([p.probabilities[lb] for p in mine])
         assert g["mean_probabilities"][lb] == pytest.approx(expect, abs=1e-6)
     assert groups["slide2"] == {"folder": str(mixed / "slide2"), "n_images": 0, "n_errors": 1,
-                                "n_uncertain": 0, "counts": dict.fromkeys(LABELS, 0),
+                                "n_uncertain": 0, "n_out_of_scope": 0,
+                                "counts": dict.fromkeys(LABELS, 0),
                                 "mean_probabilities": None}
 
 
@@ -176,6 +179,7 @@ def test_csv_schema_cli(mixed: Path, tmp_path: Path) -> None:
     rows = list(csv.DictReader(target.open()))
     assert list(rows[0]) == csv_header(LABELS) == [
         "path", "label", "display_name", "confidence", "uncertain",
+        "out_of_scope", "ood_score", "prediction_set",
         "prob_benign", "prob_early_pre_b", "prob_pre_b", "prob_pro_b", "error"]
     assert len(rows) == 15
     bad = [r for r in rows if r["error"]]
@@ -185,7 +189,8 @@ def test_csv_schema_cli(mixed: Path, tmp_path: Path) -> None:
     assert all(r["uncertain"] in ("true", "false") for r in good)
     assert all(abs(sum(float(r[f"prob_{lb}"]) for lb in LABELS) - 1) < 1e-4 for r in good)
     groups = list(csv.DictReader((tmp_path / "out" / "preds.groups.csv").open()))
-    assert list(groups[0])[:4] == ["folder", "n_images", "n_errors", "n_uncertain"]
+    assert list(groups[0])[:5] == ["folder", "n_images", "n_errors", "n_uncertain",
+                                   "n_out_of_scope"]
     assert sum(int(g["n_images"]) for g in groups) == 12
 
 

@@ -42,8 +42,20 @@ def all_paths(root: Path) -> set[str]:
 
 def start(model: Path, root: Path, out: Path, *extra: str) -> subprocess.Popen:
     # --tta (8 passes per image) and small batches: slow enough to be killed half-way
-    cmd = [str(BLOODCELL), "predict", str(model), str(root), "--out", str(out),
-           "--batch-size", "4", "--workers", "2", "--tta", *extra]
+    cmd = [
+        str(BLOODCELL),
+        "predict",
+        str(model),
+        str(root),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--tta",
+        *extra,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -74,8 +86,16 @@ def test_csv_killed_then_resumed_has_every_image_once(archive: Path, tmp_path: P
         fh.write(f"{archive / 'slide1' / 'img-0001.jpg'},pre_b,Pre-B,0.9")
 
     # resumed in-process, without --tta to keep the test short (which rows exist is the point)
-    args = ["predict", str(tiny_model_dir()), str(archive), "--out", str(out), "--batch-size",
-            "16", "--resume"]
+    args = [
+        "predict",
+        str(tiny_model_dir()),
+        str(archive),
+        "--out",
+        str(out),
+        "--batch-size",
+        "16",
+        "--resume",
+    ]
     assert main(args) == 0
     with out.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -84,7 +104,9 @@ def test_csv_killed_then_resumed_has_every_image_once(archive: Path, tmp_path: P
     assert len(rows) == N_IMAGES + 1
     broken = [r for r in rows if r["path"].endswith("broken.jpg")]
     assert broken[0]["error"] and not broken[0]["label"]
-    assert all(r["label"] in LABELS for r in rows if not r["error"])
+    # every readable image is answered: a class, or out of scope with none
+    answered = [r for r in rows if not r["error"]]
+    assert all((r["label"] in LABELS) != (r["out_of_scope"] == "true") for r in answered)
 
     assert main(args) == 0  # all done: nothing predicted, nothing appended, still success
     assert csv_rows(out) == N_IMAGES + 1
@@ -104,8 +126,23 @@ def test_parquet_killed_then_resumed_has_every_image_once(archive: Path, tmp_pat
     assert main(["predict", str(tiny_model_dir()), str(archive), "--out", str(out)]) == 2
     assert sorted(out.glob("part-*.parquet")) == parts
 
-    assert main(["predict", str(tiny_model_dir()), str(archive), "--out", str(out),
-                 "--batch-size", "16", "--parquet-part-rows", "64", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tiny_model_dir()),
+                str(archive),
+                "--out",
+                str(out),
+                "--batch-size",
+                "16",
+                "--parquet-part-rows",
+                "64",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert not list(out.glob("*.tmp"))
     table = pq.read_table(out)
     counts = Counter(table.column("path").to_pylist())
@@ -117,8 +154,7 @@ def test_parquet_killed_then_resumed_has_every_image_once(archive: Path, tmp_pat
 
 def test_cut_partial_line(tmp_path: Path) -> None:
     f = tmp_path / "x.csv"
-    for text, expect in [("a,b\n1,2\n3,", "a,b\n1,2\n"), ("a,b\n", "a,b\n"), ("a,", ""),
-                         ("", "")]:
+    for text, expect in [("a,b\n1,2\n3,", "a,b\n1,2\n"), ("a,b\n", "a,b\n"), ("a,", ""), ("", "")]:
         f.write_text(text)
         _cut_partial_line(f, block=2)  # small blocks: the backwards scan crosses blocks
         assert f.read_text() == expect
@@ -127,7 +163,10 @@ def test_cut_partial_line(tmp_path: Path) -> None:
 def test_resume_refuses_what_it_cannot_continue(archive: Path, tmp_path: Path) -> None:
     from bloodcell.errors import BloodcellError
 
-    for kw in ({"fmt": "json", "out": tmp_path / "r.json"}, {"out": None},
-               {"out": tmp_path / "r.csv", "group": True}):
+    for kw in (
+        {"fmt": "json", "out": tmp_path / "r.json"},
+        {"out": None},
+        {"out": tmp_path / "r.csv", "group": True},
+    ):
         with pytest.raises(BloodcellError, match="resume"):
             run_predict(tiny_model_dir(), [archive], resume=True, progress=False, **kw)

@@ -17,13 +17,13 @@ from bloodcell.cli import main
 from bloodcell.data.corruptions import CORRUPTIONS, MIDDLE_SEVERITY
 from bloodcell.evaluate import compute_metrics
 from bloodcell.labels import LABELS
+from bloodcell.report import upsert_section
 from bloodcell.robustness import (
     ROBUSTNESS_CSV,
     ROBUSTNESS_JSON,
     ROBUSTNESS_PNG,
     evaluate_robustness,
     score,
-    upsert_section,
     worst_middle,
 )
 

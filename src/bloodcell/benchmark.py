@@ -71,7 +71,13 @@ def run_measured(cmd: Sequence[str]) -> tuple[int, float, float]:
 
 
 def train_recipe(
-    recipe: str, seed: int, data_root: Path, manifest: Path, out: Path, extra: Sequence[str] = ()
+    recipe: str,
+    seed: int,
+    data_root: Path,
+    manifest: Path,
+    out: Path,
+    extra: Sequence[str] = (),
+    ood_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Train one recipe in its own process (so its peak memory is its own), then evaluate it."""
     from bloodcell.calibrate import calibrate_run
@@ -100,7 +106,7 @@ def train_recipe(
     robust = evaluate_robustness(run, "test", severities=[MIDDLE_SEVERITY], progress=False)
     worst = robust["worst_middle"]
     n_train = len(select(read_manifest(manifest), "train"))
-    return {
+    return scope_figures(run, metrics, robust, ood_dirs) | {
         "recipe": recipe,
         "seed": seed,
         "run": str(run),
@@ -117,6 +123,55 @@ def train_recipe(
         "robust_worst_accuracy": worst["accuracy"],
         "robust_middle": {r["corruption"]: r["accuracy"] for r in robust["results"]},
     }
+
+
+def scope_figures(
+    run: Path, metrics: dict[str, Any], robust: dict[str, Any], ood_dirs: Sequence[str | Path]
+) -> dict[str, Any]:
+    """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
+    from bloodcell.ood_eval import evaluate_ood
+
+    scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
+    rates = [r["out_of_scope_rate"] for r in robust["results"] if r.get("out_of_scope_rate")]
+    figures: dict[str, Any] = {
+        "ood_test_flagged": scope["flagged"] if scope else None,
+        "ood_test_flagged_paths": scope["flagged_paths"] if scope else None,
+        "ood_corrupted_worst_rate": max(rates, default=0.0) if scope else None,
+        "ood_corrupted_rates": {
+            r["corruption"]: r.get("out_of_scope_rate") for r in robust["results"]
+        },
+        "sets95": sets["levels"]["0.95"] if sets else None,
+        "ood_folders": {},
+    }
+    if scope and ood_dirs:
+        result = evaluate_ood(run, ood_dirs, progress=False)
+        figures["ood_folders"] = {
+            Path(r["folder"]).name: {k: r[k] for k in ("n", "flagged_rate", "auroc")}
+            for r in result["folders"]
+        }
+    return figures
+
+
+def format_scope_table(results: list[dict[str, Any]]) -> str:
+    """Per seed: in-scope test images refused, the worst corrupted share refused, each other
+    folder's share refused, and the 95% prediction sets' coverage and mean size."""
+    folders = sorted({f for r in results for f in r.get("ood_folders") or {}})
+    head = ["recipe", "seed", "test refused", "worst corruption refused"]
+    head += [f"{f} refused" for f in folders] + ["95% sets: coverage", "mean size"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in results:
+        if r.get("ood_test_flagged") is None:
+            continue
+        cells = [r["recipe"], str(r["seed"]), str(r["ood_test_flagged"])]
+        cells.append(f"{r['ood_corrupted_worst_rate']:.1%}")
+        for f in folders:
+            rate = (r["ood_folders"].get(f) or {}).get("flagged_rate")
+            cells.append("–" if rate is None else f"{rate:.1%}")
+        sets = r.get("sets95") or {}
+        cells.append(f"{sets['coverage']:.2%}" if sets else "–")
+        cells.append(f"{sets['mean_set_size']:.3f}" if sets else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def inference_figures(run: Path, seconds: float, runs: int) -> dict[str, Any]:
@@ -243,6 +298,7 @@ def benchmark(
     seconds: float = 3.0,
     runs: int = 100,
     train_args: Sequence[str] = (),
+    ood_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Run the whole benchmark into `out_dir`; prints the table and writes benchmark.{json,md}.
 
@@ -257,14 +313,12 @@ def benchmark(
     if not manifest.is_file():
         manifest, _ = prepare_data(Path(data_root).expanduser(), out, seed=0, progress=True)
     results = [
-        train_recipe(r, s, Path(data_root), manifest, out, train_args)
+        train_recipe(r, s, Path(data_root), manifest, out, train_args, ood_dirs)
         for r in recipes
         for s in seeds
     ]
-    inference = {
-        r: inference_figures(out / f"{r}-seed{seeds[0]}", seconds, runs) for r in recipes
-    }
-    table = format_table(results, inference)
+    inference = {r: inference_figures(out / f"{r}-seed{seeds[0]}", seconds, runs) for r in recipes}
+    table = format_table(results, inference) + "\n\n" + format_scope_table(results)
     header = f"Machine: {machine()}\n\n"
     (out / "benchmark.md").write_text(header + table + "\n")
     record = {"machine": machine(), "results": results, "inference": inference}

@@ -13,6 +13,11 @@ in five is expected to be wrong, a rate no lab would accept unreviewed, while we
 smears (the large majority on this data set) stay above it. It is stored with the model and can
 be overridden per call (`--uncertain-threshold`) or changed for good with
 `bloodcell calibrate --uncertain-threshold`.
+
+Calibration also fits the conformal prediction sets (`models.conformal`) on the same
+temperature-scaled validation probabilities, at the coverage asked for (default 95%), and can
+move the out-of-scope detector's threshold to another in-scope acceptance (`--ood-acceptance`)
+from the validation scores saved with it, without the data.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from bloodcell.data.manifest import ManifestRow, read_manifest, select
 from bloodcell.errors import DatasetError, ModelError
 from bloodcell.labels import LABELS
 from bloodcell.models.backends import TorchBackend, dataset_logits, softmax
+from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
+from bloodcell.models.ood import OodDetector
 from bloodcell.models.saved import CONFIG_FILE, load_model, resolve_model_dir, update_config
 
 MANIFEST_FILE = "manifest.csv"
@@ -99,15 +106,34 @@ def calibration_summary(logits: np.ndarray, targets: np.ndarray, temperature: fl
     }
 
 
-def fit_and_store(model_dir: str | Path, logits: np.ndarray, targets: np.ndarray) -> dict:
-    """Fit T on given validation logits and store it (with the summary) in the model config.
+def fit_and_store(
+    model_dir: str | Path,
+    logits: np.ndarray,
+    targets: np.ndarray,
+    coverage: float = DEFAULT_COVERAGE,
+) -> dict:
+    """Fit T and the conformal sets on given validation logits; store both in the model config.
 
     For callers that already have the validation logits (the pipeline after training).
     """
     temperature = fit_temperature(logits, targets)
     summary = calibration_summary(logits, targets, temperature)
-    update_config(model_dir, temperature=temperature, calibration=summary)
-    return summary
+    conformal = fit_conformal(softmax(logits, temperature), targets, coverage)
+    update_config(
+        model_dir, temperature=temperature, calibration=summary, conformal=conformal.to_config()
+    )
+    return summary | {"coverage": conformal.coverage}
+
+
+def set_ood_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
+    """Move the out-of-scope threshold to another in-scope acceptance; returns its config."""
+    model_dir = resolve_model_dir(model_dir)
+    detector = OodDetector.load(model_dir, load_model_config(model_dir).get("ood"))
+    if detector is None:
+        raise ModelError(f"{model_dir}: this model has no out-of-scope detector; retrain it")
+    config = detector.with_acceptance(acceptance).to_config()
+    update_config(model_dir, ood=config)
+    return config
 
 
 def run_split(
@@ -182,10 +208,12 @@ def calibrate_run(
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
     batch_size: int = 64,
+    coverage: float = DEFAULT_COVERAGE,
 ) -> dict:
-    """Fit the temperature on the run's validation split and store it with the model.
+    """Fit the temperature and the conformal sets on the run's validation split and store them
+    with the model.
 
-    Returns the `calibration_summary` (temperature, ECE and NLL before/after, n).
+    Returns the `calibration_summary` (temperature, ECE and NLL before/after, n, coverage).
     """
     logits, targets = split_logits(run_dir, "val", data_root, manifest, batch_size)
-    return fit_and_store(run_dir, logits, targets)
+    return fit_and_store(run_dir, logits, targets, coverage)

@@ -306,6 +306,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "exposure_severity",
         "focus_severity",
         "checkpoint",
+        "ood_acceptance",
     )
     tr = sub.add_parser(
         "train",
@@ -452,6 +453,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         help="which epoch becomes model/: best on validation accuracy (reference default) or "
         "the last one (the fast recipe's default)",
     )
+    tr.add_argument(
+        "--ood-acceptance",
+        type=float,
+        metavar="P",
+        help="share of in-scope validation images the out-of-scope detector accepts "
+        "(default 0.99); images scoring beyond that threshold get no class",
+    )
     tr.set_defaults(func=train_cmd)
 
     def evaluate_cmd(args: argparse.Namespace) -> int:
@@ -479,6 +487,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
             else Path(m["model_dir"])
         )
         print(f"report: {out / 'eval' / args.split / 'report.md'}")
+        if args.ood:
+            from bloodcell.ood_eval import evaluate_ood, summary_lines
+
+            r = evaluate_ood(args.run, args.ood, args.split, data, args.manifest)
+            for line in summary_lines(r):
+                print(line)
+            print(f"out-of-scope figures: {r['out_dir']}")
         if args.robustness:
             from bloodcell.robustness import robustness_cli
 
@@ -491,7 +506,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         description="Predict one split of the run's manifest and report accuracy, per-class "
         "precision/recall/F1, macro-F1, balanced accuracy, Cohen's kappa, one-vs-rest ROC-AUC, "
         "malignant-vs-benign sensitivity and specificity, 95%% bootstrap intervals and the "
-        "expected calibration error. Writes RUN/eval/SPLIT/{metrics.json,report.md,"
+        "expected calibration error, the in-scope images the out-of-scope detector refused, and "
+        "the conformal prediction sets' coverage and size at 90/95/99%%. Writes "
+        "RUN/eval/SPLIT/{metrics.json,report.md,"
         "predictions.csv,*.png} and records the metrics in RUN/model/metrics.json.",
     )
     ev.add_argument("run", metavar="RUN", help="run directory (or its model/ directory)")
@@ -513,6 +530,14 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "section (RUN may then be an exported .onnx file)",
     )
     ev.add_argument(
+        "--ood",
+        nargs="+",
+        metavar="DIR",
+        help="also score folders of images unlike the training data: per folder the share "
+        "refused, AUROC and FPR at 95%% TPR against the split; writes RUN/eval/ood/ "
+        "(ood.json, ood_scores.png) and a report section",
+    )
+    ev.add_argument(
         "--corruptions",
         metavar="A,B",
         help="with --robustness: only these (darken, brighten, contrast, hue, stain, blur, "
@@ -529,15 +554,29 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     def calibrate(args: argparse.Namespace) -> int:
-        from bloodcell.calibrate import calibrate_run
+        from bloodcell.calibrate import calibrate_run, set_ood_acceptance
+        from bloodcell.models.conformal import check_coverage
+        from bloodcell.models.ood import check_acceptance
         from bloodcell.models.saved import update_config
 
-        s = calibrate_run(args.run, data_root=args.data, manifest=args.manifest)
+        check_coverage(args.coverage)  # a typo fails before the model runs
+        if args.ood_acceptance is not None:
+            check_acceptance(args.ood_acceptance)
+        s = calibrate_run(
+            args.run, data_root=args.data, manifest=args.manifest, coverage=args.coverage
+        )
         print(
             f"temperature {s['temperature']:.3f} fitted on {s['n']} validation images: "
             f"ECE {s['ece_before']:.4f} -> {s['ece_after']:.4f}, "
-            f"NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}"
+            f"NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}; "
+            f"prediction sets at {s['coverage']:.0%} coverage"
         )
+        if args.ood_acceptance is not None:
+            ood = set_ood_acceptance(args.run, args.ood_acceptance)
+            print(
+                f"out-of-scope threshold {ood['threshold']:.4f} "
+                f"({ood['acceptance']:.1%} of validation images in scope)"
+            )
         if args.uncertain_threshold is not None:
             update_config(args.run, uncertain_threshold=args.uncertain_threshold)
             print(f"uncertain threshold set to {args.uncertain_threshold}")
@@ -614,13 +653,30 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "calibrate",
-        help="fit temperature scaling on a run's validation split",
+        help="fit temperature scaling and prediction sets on the validation split",
         description="Fit the temperature T that makes confidence honest (minimum NLL on the "
-        "validation split), store it with the model, and print ECE before and after.",
+        "validation split), store it with the model, and print ECE before and after. Also fits "
+        "the conformal prediction sets (the classes that remain possible, at --coverage) and "
+        "can move the out-of-scope threshold (--ood-acceptance).",
     )
     p.add_argument("run", metavar="RUN", help="run or model directory")
     _add_data_arg(p)
     p.add_argument("--manifest", default=None, help="split manifest (default: the run's)")
+    p.add_argument(
+        "--coverage",
+        type=float,
+        default=0.95,
+        metavar="P",
+        help="how often a prediction set must hold the true class (default 0.95)",
+    )
+    p.add_argument(
+        "--ood-acceptance",
+        type=float,
+        default=None,
+        metavar="P",
+        help="move the out-of-scope threshold so this share of validation images is in scope "
+        "(the detector's default is 0.99, set at training)",
+    )
     threshold_arg(p, "also store a new default threshold:")
     p.set_defaults(func=calibrate)
 
@@ -859,6 +915,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
             args.out,
             seed=args.seed,
             config=config_from_options(args.recipe, overrides),
+            ood_dirs=args.ood,
         )
         return 0
 
@@ -868,7 +925,8 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
         "report",
         description="Run everything with the default settings and print where it all went: "
         "OUT/data/verify.json and figures, OUT/manifest.csv (grouped split; unreadable files "
-        "are reported and left out), the training run in OUT (model/, log.csv, curves.png), "
+        "are reported and left out), the training run in OUT (model/, log.csv, curves.png; the "
+        "model carries its out-of-scope detector and conformal prediction sets), "
         "OUT/eval/{val,test}/report.md and a summary OUT/report.md. Re-running into the same "
         "OUT resumes an interrupted training.",
     )
@@ -884,6 +942,14 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
         default="fast",
         help="training settings: fast (default; the measured best, see BENCHMARKS.md) or "
         "reference (the Keras notebook: frozen backbone, Adam 1e-3, 5 epochs)",
+    )
+    p.add_argument(
+        "--ood",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="folders of images unlike the training data (other labs, other cells, photos): "
+        "how many the out-of-scope detector refuses goes into the report",
     )
     quick = p.add_argument_group("shortening (quick looks and tests; defaults are the recipe's)")
     quick.add_argument("--epochs", type=int, help="training epochs")
@@ -1018,6 +1084,7 @@ def _add_benchmark_command(sub: argparse._SubParsersAction) -> None:
             seconds=args.seconds,
             runs=args.runs,
             train_args=extra,
+            ood_dirs=args.ood or (),
         )
         return 0
 
@@ -1042,6 +1109,10 @@ def _add_benchmark_command(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--seconds", type=float, default=3.0, help="time per throughput figure")
     p.add_argument("--runs", type=int, default=100, help="batch-1 calls per latency figure")
+    p.add_argument(
+        "--ood", nargs="+", metavar="DIR",
+        help="folders of images unlike the training data: the share each model refuses",
+    )  # fmt: skip
     quick = p.add_argument_group("shortening (tests and quick looks)")
     quick.add_argument("--epochs", type=int, help="override every recipe's epochs")
     quick.add_argument("--image-size", type=int, help="override the input size")

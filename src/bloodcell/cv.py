@@ -142,7 +142,8 @@ def run_fold(
     """Train (or finish training) on the fold's manifest, calibrate, and write its
     out-of-fold predictions; returns the predictions file."""
     from bloodcell.calibrate import calibrate_run
-    from bloodcell.evaluate import collect_probs
+    from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
     from bloodcell.models.saved import load_model
     from bloodcell.train import CONFIG_FILE, train
 
@@ -152,13 +153,13 @@ def run_fold(
         train(config, data_root, fold_dir / MANIFEST_FILE, run, resume=resume, progress=progress)
     if calibrate:
         calibrate_run(run)  # fits on uncalibrated logits, so a rerun gives the same value
-    model = load_model(run)
+    model = TorchBackend(load_model(run))
     if list(model.labels) != list(LABELS):
         raise ModelError(f"{run}: model labels {model.labels} differ from {list(LABELS)}")
     test = select(rows, "test")
-    _, probs = collect_probs(
-        model.predict_proba, test, data_root, model.preprocess.transform(), progress=progress
-    )
+    dataset = ManifestDataset(test, data_root, model.preprocess.transform())
+    outputs, _ = dataset_outputs(model, dataset, progress="predict test" if progress else None)
+    probs = softmax(outputs.logits, model.temperature)
     path = fold_dir / PREDICTIONS_FILE
     with _atomic(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")

@@ -3,17 +3,18 @@ metrics, the clinical malignant-vs-benign trade-off, calibration, and how sure w
 (95% bootstrap confidence intervals over the evaluated images).
 
 `compute_metrics` is pure (arrays in, dict out). `evaluate_run` loads a saved model, predicts
-one split of the manifest through `collect_probs` (the one place that runs the model, so another
-backend such as ONNX can be passed in as `predict`), and writes metrics, pictures and a report.
+one split of the manifest through `models.backends.dataset_outputs` (the loop calibration and
+export use too), and writes metrics, pictures and a report. Beside the classifier's figures it
+reports the out-of-scope detector's refusals (`scope_metrics`) and the conformal prediction
+sets' coverage and size (`conformal_metrics`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,6 @@ N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 0
 ECE_BINS = 15
 EVAL_DIR = "eval"
-
-#: Maps a preprocessed image batch (N, 3, S, S) to class probabilities (N, K).
-PredictFn = Callable[[Any], Any]
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -304,40 +302,63 @@ def compute_metrics(
     }
 
 
-# --- predictions ----------------------------------------------------------------------------------
+# --- out of scope and prediction sets ------------------------------------------------------------
+
+#: Coverages the report shows prediction sets at, whatever the model's own default.
+REPORT_COVERAGES = (0.90, 0.95, 0.99)
 
 
-def collect_probs(
-    predict: PredictFn,
-    rows: Sequence[Any],
-    data_root: str | Path,
-    transform: Callable,
-    batch_size: int = 64,
-    progress: bool = True,
-    workers: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run `predict` over the images of `rows` in batches: (true class indices, probabilities).
+def conformal_metrics(
+    conformal: Any, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any] | None:
+    """Empirical coverage (Wilson 95% CI), mean set size and share of sets with more than one
+    class, at each of `REPORT_COVERAGES` and the model's own; None without conformal sets."""
+    from bloodcell.models.conformal import set_labels
 
-    `predict` takes a preprocessed float batch and returns probabilities (torch or numpy), so a
-    torch model, an ONNX session or a remote server can be evaluated alike.
-    """
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
+    if conformal is None or len(y_true) == 0:
+        return None
+    y_true = np.asarray(y_true, dtype=int)
+    rows = {}
+    for coverage in sorted({*REPORT_COVERAGES, conformal.coverage}):
+        member = conformal.sets(probs, coverage)
+        covered = int(member[np.arange(len(y_true)), y_true].sum())
+        sizes = member.sum(axis=1)
+        pairs: dict[str, int] = {}
+        for names in set_labels(member[sizes > 1], labels):
+            key = " | ".join(names)
+            pairs[key] = pairs.get(key, 0) + 1
+        rows[f"{coverage:.2f}"] = {
+            "coverage_target": coverage,
+            "coverage": covered / len(y_true),
+            "coverage_ci95": wilson_ci(covered, len(y_true)),
+            "mean_set_size": float(sizes.mean()),
+            "multi_class_share": float((sizes > 1).mean()),
+            "multi_class_sets": pairs,
+        }
+    return {"default_coverage": conformal.coverage, "n": int(len(y_true)), "levels": rows}
 
-    from bloodcell.data.dataset import ManifestDataset
 
-    ds = ManifestDataset(rows, data_root, transform)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
-    ys, ps = [], []
-    with torch.inference_mode():
-        for x, y in tqdm(
-            loader, desc="predict", unit="batch", file=sys.stderr, disable=not progress
-        ):
-            p = predict(x)
-            ps.append(p.detach().cpu().float().numpy() if hasattr(p, "detach") else np.asarray(p))
-            ys.append(np.asarray(y))
-    return np.concatenate(ys).astype(int), np.concatenate(ps).astype(float)
+def scope_metrics(
+    scores: np.ndarray | None, detector: dict[str, Any] | None, paths: Sequence[str]
+) -> dict[str, Any] | None:
+    """How many in-scope images the detector (its config: threshold, acceptance) refused, and
+    which; None without a detector."""
+    if scores is None or detector is None:
+        return None
+    flagged = np.asarray(scores) > detector["threshold"]
+    n = len(flagged)
+    return {
+        "threshold": float(detector["threshold"]),
+        "acceptance": float(detector["acceptance"]),
+        "n": n,
+        "flagged": int(flagged.sum()),
+        "flagged_rate": float(flagged.mean()) if n else 0.0,
+        "flagged_ci95": wilson_ci(int(flagged.sum()), n),
+        "flagged_paths": [p for p, f in zip(paths, flagged, strict=True) if f],
+        "score_quantiles": {q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99")}
+        if n
+        else {},
+    }
 
 
 # --- a run's evaluation ---------------------------------------------------------------------------
@@ -348,9 +369,26 @@ def run_dir_of(model_dir: Path) -> Path:
     return model_dir.parent if model_dir.name == "model" else model_dir
 
 
-def _resolve_data(
+def open_run_model(model: str | Path) -> tuple[Any, dict[str, Any], Path]:
+    """(backend, the saved model's config, run dir) for a run/model dir or an `.onnx` file.
+
+    An `.onnx` file lacks the training record; the config beside it (an export inside a model
+    directory) supplies the data folder and manifest when there is one.
+    """
+    from bloodcell.models.backends import TorchBackend, open_backend
+
+    backend = open_backend(model)
+    if isinstance(backend, TorchBackend):
+        return backend, backend.loaded.config, run_dir_of(backend.path)
+    beside = backend.path.parent / "config.json"
+    config = json.loads(beside.read_text()) if beside.is_file() else {}
+    return backend, config, run_dir_of(backend.path.parent)
+
+
+def resolve_data(
     config: dict, run_dir: Path, data_root: str | Path | None, manifest: str | Path | None
 ) -> tuple[Path, Path]:
+    """The data root and manifest of a run: given ones first, then those recorded in training."""
     recorded = config.get("data", {})
     if manifest is None:
         candidates = [recorded.get("manifest"), run_dir / "manifest.csv"]
@@ -372,39 +410,40 @@ def evaluate_run(
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
     out_dir: str | Path | None = None,
-    predict: PredictFn | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a saved model on one manifest split; write RUN/eval/<split>/ and return metrics.
 
-    Data root and manifest default to those the model recorded at training time. `predict`
-    replaces the torch model (e.g. an ONNX session wrapper); the default uses the saved model
-    with its calibration temperature.
+    Data root and manifest default to those the model recorded at training time. The model
+    answers with its calibration temperature, out-of-scope detector and prediction sets.
     """
+    from bloodcell.data.dataset import ManifestDataset
     from bloodcell.data.manifest import file_sha256, read_manifest, select
     from bloodcell.data.split import split_counts
+    from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
     from bloodcell.models.saved import METRICS_FILE, load_model, write_json
     from bloodcell.report import write_eval_report
 
     loaded = load_model(run_or_model_dir)
+    backend = TorchBackend(loaded)
     run_dir = run_dir_of(loaded.path)
-    data_root, manifest = _resolve_data(loaded.config, run_dir, data_root, manifest)
+    data_root, manifest = resolve_data(loaded.config, run_dir, data_root, manifest)
     all_rows = read_manifest(manifest)
     rows = select(all_rows, split)
     if not rows:
         raise DatasetError(f"{manifest}: no {split} rows to evaluate")
     t0 = time.perf_counter()
-    y_true, probs = collect_probs(
-        predict or loaded.predict_proba,
-        rows,
-        data_root,
-        loaded.preprocess.transform(),
-        batch_size,
-        progress,
+    dataset = ManifestDataset(rows, data_root, backend.preprocess.transform())
+    outputs, y_true = dataset_outputs(
+        backend, dataset, batch_size, progress=f"predict {split}" if progress else None
     )
+    probs = softmax(outputs.logits, backend.temperature).astype(float)
     seconds = time.perf_counter() - t0
     metrics = compute_metrics(y_true, probs, loaded.labels)
+    paths = [r.path for r in rows]
+    metrics["out_of_scope"] = scope_metrics(outputs.ood_score, backend.ood_info, paths)
+    metrics["prediction_sets"] = conformal_metrics(backend.conformal, y_true, probs, backend.labels)
     sha = file_sha256(manifest)
     metrics |= {
         "split": split,
@@ -425,20 +464,27 @@ def evaluate_run(
     out = Path(out_dir) if out_dir else run_dir / EVAL_DIR / split
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
-    _write_predictions(out / "predictions.csv", rows, y_true, probs, loaded.labels)
+    _write_predictions(out / "predictions.csv", rows, probs, outputs.ood_score, loaded.labels)
     write_eval_report(metrics, y_true, probs, out, loaded.config)
     _record_in_model(loaded.path / METRICS_FILE, split, metrics)
     return metrics
 
 
 def _write_predictions(
-    path: Path, rows: Sequence[Any], y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]
+    path: Path,
+    rows: Sequence[Any],
+    probs: np.ndarray,
+    ood_scores: np.ndarray | None,
+    labels: Sequence[str],
 ) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["path", "label", "predicted", *[f"p_{lab}" for lab in labels]])
-        for row, p in zip(rows, probs, strict=True):
-            w.writerow([row.path, row.label, labels[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+        w.writerow(["path", "label", "predicted", "ood_score", *[f"p_{lab}" for lab in labels]])
+        for i, (row, p) in enumerate(zip(rows, probs, strict=True)):
+            score = "" if ood_scores is None else f"{ood_scores[i]:.6f}"
+            w.writerow(
+                [row.path, row.label, labels[int(p.argmax())], score, *[f"{v:.6f}" for v in p]]
+            )
 
 
 def _record_in_model(path: Path, split: str, metrics: dict[str, Any]) -> None:

@@ -123,7 +123,9 @@ def render_figure(image: Image.Image, explanation: Explanation) -> Image.Image:
 
     fig = Figure(figsize=(8, 4.4), dpi=100)
     for ax, img, name in zip(
-        fig.subplots(1, 2), (image.convert("RGB"), explanation.overlay), ("input", "Grad-CAM"),
+        fig.subplots(1, 2),
+        (image.convert("RGB"), explanation.overlay),
+        ("input", "Grad-CAM"),
         strict=True,
     ):
         ax.imshow(img)

@@ -1,10 +1,14 @@
 """Export a saved model to ONNX (fp32, optionally int8) that predicts on its own.
 
 The `.onnx` file takes the preprocessed batch `input` (N, 3, S, S, float32; N is dynamic) and
-returns `logits` (N, C). Everything else a predictor needs travels in `metadata_props`
-(JSON values; keys in `models.backends.META_KEYS`): class names, display names, preprocessing,
-calibration temperature, `uncertain` threshold, architecture and quantisation. `open_backend`
-reads them, so `bloodcell predict model.onnx ...` answers like the model directory.
+returns `logits` (N, C). A model with an out-of-scope detector also returns `ood_score` (N,):
+the graph holds the detector's class means and precision matrices and computes the score
+itself (`ScoredGraph`), so the file flags the same images as the torch model with nothing
+beside it. Everything else a predictor needs travels in
+`metadata_props` (JSON values; keys in `models.backends.META_KEYS`): class names, display names,
+preprocessing, calibration temperature, `uncertain` threshold, the detector's threshold, the
+conformal calibration scores, architecture and quantisation. `open_backend` reads them, so
+`bloodcell predict model.onnx ...` answers like the model directory.
 
 int8: static QDQ quantisation (per-channel weights, activations calibrated on a few images of the
 run's train split) when the run's data can be found, because it keeps accuracy and gives
@@ -30,10 +34,12 @@ from bloodcell.errors import BloodcellError, DatasetError, ModelError
 from bloodcell.models.backends import (
     ONNX_FORMAT,
     ONNX_INPUT,
+    ONNX_OOD_SCORE,
     ONNX_OUTPUT,
     OnnxBackend,
     dataset_logits,
 )
+from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
 
 OPSET = 17
@@ -52,8 +58,41 @@ def onnx_metadata(loaded: LoadedModel, quantization: dict | None = None) -> dict
         "temperature": loaded.temperature,
         "uncertain_threshold": loaded.uncertain_threshold,
         "quantization": quantization,
+        "ood": cfg.get("ood"),
+        "conformal": cfg.get("conformal"),
     }
     return {k: json.dumps(v) for k, v in meta.items()}
+
+
+class ScoredGraph(torch.nn.Module):
+    """The classifier and its out-of-scope score as one graph, for export.
+
+    The same score as `models.ood.OodDetector.score`, written with tensor operations: for each
+    tapped layer pytorch-ood's Mahalanobis score (half the squared distance to the nearest class
+    mean under the shared precision), put on the detector's scale; the largest of them; and
+    `BLANK_SCORE` for an image of one flat colour.
+    """
+
+    def __init__(self, model: torch.nn.Module, detector: OodDetector) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = list(detector.layers)
+        for i, (mu, precision) in enumerate(zip(detector.means, detector.precisions, strict=True)):
+            self.register_buffer(f"mean{i}", mu.float())
+            self.register_buffer(f"precision{i}", precision.float())
+        self.register_buffer("centers", detector.centers.float())
+        self.register_buffer("scales", detector.scales.float())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, taps = self.model.forward_with_taps(x, self.layers)
+        scores = []
+        for i, z in enumerate(taps):
+            centred = z[:, None, :] - getattr(self, f"mean{i}")[None]  # (N, C, D)
+            half_d2 = 0.5 * ((centred @ getattr(self, f"precision{i}")) * centred).sum(-1)
+            scores.append((half_d2.min(dim=1).values - self.centers[i]) / self.scales[i])
+        combined = torch.stack(scores).max(dim=0).values
+        blank = input_spread(x) < BLANK_STD
+        return logits, torch.where(blank, torch.full_like(combined, BLANK_SCORE), combined)
 
 
 def set_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -74,7 +113,9 @@ def export_fp32(loaded: LoadedModel, out: Path, opset: int = OPSET) -> Path:
     size = loaded.preprocess.image_size
     dummy = torch.zeros(1, 3, size, size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = loaded.model.eval()
+    detector = OodDetector.load(loaded.path, loaded.config.get("ood"))
+    model = (ScoredGraph(loaded.model, detector) if detector else loaded.model).eval()
+    outputs = [ONNX_OUTPUT, ONNX_OOD_SCORE] if detector else [ONNX_OUTPUT]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # dynamo=False: the torch.export-based exporter needs onnxscript, which we do not ship.
@@ -84,8 +125,8 @@ def export_fp32(loaded: LoadedModel, out: Path, opset: int = OPSET) -> Path:
             str(out),
             dynamo=False,
             input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
-            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [ONNX_INPUT, *outputs]},
             opset_version=opset,
             do_constant_folding=True,
         )
@@ -131,6 +172,7 @@ def quantize_int8(
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
         source = _pre_processed(fp32, Path(tmp) / "pre.onnx")
+        exclude = scoring_nodes(source)
         if method == "static":
             quantize_static(
                 str(source),
@@ -140,13 +182,31 @@ def quantize_int8(
                 per_channel=True,
                 weight_type=QuantType.QInt8,
                 activation_type=QuantType.QUInt8,
+                nodes_to_exclude=exclude,
             )
         else:
-            quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(source), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude
+            )
     info = {"dtype": "int8", "method": method}
     if method == "static":
         info["calibration_images"] = int(sum(len(b) for b in batches or []))
     return info
+
+
+def scoring_nodes(path: Path) -> list[str]:
+    """Names of the nodes that compute only the out-of-scope score (none of them leads to the
+    logits): they stay in float, so int8 changes the score no more than its inputs."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    needed, names = {ONNX_OUTPUT}, []
+    for node in reversed(graph.node):  # nodes are stored in topological order
+        if any(o in needed for o in node.output):
+            needed.update(node.input)
+        else:
+            names.append(node.name)
+    return names
 
 
 def _pre_processed(fp32: Path, out: Path) -> Path:

@@ -2,8 +2,10 @@
 
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
-`bloodcell.load(OUT)` works; default recipe `fast`) -> calibrate (temperature on val) ->
-evaluate val and test -> robustness on test (middle severities) -> top-level `OUT/report.md`.
+`bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
+detector) -> calibrate (temperature and conformal prediction sets on val) -> evaluate val and
+test -> robustness on test (middle severities) -> out-of-scope folders (`ood_dirs`, if given) ->
+top-level `OUT/report.md`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def run(
     seed: int = 0,
     config: TrainConfig | None = None,
     progress: bool = True,
+    ood_dirs: list[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Run the whole job into `out_dir`; returns a summary (paths, timings, metrics per split).
 
@@ -66,7 +69,10 @@ def run(
     from bloodcell.calibrate import calibrate_run
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.evaluate import evaluate_run, summary_line
-    from bloodcell.report import write_run_report
+    from bloodcell.ood_eval import evaluate_ood
+    from bloodcell.ood_eval import report_lines as ood_report_lines
+    from bloodcell.ood_eval import summary_lines as ood_summary_lines
+    from bloodcell.report import conformal_lines, scope_lines, write_run_report
     from bloodcell.robustness import (
         ROBUSTNESS_PNG,
         evaluate_robustness,
@@ -103,6 +109,11 @@ def run(
     t = time.perf_counter()
     robust = evaluate_robustness(out, "test", severities=[MIDDLE_SEVERITY], progress=progress)
     timings["robustness"] = time.perf_counter() - t
+    ood = None
+    if ood_dirs:
+        t = time.perf_counter()
+        ood = evaluate_ood(out, ood_dirs, progress=progress)
+        timings["ood"] = time.perf_counter() - t
     timings = {k: round(v, 1) for k, v in timings.items()}
     extra = [
         f"Data: {data['readable']} readable of {data['files']} files "
@@ -124,7 +135,18 @@ def run(
         "## Robustness",
         "",
         *report_lines(robust, image=f"eval/test/{ROBUSTNESS_PNG}"),
+        "",
+        "## Out of scope (test split)",
+        "",
+        *scope_lines(results["test"]),
+        "",
+        "## Prediction sets (test split)",
+        "",
+        *conformal_lines(results["test"]),
     ]
+    if ood is not None:
+        ood_lines = ood_report_lines(ood, "eval/ood/ood_scores.png")
+        extra += ["", "## Out-of-scope folders", "", *ood_lines]
     report = write_run_report(out, results, extra)
     summary = {
         "out": str(out),
@@ -140,6 +162,11 @@ def run(
         "metrics": {
             s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in results.items()
         },
+        "out_of_scope": {s: m["out_of_scope"] for s, m in results.items()},
+        "prediction_sets": results["test"]["prediction_sets"],
+        "ood_folders": [
+            {k: v for k, v in r.items() if k != "scores"} for r in (ood or {}).get("folders", [])
+        ],
     }
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"manifest: {manifest}")
@@ -149,4 +176,25 @@ def run(
         print(summary_line(m))
     for line in summary_lines(robust):
         print(line)
+    for line in scope_summary(results["test"]) + (ood_summary_lines(ood) if ood else []):
+        print(line)
     return summary
+
+
+def scope_summary(metrics: dict[str, Any]) -> list[str]:
+    """Two lines for the console: refused in-scope images and the prediction sets at 95%."""
+    lines = []
+    scope = metrics.get("out_of_scope")
+    if scope:
+        lines.append(
+            f"out of scope ({metrics.get('split')}): {scope['flagged']}/{scope['n']} in-scope "
+            f"images refused ({scope['flagged_rate']:.1%})"
+        )
+    sets = metrics.get("prediction_sets")
+    if sets:
+        row = sets["levels"][f"{sets['default_coverage']:.2f}"]
+        lines.append(
+            f"prediction sets at {row['coverage_target']:.0%}: coverage {row['coverage']:.1%}, "
+            f"mean size {row['mean_set_size']:.3f}, {row['multi_class_share']:.1%} with 2+ classes"
+        )
+    return lines

@@ -16,6 +16,14 @@ when it is below the threshold (model config `uncertain_threshold`, default 0.8,
 `bloodcell.calibrate`). With TTA the probabilities are the mean over the 8 dihedral views
 (4 rotations x optional flip): smears have no orientation.
 
+`out_of_scope` is true when the image is unlike the training smears (`models.ood`: its
+`ood_score` is over the model's threshold); such a row has no class (label, display name,
+confidence, uncertain and set are empty; the probabilities are listed for the record).
+`prediction_set` is the conformal set of the classes the image still fits (`models.conformal`,
+at the model's coverage, 95% by default); `note` says it in plain words when it holds more than
+one class ("Benign or Malignant Early Pre-B: ... confirm by flow cytometry"). A model saved
+without a detector or sets leaves these fields empty (null).
+
 JSON schema (`--format json`), one document, written as it goes::
 
     {"model": {"path", "backend", "architecture", "labels", "temperature",
@@ -24,26 +32,31 @@ JSON schema (`--format json`), one document, written as it goes::
      "predictions": [
         {"path": str, "label": str|null, "display_name": str|null,
          "confidence": float|null, "uncertain": bool|null,
-         "probabilities": {label: float, ...}|null, "error": str|null}, ...],
+         "probabilities": {label: float, ...}|null, "out_of_scope": bool|null,
+         "ood_score": float|null, "prediction_set": [label, ...]|null, "note": str|null,
+         "error": str|null}, ...],
      "groups": [GROUP, ...],          # only with --group-by-folder
-     "summary": {"n_files", "n_predicted", "n_errors", "n_uncertain", "counts": {label: int}}}
+     "summary": {"n_files", "n_predicted", "n_errors", "n_uncertain", "n_out_of_scope",
+                 "counts": {label: int}}}
 
     GROUP = {"folder": str, "n_images": int, "n_errors": int, "n_uncertain": int,
-             "counts": {label: int}, "mean_probabilities": {label: float}|null}
+             "n_out_of_scope": int, "counts": {label: int},
+             "mean_probabilities": {label: float}|null}
 
 CSV schema (`--format csv`), one row per file, header first::
 
-    path,label,display_name,confidence,uncertain,prob_benign,prob_early_pre_b,prob_pre_b,
-    prob_pro_b,error
+    path,label,display_name,confidence,uncertain,out_of_scope,ood_score,prediction_set,
+    prob_benign,prob_early_pre_b,prob_pre_b,prob_pro_b,error
 
-`uncertain` is `true`/`false`; on error rows every column but `path` and `error` is empty.
-With `--group-by-folder`, the groups go to `<out stem>.groups.csv` (or, on stdout, after one
-blank line) with columns `folder,n_images,n_errors,n_uncertain,count_<label>...,
-mean_prob_<label>...`.
+`uncertain` and `out_of_scope` are `true`/`false`; `prediction_set` is labels joined by `|`;
+on error rows every column but `path` and `error` is empty. With `--group-by-folder`, the
+groups go to `<out stem>.groups.csv` (or, on stdout, after one blank line) with columns
+`folder,n_images,n_errors,n_uncertain,n_out_of_scope,count_<label>...,mean_prob_<label>...`.
 
 Parquet (`--out results.parquet`, or `--format parquet`): a Parquet *dataset*, i.e. a folder
 `results.parquet/` of `part-00000.parquet`, `part-00001.parquet`, ... with the CSV's columns
-(`confidence` and `prob_*` float64, `uncertain` bool, nulls where CSV has empty cells) and the
+(`confidence`, `ood_score` and `prob_*` float64, `uncertain` and `out_of_scope` bool, nulls
+where CSV has empty cells) and the
 JSON `model` metadata under the schema metadata key `bloodcell`. Each part (default 4096 rows,
 in row groups of 256) is written under a `.tmp` name and renamed when complete, so a killed run
 leaves only complete parts plus one `.tmp` file; read the folder with
@@ -81,13 +94,19 @@ from PIL import Image, UnidentifiedImageError
 
 from bloodcell.data.dataset import load_rgb
 from bloodcell.errors import BloodcellError
-from bloodcell.models.backends import Backend, open_backend
+from bloodcell.models.backends import Backend, Scored, open_backend
+from bloodcell.models.conformal import describe_set, set_labels
 
 FORMATS = ("table", "csv", "json", "parquet")
 #: Formats whose output `--resume` can continue.
 RESUMABLE = ("csv", "parquet")
 #: Batches decoded ahead of the one the model is working on.
 PREFETCH = 2
+#: What an out-of-scope row says instead of a class.
+OUT_OF_SCOPE_NOTE = (
+    "outside what this model was trained on (not a B-ALL smear image like its training data): "
+    "no class is given"
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,10 @@ class Prediction:
     uncertain: bool | None = None
     probabilities: dict[str, float] | None = None
     error: str | None = None
+    out_of_scope: bool | None = None
+    ood_score: float | None = None
+    prediction_set: list[str] | None = None
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -115,6 +138,10 @@ class Prediction:
             "confidence": self.confidence,
             "uncertain": self.uncertain,
             "probabilities": self.probabilities,
+            "out_of_scope": self.out_of_scope,
+            "ood_score": self.ood_score,
+            "prediction_set": self.prediction_set,
+            "note": self.note,
             "error": self.error,
         }
 
@@ -167,40 +194,40 @@ def read_image(path: str | Path) -> Image.Image:
 # --- inference -------------------------------------------------------------------------------
 
 
-def dihedral_views(batch: torch.Tensor) -> Iterator[torch.Tensor]:
-    """The 8 flips/90-degree rotations of an (N, C, H, W) batch, identity first."""
-    for flipped in (batch, batch.flip(-1)):
-        for k in range(4):
-            yield torch.rot90(flipped, k, dims=(-2, -1)).contiguous()
-
-
-def predict_proba(backend: Backend, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
-    """Calibrated probabilities (N, C) of a preprocessed batch, TTA-averaged if asked."""
-    if not tta:
-        return backend.predict_proba(batch)
-    total = np.zeros((batch.shape[0], len(backend.labels)), dtype=np.float64)
-    for view in dihedral_views(batch):
-        total += backend.predict_proba(view)
-    return (total / 8).astype(np.float32)
-
-
 def to_predictions(
-    names: Sequence[str], probs: np.ndarray, backend: Backend, threshold: float
+    names: Sequence[str], scored: Scored, backend: Backend, threshold: float
 ) -> list[Prediction]:
-    """Turn probability rows into Prediction records (label, display name, uncertain flag)."""
+    """Turn a scored batch into Prediction records.
+
+    An out-of-scope image gets no class (label, confidence and set are empty; the probabilities
+    stay for the record). Otherwise the answer is the top class, flagged `uncertain` below the
+    threshold, with the conformal set of the classes that remain possible.
+    """
+    flags = backend.out_of_scope(scored.ood_score)
+    sets = backend.conformal.sets(scored.probs) if backend.conformal else None
     out = []
-    for name, row in zip(names, probs, strict=True):
+    for j, (name, row) in enumerate(zip(names, scored.probs, strict=True)):
+        common = {
+            "path": name,
+            "probabilities": dict(zip(backend.labels, _rounded(row), strict=True)),
+            "out_of_scope": None if flags is None else bool(flags[j]),
+            "ood_score": None if scored.ood_score is None else round(float(scored.ood_score[j]), 6),
+        }
+        if flags is not None and flags[j]:
+            out.append(Prediction(**common, note=OUT_OF_SCOPE_NOTE))
+            continue
         i = int(np.argmax(row))
         label = backend.labels[i]
-        conf = float(row[i])
+        members = set_labels(sets[j : j + 1], backend.labels)[0] if sets is not None else None
         out.append(
             Prediction(
-                path=name,
+                **common,
                 label=label,
                 display_name=backend.display_names.get(label, label),
-                confidence=round(conf, 6),
-                uncertain=conf < threshold,
-                probabilities=dict(zip(backend.labels, _rounded(row), strict=True)),
+                confidence=round(float(row[i]), 6),
+                uncertain=float(row[i]) < threshold,
+                prediction_set=members,
+                note=describe_set(members or [], backend.display_names),
             )
         )
     return out
@@ -224,7 +251,7 @@ def predict_images(
     transform = backend.preprocess.transform()
     batch = torch.stack([transform(img.convert("RGB")) for img in images])
     threshold = _threshold(backend, uncertain_threshold)
-    return to_predictions(names, predict_proba(backend, batch, tta), backend, threshold)
+    return to_predictions(names, backend.score(batch, tta), backend, threshold)
 
 
 def predict_paths(
@@ -298,7 +325,7 @@ def _predict_chunk(
     if good:
         batch = torch.stack([loaded[i] for i in good])
         preds = to_predictions(
-            [str(chunk[i]) for i in good], predict_proba(backend, batch, tta), backend, threshold
+            [str(chunk[i]) for i in good], backend.score(batch, tta), backend, threshold
         )
         results.update(zip(good, preds, strict=True))
     return [results[i] for i in range(len(chunk))]
@@ -348,6 +375,7 @@ class FolderSummary:
     n_images: int = 0
     n_errors: int = 0
     n_uncertain: int = 0
+    n_out_of_scope: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     prob_sum: np.ndarray | None = None
 
@@ -357,7 +385,9 @@ class FolderSummary:
             return
         self.n_images += 1
         self.n_uncertain += int(bool(p.uncertain))
-        self.counts[p.label] = self.counts.get(p.label, 0) + 1
+        self.n_out_of_scope += int(bool(p.out_of_scope))
+        if p.label is not None:
+            self.counts[p.label] = self.counts.get(p.label, 0) + 1
         row = np.array([p.probabilities[lb] for lb in self.labels], dtype=np.float64)
         self.prob_sum = row if self.prob_sum is None else self.prob_sum + row
 
@@ -371,6 +401,7 @@ class FolderSummary:
             "n_images": self.n_images,
             "n_errors": self.n_errors,
             "n_uncertain": self.n_uncertain,
+            "n_out_of_scope": self.n_out_of_scope,
             "counts": {lb: self.counts.get(lb, 0) for lb in self.labels},
             "mean_probabilities": mean,
         }
@@ -407,7 +438,7 @@ class Totals:
 
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(labels)
-        self.n_files = self.n_errors = self.n_uncertain = 0
+        self.n_files = self.n_errors = self.n_uncertain = self.n_out_of_scope = 0
         self.n_skipped = 0  # already in the output (--resume); not part of the JSON summary
         self.counts = dict.fromkeys(self.labels, 0)
 
@@ -417,8 +448,10 @@ class Totals:
             if not p.ok:
                 self.n_errors += 1
                 continue
-            self.counts[p.label] += 1
             self.n_uncertain += int(bool(p.uncertain))
+            self.n_out_of_scope += int(bool(p.out_of_scope))
+            if p.label is not None:
+                self.counts[p.label] += 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -426,36 +459,53 @@ class Totals:
             "n_predicted": self.n_files - self.n_errors,
             "n_errors": self.n_errors,
             "n_uncertain": self.n_uncertain,
+            "n_out_of_scope": self.n_out_of_scope,
             "counts": dict(self.counts),
         }
 
 
+ANSWER_COLUMNS = ["label", "display_name", "confidence", "uncertain"]
+SCOPE_COLUMNS = ["out_of_scope", "ood_score", "prediction_set"]
+
+
 def csv_header(labels: Sequence[str]) -> list[str]:
-    return ["path", "label", "display_name", "confidence", "uncertain"] + [
-        f"prob_{lb}" for lb in labels
-    ] + ["error"]
+    probs = [f"prob_{lb}" for lb in labels]
+    return ["path", *ANSWER_COLUMNS, *SCOPE_COLUMNS, *probs, "error"]
 
 
 def csv_row(p: Prediction, labels: Sequence[str]) -> list[str]:
+    """One CSV row; `prediction_set` is its labels joined by '|'."""
     if not p.ok:
-        return [p.path, "", "", "", ""] + [""] * len(labels) + [p.error or ""]
-    probs = [f"{p.probabilities[lb]:.6f}" for lb in labels]
-    return [p.path, p.label, p.display_name, f"{p.confidence:.6f}", _bool(p.uncertain)] + probs + [
-        ""
-    ]
+        return (
+            [p.path]
+            + [""] * (len(ANSWER_COLUMNS) + len(SCOPE_COLUMNS) + len(labels))
+            + [p.error or ""]
+        )
+    answer = [p.label or "", p.display_name or "", _num(p.confidence), _bool(p.uncertain)]
+    scope = [_bool(p.out_of_scope), _num(p.ood_score), "|".join(p.prediction_set or [])]
+    probs = [_num((p.probabilities or {}).get(lb)) for lb in labels]
+    return [p.path, *answer, *scope, *probs, ""]
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.6f}"
 
 
 def group_csv_header(labels: Sequence[str]) -> list[str]:
-    return ["folder", "n_images", "n_errors", "n_uncertain"] + [
-        f"count_{lb}" for lb in labels
-    ] + [f"mean_prob_{lb}" for lb in labels]
+    return (
+        ["folder", "n_images", "n_errors", "n_uncertain", "n_out_of_scope"]
+        + [f"count_{lb}" for lb in labels]
+        + [f"mean_prob_{lb}" for lb in labels]
+    )
 
 
 def group_csv_row(g: dict[str, Any], labels: Sequence[str]) -> list[Any]:
     mean = g["mean_probabilities"]
-    return [g["folder"], g["n_images"], g["n_errors"], g["n_uncertain"]] + [
-        g["counts"][lb] for lb in labels
-    ] + [f"{mean[lb]:.6f}" if mean else "" for lb in labels]
+    return (
+        [g["folder"], g["n_images"], g["n_errors"], g["n_uncertain"], g["n_out_of_scope"]]
+        + [g["counts"][lb] for lb in labels]
+        + [f"{mean[lb]:.6f}" if mean else "" for lb in labels]
+    )
 
 
 def _bool(v: bool | None) -> str:
@@ -485,11 +535,15 @@ class TableWriter(Writer):
 
     def write(self, preds: list[Prediction]) -> None:
         for p in preds:
-            if p.ok:
+            if not p.ok:
+                self.fh.write(f"{'ERROR':<22} {'':>6}  {'':<9} {p.path}: {p.error}\n")
+            elif p.out_of_scope:
+                self.fh.write(f"{'OUT OF SCOPE':<22} {'':>6}  {'':<9} {p.path}\n")
+            else:
                 flag = "uncertain" if p.uncertain else ""
                 self.fh.write(f"{p.display_name:<22} {p.confidence:>6.1%}  {flag:<9} {p.path}\n")
-            else:
-                self.fh.write(f"{'ERROR':<22} {'':>6}  {'':<9} {p.path}: {p.error}\n")
+            if p.ok and p.note and not p.out_of_scope:
+                self.fh.write(f"{'':<22} {'':>6}  {'':<9}   set: {p.note}\n")
         self.fh.flush()
 
     def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
@@ -500,7 +554,10 @@ class TableWriter(Writer):
         for g in groups:
             mean = g["mean_probabilities"] or {}
             parts = [f"{short[lb]} {g['counts'][lb]} ({mean.get(lb, 0):.0%})" for lb in self.labels]
-            head = f"{g['folder']}: {g['n_images']} images, {g['n_uncertain']} uncertain, "
+            head = (
+                f"{g['folder']}: {g['n_images']} images, {g['n_uncertain']} uncertain, "
+                f"{g['n_out_of_scope']} out of scope, "
+            )
             self.fh.write(head + f"{g['n_errors']} errors; " + "; ".join(parts) + "\n")
 
 
@@ -590,8 +647,16 @@ class ParquetDatasetWriter(Writer):
         self.buffer: list[Prediction] = []
         self.writer: Any = None
         self.rows_in_part = 0
-        columns = [("path", pa.string()), ("label", pa.string()), ("display_name", pa.string()),
-                   ("confidence", pa.float64()), ("uncertain", pa.bool_())]
+        columns = [
+            ("path", pa.string()),
+            ("label", pa.string()),
+            ("display_name", pa.string()),
+            ("confidence", pa.float64()),
+            ("uncertain", pa.bool_()),
+            ("out_of_scope", pa.bool_()),
+            ("ood_score", pa.float64()),
+            ("prediction_set", pa.string()),
+        ]
         columns += [(f"prob_{lb}", pa.float64()) for lb in self.labels]
         columns += [("error", pa.string())]
         self.schema = pa.schema(columns, metadata={"bloodcell": json.dumps(meta)})
@@ -632,13 +697,26 @@ class ParquetDatasetWriter(Writer):
 
     def _row(self, p: Prediction) -> dict[str, Any]:
         probs = p.probabilities or {}
-        return {"path": p.path, "label": p.label, "display_name": p.display_name,
-                "confidence": p.confidence, "uncertain": p.uncertain, "error": p.error,
-                **{f"prob_{lb}": probs.get(lb) for lb in self.labels}}
+        return {
+            "path": p.path,
+            "label": p.label,
+            "display_name": p.display_name,
+            "confidence": p.confidence,
+            "uncertain": p.uncertain,
+            "error": p.error,
+            "out_of_scope": p.out_of_scope,
+            "ood_score": p.ood_score,
+            "prediction_set": "|".join(p.prediction_set) if p.prediction_set else None,
+            **{f"prob_{lb}": probs.get(lb) for lb in self.labels},
+        }
 
 
 def make_writer(
-    fmt: str, fh: IO[str], backend: Backend, meta: dict[str, Any], out: Path | None,
+    fmt: str,
+    fh: IO[str],
+    backend: Backend,
+    meta: dict[str, Any],
+    out: Path | None,
     header: bool = True,
 ) -> Writer:
     if fmt == "json":
@@ -810,7 +888,7 @@ def format_totals(t: Totals) -> str:
     """The one-line summary printed on stderr after a run."""
     predicted = t.n_files - t.n_errors
     line = (
-        f"{t.n_files} file(s): {predicted} predicted, {t.n_uncertain} uncertain, "
-        f"{t.n_errors} error(s)"
+        f"{t.n_files} file(s): {predicted} predicted, {t.n_out_of_scope} out of scope, "
+        f"{t.n_uncertain} uncertain, {t.n_errors} error(s)"
     )
     return line + (f"; {t.n_skipped} already in the output" if t.n_skipped else "")

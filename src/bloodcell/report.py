@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from bloodcell.labels import DISPLAY_NAMES
+from bloodcell.models.ood import BLANK_SCORE
 
 CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc.png"
@@ -127,6 +128,31 @@ def plot_reliability(bins: Sequence[dict[str, float]], ece: float, out: Path) ->
     return out
 
 
+def plot_ood_scores(result: dict[str, Any], out: Path) -> Path:
+    """Histograms of the out-of-scope score: the in-scope split and each folder, with the
+    threshold, on one axis so the overlap (or its absence) is visible at a glance."""
+    plt = _plt()
+    groups = [(f"in scope ({result['split']})", result["in_scope"]["scores"])]
+    groups += [(Path(r["folder"]).name, r["scores"]) for r in result["folders"]]
+    # Flat images score BLANK_SCORE; drawn, they would squeeze every other bar to one bin.
+    groups = [(name, [v for v in scores if v < BLANK_SCORE]) for name, scores in groups]
+    values = [v for _, scores in groups for v in scores]
+    bins = np.linspace(min(values, default=0.0), max(values, default=1.0), 60)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, scores in groups:
+        if scores:
+            ax.hist(scores, bins=bins, alpha=0.55, density=True, label=f"{name} (n={len(scores)})")
+    ax.axvline(result["threshold"], color="black", linestyle="--", label="threshold")
+    ax.set_xlabel("out-of-scope score (0 = typical validation image, 1 = its 99th percentile)")
+    ax.set_ylabel("density")
+    ax.set_title("Out-of-scope scores: right of the line gets no class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -204,6 +230,46 @@ def _calibration(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def scope_lines(m: dict[str, Any]) -> list[str]:
+    """The out-of-scope detector on this split: how many in-scope images it refused, which."""
+    s = m.get("out_of_scope")
+    if not s:
+        return ["This model has no out-of-scope detector (saved before it existed): retrain it."]
+    lines = [
+        f"The detector refused **{s['flagged']} of {s['n']}** images of this split "
+        f"({_pct(s['flagged_rate'])}, 95% Wilson CI {_ci(s['flagged_ci95'])}) as unlike the "
+        f"training smears (out-of-scope score above {s['threshold']:.4f}, the threshold that keeps "
+        f"{_pct(s['acceptance'])} of validation images). These images are in scope: every one "
+        "refused is a missed answer, not a caught error.",
+    ]
+    if s["flagged_paths"]:
+        lines += ["", "Refused: " + ", ".join(f"`{p}`" for p in s["flagged_paths"])]
+    return lines
+
+
+def conformal_lines(m: dict[str, Any]) -> list[str]:
+    """Coverage and set size of the conformal prediction sets at each reported level."""
+    c = m.get("prediction_sets")
+    if not c:
+        return ["This model has no prediction sets: run `bloodcell calibrate RUN`."]
+    lines = [
+        f"Split conformal prediction sets (fitted on the validation split; the model's default "
+        f"coverage is {c['default_coverage']:.0%}). A set holds every class the image still "
+        "fits; coverage is how often it holds the true class (Wilson 95% CI).",
+        "",
+        "| target coverage | coverage on this split | mean set size | sets of 2+ classes | which |",
+        "|---|---|---|---|---|",
+    ]
+    for row in c["levels"].values():
+        which = "; ".join(f"{k} ({v})" for k, v in row["multi_class_sets"].items()) or "–"
+        lines.append(
+            f"| {_pct(row['coverage_target'])} | {_pct(row['coverage'])} "
+            f"({_ci(row['coverage_ci95'])}) | {row['mean_set_size']:.3f} | "
+            f"{_pct(row['multi_class_share'])} | {which} |"
+        )
+    return lines
+
+
 def _provenance(m: dict[str, Any]) -> list[str]:
     d = m.get("data", {})
     lines = [
@@ -266,6 +332,8 @@ def write_eval_report(
         ("Clinical question: malignant vs benign", _clinical(metrics)),
         ("ROC curves", [f"![ROC curves]({ROC_PNG})"]),
         ("Calibration", _calibration(metrics)),
+        ("Out of scope", scope_lines(metrics)),
+        ("Prediction sets", conformal_lines(metrics)),
         ("Data provenance", _provenance(metrics)),
         ("Model and training", _model(metrics, model_config or {})),
     ]
@@ -562,4 +630,22 @@ def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
     ]
     path = out / REPORT_MD
     path.write_text("\n".join(lines))
+
+
+def upsert_section(path: Path, title: str, lines: Sequence[str]) -> Path:
+    """Put `## title` into a markdown file, replacing an earlier one; before the data
+    provenance section when there is one, else at the end (creating the file if needed)."""
+    text = path.read_text() if path.is_file() else "# Robustness\n"
+    block = "\n".join([f"## {title}", "", *lines, "", ""])
+    heading = f"\n## {title}\n"
+    if heading in text:
+        start = text.index(heading) + 1
+        nxt = text.find("\n## ", start)
+        text = text[:start] + (text[nxt + 1 :] if nxt >= 0 else "")
+    anchor = text.find("\n## Data provenance\n")
+    if anchor >= 0:
+        text = text[: anchor + 1] + block + text[anchor + 1 :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text.rstrip("\n") + "\n")
     return path

@@ -27,13 +27,15 @@ from PIL import Image
 
 from bloodcell.data.corruptions import MIDDLE_SEVERITY, Corruption, get
 from bloodcell.errors import DatasetError
-from bloodcell.evaluate import EVAL_DIR, PredictFn, run_dir_of
+from bloodcell.evaluate import EVAL_DIR
+from bloodcell.models.backends import Backend, Scored
+from bloodcell.report import upsert_section
 
 ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_CSV = "robustness.csv"
 ROBUSTNESS_PNG = "robustness.png"
 SECTION_TITLE = "Robustness"
-#: The issue's bar: no middle-severity corruption may take accuracy below this.
+#: The bar: no middle-severity corruption may take accuracy below this.
 TARGET_ACCURACY = 0.95
 DEFAULT_SEED = 0
 
@@ -42,24 +44,6 @@ Condition = tuple[Corruption | None, int]
 
 
 # --- the model and the data ----------------------------------------------------------------------
-
-
-def _open(model: str | Path) -> tuple[Any, dict[str, Any], Path]:
-    """(backend, the saved model's config, run dir) for a run/model dir or an `.onnx` file.
-
-    An `.onnx` file lacks the training record; the config beside it (an export inside a model
-    directory) supplies the data folder and manifest when there is one.
-    """
-    import json
-
-    from bloodcell.models.backends import TorchBackend, open_backend
-
-    backend = open_backend(model)
-    if isinstance(backend, TorchBackend):
-        return backend, backend.loaded.config, run_dir_of(backend.path)
-    beside = backend.path.parent / "config.json"
-    config = json.loads(beside.read_text()) if beside.is_file() else {}
-    return backend, config, run_dir_of(backend.path.parent)
 
 
 def load_images(rows: Sequence[Any], data_root: Path, progress: bool) -> list[Image.Image]:
@@ -80,31 +64,40 @@ def _rng(seed: int, name: str, severity: int, index: int) -> np.random.Generator
 
 
 def predict_condition(
-    predict: PredictFn,
+    backend: Backend,
     images: Sequence[Image.Image],
     transform: Callable,
     condition: Condition,
     seed: int = DEFAULT_SEED,
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Class probabilities (N, K) for `images` under one condition, in batches."""
+) -> Scored:
+    """Probabilities (N, K) and out-of-scope scores for `images` under one condition."""
     import torch
 
     corruption, severity = condition
-    probs = []
+    probs, scores = [], []
     for start in range(0, len(images), batch_size):
         batch = []
         for i, img in enumerate(images[start : start + batch_size], start):
             if corruption is not None:
                 img = corruption(img, severity, _rng(seed, corruption.name, severity, i))
             batch.append(transform(img))
-        with torch.inference_mode():
-            p = predict(torch.stack(batch))
-        probs.append(p.detach().cpu().float().numpy() if hasattr(p, "detach") else np.asarray(p))
+        scored = backend.score(torch.stack(batch))
+        probs.append(scored.probs)
+        scores.append(scored.ood_score)
         if on_batch:
             on_batch(len(batch))
-    return np.concatenate(probs).astype(float)
+    has_scores = all(s is not None for s in scores)
+    return Scored(
+        np.concatenate(probs).astype(float), np.concatenate(scores) if has_scores else None
+    )
+
+
+def scope_rate(backend: Backend, scored: Scored) -> float | None:
+    """Share of the images the out-of-scope detector refused (None without one)."""
+    flags = backend.out_of_scope(scored.ood_score)
+    return None if flags is None else float(flags.mean())
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -180,12 +173,12 @@ def evaluate_robustness(
     from tqdm import tqdm
 
     from bloodcell.data.manifest import read_manifest, select
-    from bloodcell.evaluate import _resolve_data
+    from bloodcell.evaluate import open_run_model, resolve_data
 
     chosen = get(corruptions)
     todo = conditions(chosen, severities)
-    backend, config, run_dir = _open(model)
-    data_root, manifest = _resolve_data(config, run_dir, data_root, manifest)
+    backend, config, run_dir = open_run_model(model)
+    data_root, manifest = resolve_data(config, run_dir, data_root, manifest)
     rows = select(read_manifest(manifest), split)
     if not rows:
         raise DatasetError(f"{manifest}: no {split} rows to evaluate")
@@ -208,16 +201,12 @@ def evaluate_robustness(
             bar.set_postfix_str(corruption.label(severity) if corruption else "clean")
             if corruption:
                 bar.set_description(corruption.name)
-            probs = predict_condition(
-                backend.predict_proba,
-                images,
-                transform,
-                (corruption, severity),
-                seed,
-                batch_size,
-                bar.update,
+            scored = predict_condition(
+                backend, images, transform, (corruption, severity), seed, batch_size, bar.update
             )
-            results.append(_row(corruption, severity, score(y_true, probs, labels)))
+            scores = score(y_true, scored.probs, labels)
+            scores["out_of_scope_rate"] = scope_rate(backend, scored)
+            results.append(_row(corruption, severity, scores))
     clean, corrupted = results[0], results[1:]
     for r in corrupted:
         r["drop"] = clean["accuracy"] - r["accuracy"]
@@ -359,7 +348,10 @@ def _cell(r: dict[str, Any] | None) -> str:
     if r is None:
         return "–"
     text = f"{r['setting']}: {r['accuracy']:.1%} (F1 {r['macro_f1']:.3f})"
-    return f"**{text}**" if r["accuracy"] < TARGET_ACCURACY else text
+    text = f"**{text}**" if r["accuracy"] < TARGET_ACCURACY else text
+    if r.get("out_of_scope_rate") is not None:
+        text += f"; {r['out_of_scope_rate']:.1%} out of scope"
+    return text
 
 
 def report_lines(result: dict[str, Any], image: str = ROBUSTNESS_PNG) -> list[str]:
@@ -376,7 +368,8 @@ def report_lines(result: dict[str, Any], image: str = ROBUSTNESS_PNG) -> list[st
         f"{result['backend']}; corruption seed {result['seed']}; parameters in "
         "`bloodcell.data.corruptions`). Clean accuracy "
         f"{clean['accuracy']:.1%} (macro-F1 {clean['macro_f1']:.3f}). Cells: setting, accuracy, "
-        f"macro-F1; bold = below the {TARGET_ACCURACY:.0%} target.",
+        f"macro-F1 (bold = below the {TARGET_ACCURACY:.0%} target) and the share the "
+        "out-of-scope detector refused (these images are in scope: it should stay small).",
         "",
     ]
     if worst:
@@ -403,25 +396,6 @@ def report_lines(result: dict[str, Any], image: str = ROBUSTNESS_PNG) -> list[st
         lines.append(f"| {name} | {cells} |")
     lines += ["", f"![robustness]({image})"]
     return lines
-
-
-def upsert_section(path: Path, title: str, lines: Sequence[str]) -> Path:
-    """Put `## title` into a markdown file, replacing an earlier one; before the data
-    provenance section when there is one, else at the end (creating the file if needed)."""
-    text = path.read_text() if path.is_file() else "# Robustness\n"
-    block = "\n".join([f"## {title}", "", *lines, "", ""])
-    heading = f"\n## {title}\n"
-    if heading in text:
-        start = text.index(heading) + 1
-        nxt = text.find("\n## ", start)
-        text = text[:start] + (text[nxt + 1 :] if nxt >= 0 else "")
-    anchor = text.find("\n## Data provenance\n")
-    if anchor >= 0:
-        text = text[: anchor + 1] + block + text[anchor + 1 :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text.rstrip("\n") + "\n")
-    return path
 
 
 # --- command line ---------------------------------------------------------------------------------

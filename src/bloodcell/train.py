@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
@@ -114,6 +115,9 @@ class TrainConfig:
     #: Which epoch becomes the model: "best" (highest val accuracy; lower val loss on ties) or
     #: "last" (the end of the schedule, e.g. one-cycle's annealed weights).
     checkpoint: str = "best"
+    #: Share of in-scope (validation) images the out-of-scope detector fitted after training
+    #: lets through; the rest of its threshold's side is refused (`models.ood`).
+    ood_acceptance: float = 0.99
     recipe: str = "reference"
 
     def __post_init__(self) -> None:
@@ -343,9 +347,7 @@ class ValShardSampler(DistributedSampler):
 
     def _shard(self) -> range:
         dist = torch.distributed
-        world, rank = (
-            (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
-        )
+        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
         return range(rank, len(self.dataset), world)
 
     def __iter__(self) -> Any:
@@ -1011,7 +1013,30 @@ def train(
         training={**config.to_dict(), **summary},
         data=data_record(manifest_path, data_root),
     )
+    fit_scope(run / MODEL_DIR, config, rows, data_root, pre, progress)
     return run
+
+
+def fit_scope(
+    model_dir: Path,
+    config: TrainConfig,
+    rows: list,
+    data_root: Path,
+    pre: Preprocess,
+    progress: bool,
+) -> dict[str, Any]:
+    """Fit the final model's out-of-scope detector: the clean train split and one copy of it
+    under the recipe's random corruptions are the reference, the val split the threshold."""
+    from bloodcell.models.ood_fit import fit_model_ood
+
+    train_rows, val_rows = select(rows, "train"), select(rows, "val")
+    train = ManifestDataset(train_rows, data_root, pre.transform(), cache=True)
+    corrupted = corrupted_dataset(train, config, seed=config.seed + 7_000_003, pre=pre)
+    val = ManifestDataset(val_rows, data_root, pre.transform())
+    labels = np.array([LABELS.index(r.label) for r in train_rows])
+    return fit_model_ood(
+        model_dir, train, corrupted, val, labels, config.ood_acceptance, progress=progress
+    )
 
 
 def _best_row(log_path: Path, epoch: int) -> dict[str, float]:

@@ -14,12 +14,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, synthetic_image
 from torch import nn
 
 from bloodcell.data.dataset import Preprocess
 from bloodcell.data.manifest import ManifestRow, file_sha256, write_manifest
 from bloodcell.labels import LABELS
+from bloodcell.models.conformal import fit_conformal
+from bloodcell.models.ood import fit_detector, input_spread, tap_blocks
 from bloodcell.models.registry import create_model
 from bloodcell.models.saved import save_model, update_config
 
@@ -59,7 +61,35 @@ def tiny_model_dir() -> Path:
     y = torch.tensor([LABELS.index(p.parent.name) for p in paths])
     model = create_model("mobilenet_v2", pretrained=False)
     _fit_tiny(model, x, y)
-    return save_model(model, root / "model", "mobilenet_v2", pre)
+    model_dir = save_model(model, root / "model", "mobilenet_v2", pre)
+    # The detector needs more reference images than the classifier: one Gaussian per layer.
+    ref = [(lab, synthetic_image(lab, 70_000 + i, IMAGE_SIZE)) for i, lab in enumerate(LABELS * 60)]
+    val = [(lab, synthetic_image(lab, 90_000 + i, IMAGE_SIZE)) for i, lab in enumerate(LABELS * 12)]
+    add_scope_and_sets(model_dir, model, *_tensors(ref, tf), *_tensors(val, tf))
+    return model_dir
+
+
+def _tensors(images: list, tf: object) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([tf(img) for _, img in images])  # type: ignore[operator]
+    return x, torch.tensor([LABELS.index(lab) for lab, _ in images])
+
+
+def add_scope_and_sets(
+    model_dir: Path,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+) -> None:
+    """Fit the out-of-scope detector and the conformal sets as training and calibration do."""
+    layers = tap_blocks(len(model.backbone))
+    with torch.no_grad():
+        taps = model.forward_with_taps(x, layers)[1]
+        logits, taps_val = model.forward_with_taps(x_val, layers)
+    detector = fit_detector(layers, taps, y, taps_val, input_spread(x_val), acceptance=0.99)
+    sets = fit_conformal(logits.softmax(1).numpy(), y_val.numpy(), coverage=0.95)
+    update_config(model_dir, ood=detector.save(model_dir), conformal=sets.to_config())
 
 
 def make_run(tmp_path: Path, n_per_class: int = 6) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -60,3 +61,21 @@ def test_onnx_without_bloodcell_metadata(tmp_path: Path) -> None:
     onnx.save(m, str(path))
     with pytest.raises(ModelError, match="bloodcell metadata"):
         open_backend(path)
+
+
+def test_dataset_outputs_keeps_order_and_scores_every_image(tmp_path: Path) -> None:
+    from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.models.backends import dataset_outputs
+
+    run = make_run(tmp_path)
+    rows = read_manifest(run / "manifest.csv")
+    b = open_backend(run)
+    data = Path(json.loads((run / "model" / "config.json").read_text())["data"]["data_root"])
+    ds = ManifestDataset(rows, data, b.preprocess.transform())
+    out, targets = dataset_outputs(b, ds, batch_size=5)
+    assert targets.tolist() == [LABELS.index(r.label) for r in rows]
+    assert out.logits.shape == (len(rows), 4) and out.ood_score is not None
+    one = b.run(torch.stack([ds[0][0], ds[7][0]]))
+    np.testing.assert_allclose(out.logits[[0, 7]], one.logits, atol=1e-5)
+    np.testing.assert_allclose(out.ood_score[[0, 7]], one.ood_score, atol=1e-5)

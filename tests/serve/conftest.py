@@ -153,3 +153,38 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float =
             pass
         time.sleep(0.25)
     raise RuntimeError(f"server not up after {timeout}s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def scoped_model_dir() -> Path:
+    """A model with an out-of-scope detector and prediction sets (as training leaves it)."""
+    from tests.models import tiny_model_dir
+
+    return tiny_model_dir()
+
+
+@pytest.fixture(scope="session")
+def scoped_client(scoped_model_dir: Path) -> Iterator[TestClient]:
+    from bloodcell.serve.app import create_app
+
+    with TestClient(create_app(scoped_model_dir)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def scoped_server(
+    scoped_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with serve_process(scoped_model_dir, tmp_path_factory.mktemp("scoped-log")) as server:
+        yield server
+
+
+def noise_png(seed: int = 0, size: int = 64) -> bytes:
+    """Random pixels: nothing like a smear."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()

@@ -167,3 +167,32 @@ def test_page_asks_for_the_api_key_once(
         page.context.close()
     assert sent[:3] == [None, "Bearer not-the-key", f"Bearer {API_KEY}"]
     assert len(sent) == 5 and all(h == f"Bearer {API_KEY}" for h in sent[3:])
+
+
+# --- a model that knows its limits --------------------------------------------------------------
+
+
+def test_out_of_scope_image_shows_the_card_and_no_class(browser, scoped_server, tmp_path) -> None:
+    from tests.serve.conftest import noise_png
+
+    page = new_page(browser)
+    try:
+        page.goto(scoped_server.url + "/")
+        wait_for_model_info(page)
+        image = tmp_path / "noise.png"
+        image.write_bytes(noise_png())
+        page.set_input_files("#file-input", str(image))
+        card = page.locator(".result").first
+        card.locator(".out-of-scope").wait_for(state="visible")
+        assert (
+            "Outside what this model was trained on" in card.locator(".out-of-scope").inner_text()
+        )
+        label = card.locator(".label").inner_text()
+        assert label == "No answer" and label not in DISPLAY_NAMES.values()
+        assert card.locator(".chart .value").count() == 0
+        assert card.locator(".uncertain-flag").is_hidden()
+        assert card.locator(".heatmap-figure").is_hidden()
+        if shot := os.environ.get("BLOODCELL_SCREENSHOT_OOD"):
+            page.screenshot(path=shot, full_page=True)
+    finally:
+        page.context.close()

@@ -134,9 +134,7 @@ class Augment:
         if self.rot90:
             steps.append(RandomRot90())
         if self.color:
-            steps.append(
-                v2.ColorJitter(self.color, self.color, self.color, self.hue)
-            )
+            steps.append(v2.ColorJitter(self.color, self.color, self.color, self.hue))
         steps += list(self.extra)
         steps += [v2.ToDtype(torch.float32, scale=True), pre.normalizer()]
         return v2.Compose(steps)

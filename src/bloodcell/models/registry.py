@@ -7,7 +7,7 @@ its last convolution (`cam_layer`), and export treat every model alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,20 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.backbone(x)))
+
+    def forward_with_taps(
+        self, x: torch.Tensor, taps: Sequence[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits, and the spatial mean of the backbone's output after each block in `taps`:
+        what the out-of-scope detector compares with the training images, from shallow
+        (texture, colour) to deep (what the classes look like), in one pass."""
+        pooled = []
+        h = x
+        for i, block in enumerate(self.backbone):
+            h = block(h)
+            if i in taps:
+                pooled.append(h.mean(dim=(2, 3)))
+        return self.head(self.pool(h)), pooled
 
     def freeze_backbone(self, blocks: int | None = None) -> None:
         """Freeze the whole backbone (blocks=None) or only its first `blocks` blocks.

@@ -104,6 +104,12 @@ class ModelInfo(BaseModel):
     image_size: int
     temperature: float
     uncertain_threshold: float
+    ood_threshold: float | None = Field(
+        description="Above this out-of-scope score an image gets no class (null: no detector)."
+    )
+    conformal_coverage: float | None = Field(
+        description="Coverage of the prediction sets (null: the model has none)."
+    )
     explain_available: bool = Field(description="Whether `explain=true` works (torch model).")
     metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the model.")
     limits: Limits
@@ -111,11 +117,42 @@ class ModelInfo(BaseModel):
 
 class Prediction(BaseModel):
     filename: str
-    label: str
-    display_name: str
-    confidence: float = Field(description="Probability of the predicted class.")
-    probabilities: dict[str, float] = Field(description="Calibrated probability per class label.")
-    uncertain: bool = Field(description="Confidence below the model's threshold: review by hand.")
+    label: str | None = Field(description="The answer; null when the image is out of scope.")
+    display_name: str | None = Field(description="The answer in words; null when out of scope.")
+    confidence: float | None = Field(
+        description="Probability of the predicted class; null when out of scope."
+    )
+    probabilities: dict[str, float] = Field(
+        description="Calibrated probability per class label (listed even when out of scope, "
+        "where they mean little)."
+    )
+    uncertain: bool | None = Field(
+        description="Confidence below the model's threshold: review by hand. Null when out of "
+        "scope."
+    )
+    out_of_scope: bool | None = Field(
+        default=None,
+        description="True when the image is unlike the smears the model was trained on (another "
+        "magnification, stain, cell type or not a smear): no class is given. Null for a model "
+        "without an out-of-scope detector.",
+    )
+    ood_score: float | None = Field(
+        default=None,
+        description="Out-of-scope score (multi-layer Mahalanobis distance to the training "
+        "images, 0 for a typical one; higher is farther). Above the model's `ood_threshold` "
+        "the image is out of scope.",
+    )
+    prediction_set: list[str] | None = Field(
+        default=None,
+        description="Conformal prediction set: every class label the image still fits, holding "
+        "the true class with the model's stated coverage (`conformal_coverage`). Null when out "
+        "of scope or when the model has no sets.",
+    )
+    note: str | None = Field(
+        default=None,
+        description="Plain words for a set of two or more classes (e.g. 'Benign or Malignant "
+        "Early Pre-B: ... confirm by flow cytometry') or for an out-of-scope image.",
+    )
     timing_ms: float = Field(
         description="Time in the server for this request: decoding, waiting for a batch, "
         "inference (and Grad-CAM)."
@@ -214,8 +251,7 @@ def _onnx_beside(torch_backend: TorchBackend, given: Path) -> OnnxBackend | None
         if onnx.labels != torch_backend.labels or onnx.preprocess != torch_backend.preprocess:
             log.warning("%s does not match %s: using torch", candidate, model_dir)
             return None
-        onnx.temperature = torch_backend.temperature
-        onnx.uncertain_threshold = torch_backend.uncertain_threshold
+        onnx.use_calibration_of(torch_backend)
         return onnx
     return None
 
@@ -242,6 +278,8 @@ def _model_info(
         "image_size": backend.preprocess.image_size,
         "temperature": backend.temperature,
         "uncertain_threshold": backend.uncertain_threshold,
+        "ood_threshold": backend.ood_threshold,
+        "conformal_coverage": backend.conformal.coverage if backend.conformal else None,
         "explain_available": torch_backend is not None,
         "metrics": _finite(metrics),
     }
@@ -531,10 +569,10 @@ def _add_routes(
         results = [_result_dict(p) for p in predictions]
         if explain:
 
-            def heatmaps() -> list[str]:
-                with batcher.model_lock:
+            def heatmaps() -> list[str | None]:
+                with batcher.model_lock:  # an out-of-scope image has no class to explain
                     return [
-                        engine.heatmap(image, r["label"])
+                        None if r["out_of_scope"] else engine.heatmap(image, r["label"])
                         for (_, image), r in zip(decoded, results, strict=True)
                     ]
 

@@ -148,9 +148,29 @@ function drawChart(chart, result) {
   }
 }
 
+function fillOutOfScope(card, result) {
+  card.classList.add("is-out-of-scope");
+  card.querySelector(".label").textContent = "No answer";
+  card.querySelector(".confidence").textContent = "";
+  card.querySelector(".out-of-scope").hidden = false;
+  card.querySelector(".uncertain-flag").hidden = true;
+  card.querySelector(".uncertain-text").hidden = true;
+  // The probabilities of an out-of-scope image mean nothing; they are not drawn.
+  card.querySelector(".chart").replaceChildren();
+  card.querySelector(".timing").textContent = `Answered in ${Math.round(result.timing_ms)} ms.`;
+}
+
 function fillCard(card, result) {
+  if (result.out_of_scope) {
+    fillOutOfScope(card, result);
+    return;
+  }
   card.querySelector(".label").textContent = result.display_name;
   card.querySelector(".confidence").textContent = `${percent(result.confidence)} confidence`;
+  const set = card.querySelector(".prediction-set");
+  const several = Array.isArray(result.prediction_set) && result.prediction_set.length > 1;
+  set.hidden = !several;
+  if (several) set.textContent = `Possible classes: ${result.note}.`;
   card.classList.toggle("is-uncertain", result.uncertain);
   card.querySelector(".uncertain-flag").hidden = !result.uncertain;
   const why = card.querySelector(".uncertain-text");

@@ -1,0 +1,72 @@
+"""Conformal prediction sets: coverage, set size, plain words, save and reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.models import tiny_model_dir
+
+from bloodcell.errors import BloodcellError
+from bloodcell.labels import DISPLAY_NAMES, LABELS
+from bloodcell.models.backends import open_backend
+from bloodcell.models.conformal import ConformalSets, describe_set, fit_conformal, set_labels
+
+
+def noisy_probs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A classifier right about 85% of the time, with probabilities that say so."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    logits = rng.normal(0, 1, (n, 4))
+    logits[np.arange(n), y] += 2.5
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True), y
+
+
+@pytest.mark.parametrize("coverage", [0.8, 0.9, 0.95])
+def test_sets_cover_the_true_class_as_promised(coverage: float) -> None:
+    probs, y = noisy_probs(2000, 0)
+    sets = fit_conformal(probs, y, coverage)
+    test_p, test_y = noisy_probs(4000, 1)
+    member = sets.sets(test_p)
+    covered = member[np.arange(len(test_y)), test_y].mean()
+    assert covered >= coverage - 0.02
+    assert member[np.arange(len(test_y)), test_p.argmax(1)].all()  # never empty
+    assert 1.0 <= member.sum(1).mean() < 4.0
+
+
+def test_higher_coverage_gives_larger_sets() -> None:
+    probs, y = noisy_probs(1000, 0)
+    sets = fit_conformal(probs, y, 0.9)
+    test_p, _ = noisy_probs(1000, 1)
+    assert sets.sets(test_p, 0.99).sum() > sets.sets(test_p, 0.9).sum()
+
+
+def test_round_trip_through_config() -> None:
+    probs, y = noisy_probs(300, 0)
+    sets = fit_conformal(probs, y, 0.95)
+    again = ConformalSets.from_config(sets.to_config())
+    assert again is not None and again.coverage == 0.95
+    test_p, _ = noisy_probs(100, 1)
+    assert np.array_equal(again.sets(test_p), sets.sets(test_p))
+    assert ConformalSets.from_config(None) is None
+
+
+def test_bad_coverage_is_refused() -> None:
+    probs, y = noisy_probs(50, 0)
+    with pytest.raises(BloodcellError, match="coverage"):
+        fit_conformal(probs, y, 95)
+
+
+def test_plain_words() -> None:
+    assert describe_set(["pre_b"], DISPLAY_NAMES) is None
+    text = describe_set(["benign", "early_pre_b"], DISPLAY_NAMES)
+    assert text is not None and text.startswith(f"{DISPLAY_NAMES['benign']} or ")
+    assert "flow cytometry" in text
+    assert "review by hand" in (describe_set(["pre_b", "pro_b"], DISPLAY_NAMES) or "")
+    member = np.array([[True, True, False, False]])
+    assert set_labels(member, LABELS) == [["benign", "early_pre_b"]]
+
+
+def test_saved_model_carries_its_sets() -> None:
+    b = open_backend(tiny_model_dir())
+    assert b.conformal is not None and b.conformal.coverage == 0.95
