@@ -69,7 +69,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     smears = sorted(Path(args.data).rglob("*.jpg"))[:40]
-    print(f"{pictures(out / 'pictures')} pictures, {synthetic(out / 'synthetic', smears)} synthetic")
+    n_pictures = pictures(out / "pictures")
+    print(f"{n_pictures} pictures, {synthetic(out / 'synthetic', smears)} synthetic images")
 
 
 if __name__ == "__main__":
