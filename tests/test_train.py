@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from tests.conftest import make_dataset
@@ -16,6 +17,8 @@ from torch import nn
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.errors import ModelError
 from bloodcell.labels import LABELS
+from bloodcell.models.backends import open_backend
+from bloodcell.models.ood import OodDetector
 from bloodcell.models.registry import Classifier, register_model
 from bloodcell.train import (
     LOG_FILE,
@@ -158,15 +161,38 @@ def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> Non
     On the CPU in fp32: under CUDA's bf16 autocast the two paths round the frozen block's
     outputs differently (seen on an H100: weights apart by ~1e-3), which is expected."""
     data, manifest = tiny_data(tmp_path)
-    states = []
+    states, detectors = [], []
     for cache in (True, False):
         cfg = tiny_config(epochs=1, freeze=1, feature_cache=cache, device="cpu")
         run = train(cfg, data, manifest, tmp_path / f"run{cache}", progress=False)
         summary = json.loads((run / "train_summary.json").read_text())
         assert summary["feature_cache"] == (1 if cache else None)
         states.append(torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"])
+        detectors.append(open_backend(run).ood)
     for k, v in states[0].items():
         assert torch.allclose(v.float(), states[1][k].float(), atol=1e-5), k
+    # The detector from the cached outputs (trained blocks rerun over them) is the one a
+    # plain pass over the images gives.
+    assert_same_detector(*detectors)
+
+
+def assert_same_detector(a: OodDetector | None, b: OodDetector | None) -> None:
+    assert a is not None and b is not None and a.layers == b.layers
+    for x, y in [(a.centers, b.centers), (a.scales, b.scales), *zip(a.means, b.means, strict=True)]:
+        assert torch.allclose(x, y, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(a.val_scores, b.val_scores, rtol=1e-3, atol=1e-3)
+    assert a.threshold == pytest.approx(b.threshold, rel=1e-3, abs=1e-3)
+
+
+def test_frozen_backbone_detector_is_recorded_while_caching(tmp_path: Path) -> None:
+    """With the whole backbone frozen every tap is recorded during caching: no second pass."""
+    data, manifest = tiny_data(tmp_path)
+    runs = []
+    for cache in (True, False):
+        cfg = tiny_config(epochs=1, freeze="frozen", feature_cache=cache, device="cpu")
+        runs.append(train(cfg, data, manifest, tmp_path / f"run{cache}", progress=False))
+    assert json.loads((runs[0] / "train_summary.json").read_text())["feature_cache"] == "pooled"
+    assert_same_detector(open_backend(runs[0]).ood, open_backend(runs[1]).ood)
 
 
 class _StopAfterFirstEpoch(pl.Callback):
@@ -362,3 +388,23 @@ def test_random_dihedral_keeps_shape_and_content() -> None:
         y = random_dihedral(x)
         assert y.shape == x.shape
         assert torch.equal(y.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
+
+
+def test_bad_ood_acceptance_fails_before_any_work() -> None:
+    from bloodcell.errors import BloodcellError
+    from bloodcell.train import config_from_options
+
+    with pytest.raises(BloodcellError, match="ood_acceptance"):
+        config_from_options("fast", {"ood_acceptance": 2.0})
+
+
+def test_training_ends_with_an_out_of_scope_detector(tmp_path: Path) -> None:
+    from bloodcell.models.ood import OOD_FILE
+
+    run = tiny_run(tmp_path, epochs=1)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["ood"]["acceptance"] == 0.99 and (run / "model" / OOD_FILE).is_file()
+    backend = open_backend(run)
+    assert backend.ood is not None and backend.ood_threshold == config["ood"]["threshold"]
+    none = tiny_run(tmp_path / "no-detector", epochs=1, ood_acceptance=None)
+    assert not (none / "model" / OOD_FILE).is_file() and open_backend(none).ood is None

@@ -294,9 +294,9 @@ def run_cv(
             _say(f"{where}: training on {n['train']} images (val {n['val']}), "
                  f"testing on {n['test']}")  # fmt: skip
             t0 = time.perf_counter()
-            preds = run_fold(
-                fold_dir, rows, data_root, replace(config, seed=seed), settings.calibrate, progress
-            )
+            # A fold's model only predicts its test part: no out-of-scope detector is fitted.
+            fold_config = replace(config, seed=seed, ood_acceptance=None)
+            preds = run_fold(fold_dir, rows, data_root, fold_config, settings.calibrate, progress)
             _, y, probs = read_predictions(preds)
             trained += 1
             _say(f"{where}: done in {time.perf_counter() - t0:.0f} s, "

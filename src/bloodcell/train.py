@@ -38,8 +38,9 @@ from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess, load_rg
 from bloodcell.data.manifest import ManifestRow, file_sha256, read_manifest, select
 from bloodcell.data.stain import METHODS as STAIN_METHODS
 from bloodcell.data.stain import StainNormalizer
-from bloodcell.errors import DatasetError, ModelError
+from bloodcell.errors import BloodcellError, DatasetError, ModelError
 from bloodcell.labels import LABELS
+from bloodcell.models.ood_fit import VAL, ScopeRecorder
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
@@ -116,13 +117,17 @@ class TrainConfig:
     #: "last" (the end of the schedule, e.g. one-cycle's annealed weights).
     checkpoint: str = "best"
     #: Share of in-scope (validation) images the out-of-scope detector fitted after training
-    #: lets through; the rest of its threshold's side is refused (`models.ood`).
-    ood_acceptance: float = 0.99
+    #: lets through (`models.ood`); None fits no detector (cross-validation folds).
+    ood_acceptance: float | None = 0.99
     recipe: str = "reference"
 
     def __post_init__(self) -> None:
         if self.checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be 'best' or 'last', not {self.checkpoint!r}")
+        if self.ood_acceptance is not None and not 0.5 <= self.ood_acceptance < 1.0:
+            raise ValueError(
+                f"ood_acceptance must be at least 0.5 and below 1, not {self.ood_acceptance!r}"
+            )
 
     def preprocess(self, stain: StainNormalizer | None = None) -> Preprocess:
         """The preprocessing; with `stain_norm` set, `stain` is the run's fitted normaliser
@@ -215,7 +220,10 @@ def config_from_options(recipe_name: str, options: dict[str, Any]) -> TrainConfi
     freeze = options.get("freeze")
     if isinstance(freeze, str) and freeze.isdigit():
         options["freeze"] = int(freeze)
-    return recipe(recipe_name, **options)
+    try:
+        return recipe(recipe_name, **options)
+    except ValueError as exc:  # a bad option: say so before any work starts
+        raise BloodcellError(f"bad training option: {exc}") from None
 
 
 OptimizerFactory = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Optimizer]
@@ -849,29 +857,46 @@ def _loaders(
     rows: list,
     progress: bool,
     pre: Preprocess,
-) -> tuple[DataLoader, DataLoader, float]:
-    """Train/val loaders (cached stem outputs when `module.start` is set) and the caching time."""
+) -> tuple[DataLoader, DataLoader, float, ScopeRecorder | None]:
+    """Train/val loaders (cached stem outputs when `module.start` is set), the caching time, and
+    what the out-of-scope detector needs from the caching (None when nothing is cached)."""
     workers = resolve_workers(config.workers)
     train_ds, val_ds = _datasets(config, rows, data_root, workers, pre)
     t0 = time.perf_counter()
+    scope = None
     if module.start is not None:
         device = local_device(resolve_device(config.device))  # each DDP rank caches it all
         stem = frozen_stem(module.model, module.start)
-        cache = partial(
-            compute_features,
-            stem,
-            device=device,
-            batch_size=max(config.batch_size, 64),
-            workers=workers,
-            progress=progress,
-            channels_last=config.channels_last,
-        )
-        copies = [cache(train_ds, desc="features train")]
-        for i in range(config.corrupt_copies):
-            corrupted = corrupted_dataset(train_ds, config, seed=config.seed * 1000 + i, pre=pre)
-            copies.append(cache(corrupted, desc=f"features train, corrupted copy {i + 1}"))
+        if config.ood_acceptance is not None:
+            scope = ScopeRecorder(module.model.backbone, module.start)
+
+        def cache(dataset: Dataset, name: str, desc: str) -> TensorDataset:
+            run = partial(
+                compute_features,
+                stem,
+                dataset,
+                device=device,
+                batch_size=max(config.batch_size, 64),
+                workers=workers,
+                desc=desc,
+                progress=progress,
+                channels_last=config.channels_last,
+            )
+            if scope is None:
+                return run()
+            with scope.recording(name):
+                return scope.keep(name, run())
+
+        copies = [cache(train_ds, "train", "features train")]
+        # The detector's reference needs one corrupted copy even when training uses none.
+        for i in range(max(config.corrupt_copies, 0 if scope is None else 1)):
+            corrupted = corrupted_dataset(train_ds, config, seed=corrupt_seed(config, i), pre=pre)
+            desc = f"features train, corrupted copy {i + 1}"
+            features = cache(corrupted, f"corrupted {i + 1}", desc)
+            if i < config.corrupt_copies:
+                copies.append(features)
         train_ds = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
-        val_ds = cache(val_ds, desc="features val")
+        val_ds = cache(val_ds, VAL, "features val")
         workers = 0
     cache_s = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(config.seed)
@@ -894,7 +919,12 @@ def _loaders(
         persistent_workers=persistent,
         pin_memory=pin,
     )
-    return train_dl, val_dl, cache_s
+    return train_dl, val_dl, cache_s, scope
+
+
+def corrupt_seed(config: TrainConfig, copy: int) -> int:
+    """The seed of corrupted copy number `copy` (0-based) of a run's train split."""
+    return config.seed * 1000 + copy
 
 
 def best_checkpoint(run: Path) -> Path:
@@ -954,7 +984,7 @@ def train(
     start = cache_start(config, len(probe.backbone))
     del probe
     module = BloodcellModule(config.to_dict(), start)
-    train_dl, val_dl, cache_s = _loaders(config, module, data_root, rows, progress, pre)
+    train_dl, val_dl, cache_s, scope = _loaders(config, module, data_root, rows, progress, pre)
     trainer = _trainer(config, run, callbacks, progress)
     last = run / CHECKPOINT_DIR / LAST_CKPT
     t0 = time.perf_counter()
@@ -1013,7 +1043,10 @@ def train(
         training={**config.to_dict(), **summary},
         data=data_record(manifest_path, data_root),
     )
-    fit_scope(run / MODEL_DIR, config, rows, data_root, pre, progress)
+    if config.ood_acceptance is not None and scope is not None:
+        scope.fit(model, run / MODEL_DIR, config.ood_acceptance)
+    elif config.ood_acceptance is not None:
+        fit_scope(run / MODEL_DIR, config, rows, data_root, pre, progress)
     return run
 
 
@@ -1025,18 +1058,23 @@ def fit_scope(
     pre: Preprocess,
     progress: bool,
 ) -> dict[str, Any]:
-    """Fit the final model's out-of-scope detector: the clean train split and one copy of it
-    under the recipe's random corruptions are the reference, the val split the threshold."""
+    """Fit the final model's out-of-scope detector with one pass over the images (when training
+    cached nothing): the clean train split and the recipe's corrupted copies of it (at least
+    one) are the reference, the val split sets the threshold. The same images as the cached
+    path (`models.ood_fit.ScopeRecorder`), so both give the same detector."""
+    from bloodcell.models.ood import DEFAULT_ACCEPTANCE
     from bloodcell.models.ood_fit import fit_model_ood
 
     train_rows, val_rows = select(rows, "train"), select(rows, "val")
     train = ManifestDataset(train_rows, data_root, pre.transform(), cache=True)
-    corrupted = corrupted_dataset(train, config, seed=config.seed + 7_000_003, pre=pre)
+    corrupted = [
+        corrupted_dataset(train, config, seed=corrupt_seed(config, i), pre=pre)
+        for i in range(max(config.corrupt_copies, 1))
+    ]
     val = ManifestDataset(val_rows, data_root, pre.transform())
     labels = np.array([LABELS.index(r.label) for r in train_rows])
-    return fit_model_ood(
-        model_dir, train, corrupted, val, labels, config.ood_acceptance, progress=progress
-    )
+    acceptance = DEFAULT_ACCEPTANCE if config.ood_acceptance is None else config.ood_acceptance
+    return fit_model_ood(model_dir, train, corrupted, val, labels, acceptance, progress=progress)
 
 
 def _best_row(log_path: Path, epoch: int) -> dict[str, float]:
