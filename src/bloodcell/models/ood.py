@@ -11,9 +11,9 @@ Gaussians (`pytorch_ood.detector.Mahalanobis`, shared covariance). Each depth's 
 on a common scale by the validation split (0 at its median, 1 at its 99th percentile) and the
 largest of the three is the score: a shallow layer catches another stain, camera or
 magnification, the deepest catches cells that are not these classes. The reference set is the
-clean training split *and* one copy of it under random stain, light, focus, compression and
-noise changes (the same corruptions robustness training uses): a darker or blurrier smear of
-the same kind stays in scope. Besides, an image of one flat colour (no variation at all) is
+clean training split *and* the training recipe's copies of it under random stain, light, focus,
+compression and noise changes (at least one copy; the corruptions robustness training uses): a
+darker or blurrier smear of the same kind stays in scope. Besides, an image of one flat colour (no variation at all) is
 out of scope whatever its distances, with the score `BLANK_SCORE`.
 
 The method was chosen by measurement against kNN distance, energy, max-softmax, single-layer
