@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, HTTPException, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bloodcell import __version__
 from bloodcell.data.manifest import file_sha256
 from bloodcell.explain import explain_image
+from bloodcell.model_card import CARD_FILE
 from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend, open_backend
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
@@ -54,6 +55,7 @@ HEATMAP_MAX_SIDE = 1024
 #: Only these decoders ever see an upload: fewer parsers, less attack surface.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 ONNX_FILE = "model.onnx"
+CARD_PATH = "/v1/model/card"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -112,6 +114,11 @@ class ModelInfo(BaseModel):
     )
     explain_available: bool = Field(description="Whether `explain=true` works (torch model).")
     metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the model.")
+    model_card: str | None = Field(
+        default=None,
+        description="Path of the model card (markdown) on this server; null when the model "
+        "has none.",
+    )
     limits: Limits
 
 
@@ -187,6 +194,8 @@ class Engine:
     backend: Backend
     torch: TorchBackend | None
     info: dict[str, Any]
+    #: `model/README.md`; read per request, so a re-evaluation while serving shows at once.
+    card: Path | None = None
 
     @property
     def can_explain(self) -> bool:
@@ -219,14 +228,16 @@ def open_engine(model_path: str | Path) -> Engine:
     path = Path(model_path)
     if path.suffix.lower() == ".onnx":
         backend = open_backend(path)
-        return Engine(backend, None, _model_info(backend, None, path, path.parent))
+        info = _model_info(backend, None, path, path.parent)
+        return Engine(backend, None, info, path.parent / CARD_FILE)
     torch_backend = open_backend(path)
     assert isinstance(torch_backend, TorchBackend)
     model_dir = torch_backend.path
     onnx = _onnx_beside(torch_backend, path)
     backend = onnx or torch_backend
     weights = model_dir / WEIGHTS_FILE
-    return Engine(backend, torch_backend, _model_info(backend, torch_backend, weights, model_dir))
+    info = _model_info(backend, torch_backend, weights, model_dir)
+    return Engine(backend, torch_backend, info, model_dir / CARD_FILE)
 
 
 def _onnx_beside(torch_backend: TorchBackend, given: Path) -> OnnxBackend | None:
@@ -531,7 +542,30 @@ def _add_routes(
         summary="Classes, model version, metrics",
     )
     async def model() -> dict[str, Any]:
-        return {**engine.info, "limits": limits}
+        card = CARD_PATH if engine.card and engine.card.is_file() else None
+        return {**engine.info, "model_card": card, "limits": limits}
+
+    @app.get(
+        CARD_PATH,
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/markdown": {}}, "description": "The model card."},
+            404: {"model": ErrorResponse, "description": "This model has no model card."},
+            **auth_responses,
+        },
+        dependencies=auth,
+        summary="The model card (markdown): intended use, data, metrics with intervals, limits",
+    )
+    async def model_card() -> PlainTextResponse:
+        try:
+            text = engine.card.read_text(encoding="utf-8") if engine.card else None
+        except OSError:
+            text = None
+        if text is None:
+            raise HTTPException(
+                404, "this model has no model card: `bloodcell evaluate` on its run writes one"
+            )
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
     @app.post(
         "/v1/predict",
