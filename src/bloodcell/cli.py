@@ -494,11 +494,15 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
             for line in summary_lines(r):
                 print(line)
             print(f"out-of-scope figures: {r['out_dir']}")
+        rc = 0
         if args.robustness:
             from bloodcell.robustness import robustness_cli
 
-            return robustness_cli(args, data)
-        return 0
+            rc = robustness_cli(args, data)
+        from bloodcell.model_card import write_model_card
+
+        print(f"model card: {write_model_card(m['model_dir'])}")
+        return rc
 
     ev = sub.add_parser(
         "evaluate",
@@ -509,7 +513,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "expected calibration error, the in-scope images the out-of-scope detector refused, and "
         "the conformal prediction sets' coverage and size at 90/95/99%%. Writes "
         "RUN/eval/SPLIT/{metrics.json,report.md,"
-        "predictions.csv,*.png} and records the metrics in RUN/model/metrics.json.",
+        "predictions.csv,*.png}, records the metrics in RUN/model/metrics.json and rewrites the "
+        "model card RUN/model/README.md from them.",
     )
     ev.add_argument("run", metavar="RUN", help="run directory (or its model/ directory)")
     ev.add_argument(
@@ -927,7 +932,8 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
         "OUT/data/verify.json and figures, OUT/manifest.csv (grouped split; unreadable files "
         "are reported and left out), the training run in OUT (model/, log.csv, curves.png; the "
         "model carries its out-of-scope detector and conformal prediction sets), "
-        "OUT/eval/{val,test}/report.md and a summary OUT/report.md. Re-running into the same "
+        "OUT/eval/{val,test}/report.md, a summary OUT/report.md and the model card "
+        "OUT/model/README.md. Re-running into the same "
         "OUT resumes an interrupted training.",
     )
     _add_data_arg(p)

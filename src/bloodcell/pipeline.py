@@ -5,7 +5,7 @@ discover -> verify (unreadable files are reported and left out) -> grouped split
 `bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
 detector) -> calibrate (temperature and conformal prediction sets on val) -> evaluate val and
 test -> robustness on test (middle severities) -> out-of-scope folders (`ood_dirs`, if given) ->
-top-level `OUT/report.md`.
+top-level `OUT/report.md` and the model card `OUT/model/README.md`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def run(
     from bloodcell.calibrate import calibrate_run
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.evaluate import evaluate_run, summary_line
+    from bloodcell.model_card import write_model_card
     from bloodcell.ood_eval import evaluate_ood
     from bloodcell.ood_eval import report_lines as ood_report_lines
     from bloodcell.ood_eval import summary_lines as ood_summary_lines
@@ -148,11 +149,13 @@ def run(
         ood_lines = ood_report_lines(ood, "eval/ood/ood_scores.png")
         extra += ["", "## Out-of-scope folders", "", *ood_lines]
     report = write_run_report(out, results, extra)
+    card = write_model_card(out / MODEL_DIR)
     summary = {
         "out": str(out),
         "data": data,
         "model": str(out / MODEL_DIR),
         "report": str(report),
+        "model_card": str(card),
         "timings": timings,
         "calibration": calibration,
         "robustness": {
@@ -172,6 +175,7 @@ def run(
     print(f"manifest: {manifest}")
     print(f"model:    {out / MODEL_DIR}")
     print(f"report:   {report}")
+    print(f"card:     {card}")
     for m in results.values():
         print(summary_line(m))
     for line in summary_lines(robust):

@@ -83,6 +83,7 @@ async function loadModelInfo() {
     $("model-info").textContent =
       `Model: ${info.name} (${info.architecture}), version ${info.version}, ` +
       `running on ${info.backend}${acc}.`;
+    showAbout(info, test);
     $("limits-hint").textContent =
       `JPEG, PNG, BMP, TIFF or WebP · up to ${info.limits.max_files} images, ` +
       `${megabytes(info.limits.max_upload_bytes)} in total.`;
@@ -90,6 +91,30 @@ async function loadModelInfo() {
     $("model-info").textContent = "Could not load model information.";
     showError("The server did not answer. Check that it is running, then reload the page.");
   }
+}
+
+// The footer's short model card: test accuracy with its interval, the refusal rule, the warning.
+function showAbout(info, test) {
+  if (!info.model_card) return;
+  const ci = test.ci95 && test.ci95.accuracy;
+  $("about-accuracy").textContent = typeof test.accuracy === "number"
+    ? `Test accuracy ${percent(test.accuracy)}` +
+      (ci ? ` (95% CI ${percent(ci[0])}–${percent(ci[1])})` : "") +
+      (test.n ? ` on ${test.n} images from the same laboratory as the training data.` : ".")
+    : "Test accuracy: not measured.";
+  $("about-scope").textContent = typeof info.ood_threshold === "number"
+    ? `Images scoring above ${info.ood_threshold.toFixed(4)} on the out-of-scope detector ` +
+      "(unlike the training smears) get no class."
+    : "This model has no out-of-scope detector: it answers for every image.";
+  // The card comes through api() so that a server with an API key gets the key.
+  $("card-link").addEventListener("click", async (e) => {
+    e.preventDefault();
+    const res = await api(info.model_card.replace(/^\//, ""));
+    const box = $("card-text");
+    box.textContent = res.ok ? await res.text() : "The model card could not be loaded.";
+    box.hidden = false;
+  });
+  $("about").hidden = false;
 }
 
 // Checks the browser can make before uploading, so the user hears about them at once.
