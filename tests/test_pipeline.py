@@ -79,6 +79,8 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     assert summary["ood_folders"][0]["flagged"] == 1  # a blank image is never in scope
     assert "## Out of scope (test split)" in top and "## Prediction sets (test split)" in top
     assert "## Out-of-scope folders" in top and "out of scope (test)" in proc.stdout
+    card = (out / "model" / "README.md").read_text()  # the model card, from the same figures
+    assert card.startswith("---\n") and "## Out of scope" in card and "## Known limits" in card
 
 
 def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:

@@ -22,7 +22,7 @@ from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.saved import CONFIG_FILE, METRICS_FILE, resolve_model_dir
 from bloodcell.ood_eval import OOD_DIR, OOD_JSON, OOD_PNG
 from bloodcell.ood_eval import report_lines as ood_lines
-from bloodcell.report import _ci, _pct, conformal_lines
+from bloodcell.report import ci_range, conformal_lines, pct
 from bloodcell.robustness import ROBUSTNESS_JSON, ROBUSTNESS_PNG
 from bloodcell.robustness import report_lines as robustness_lines
 
@@ -244,10 +244,11 @@ def _metrics(metrics: dict[str, Any]) -> list[str]:
         c = m.get("clinical") or {}
         f1 = f"{m['macro_f1']:.3f}" if "macro_f1" in m else "n/a"
         lines.append(
-            f"| {split} | {m.get('n', 'n/a')} | {_pct(m.get('accuracy'))} "
-            f"({_ci(ci.get('accuracy'))}) | {f1} ({_ci(ci.get('macro_f1'), pct=False)}) | "
-            f"{_pct(c.get('sensitivity'))} ({_ci(c.get('sensitivity_ci'))}) | "
-            f"{_pct(c.get('specificity'))} ({_ci(c.get('specificity_ci'))}) |"
+            f"| {split} | {m.get('n', 'n/a')} | {pct(m.get('accuracy'))} "
+            f"({ci_range(ci.get('accuracy'))}) | "
+            f"{f1} ({ci_range(ci.get('macro_f1'), percent=False)}) | "
+            f"{pct(c.get('sensitivity'))} ({ci_range(c.get('sensitivity_ci'))}) | "
+            f"{pct(c.get('specificity'))} ({ci_range(c.get('specificity_ci'))}) |"
         )
     lines += [
         "",
@@ -264,7 +265,7 @@ def _metrics(metrics: dict[str, Any]) -> list[str]:
         cells = []
         for m in splits.values():
             r = m["per_class"].get(lab, {})
-            cells.append(f"{_pct(r.get('recall'))} (n={r.get('support', 0)})")
+            cells.append(f"{pct(r.get('recall'))} (n={r.get('support', 0)})")
         lines.append(f"| {DISPLAY_NAMES.get(lab, lab)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -305,14 +306,14 @@ def _scope(
         f"Images unlike the training smears get no class: the detector ({detector['method']}, "
         f"backbone blocks {layers}) scores each image's distance from the training images, and "
         f"above **{detector['threshold']:.4f}**, the score that keeps "
-        f"{_pct(detector['acceptance'])} of validation images, the answer is `out_of_scope`.",
+        f"{pct(detector['acceptance'])} of validation images, the answer is `out_of_scope`.",
         "",
     ]
     scope = (test or {}).get("out_of_scope")
     if scope:
         lines.append(
             f"On the in-scope test split it refused {scope['flagged']} of {scope['n']} images "
-            f"({_pct(scope['flagged_rate'])}, 95% Wilson CI {_ci(scope['flagged_ci95'])}): "
+            f"({pct(scope['flagged_rate'])}, 95% Wilson CI {ci_range(scope['flagged_ci95'])}): "
             "each one a missed answer, not a caught error."
         )
     else:

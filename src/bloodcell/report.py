@@ -153,22 +153,24 @@ def plot_ood_scores(result: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal ('n/a' for None)."""
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _ci(ci: Sequence[float] | None, pct: bool = True) -> str:
+def ci_range(ci: Sequence[float] | None, percent: bool = True) -> str:
+    """'95.6%–98.8%' (or '0.953–0.988' with `percent=False`); 'n/a' without an interval."""
     if not ci:
         return "n/a"
-    return f"{_pct(ci[0])}–{_pct(ci[1])}" if pct else f"{ci[0]:.3f}–{ci[1]:.3f}"
+    return f"{pct(ci[0])}–{pct(ci[1])}" if percent else f"{ci[0]:.3f}–{ci[1]:.3f}"
 
 
 def _headline(m: dict[str, Any]) -> list[str]:
     lo, hi = m["ci95"]["accuracy"]
     b = m["bootstrap"]
     return [
-        f"**Accuracy {_pct(m['accuracy'])}** (95% CI {_ci([lo, hi])}) on {m['n']} images; "
-        f"macro-F1 {m['macro_f1']:.3f} (95% CI {_ci(m['ci95']['macro_f1'], pct=False)}).",
+        f"**Accuracy {pct(m['accuracy'])}** (95% CI {ci_range([lo, hi])}) on {m['n']} images; "
+        f"macro-F1 {m['macro_f1']:.3f} (95% CI {ci_range(m['ci95']['macro_f1'], percent=False)}).",
         "",
         f"What the interval means: the {m['n']} images were resampled with replacement "
         f"{b['resamples']} times (seed {b['seed']}); 95% of the resampled accuracies fall in "
@@ -176,14 +178,14 @@ def _headline(m: dict[str, Any]) -> list[str]:
         "from the same source. With this few images, differences between models smaller than "
         "the interval are not evidence that one is better. It says nothing about other "
         "hospitals, scanners or stains.",
-        f"Wilson score interval for the same accuracy: {_ci(m['ci95'].get('accuracy_wilson'))}"
+        f"Wilson score interval for the same accuracy: {ci_range(m['ci95'].get('accuracy_wilson'))}"
         + (" (use this one here: a bootstrap cannot widen a perfect score)." if lo == hi else "."),
         "",
         "| metric | value |",
         "|---|---|",
-        f"| accuracy | {_pct(m['accuracy'])} ({_ci(m['ci95']['accuracy'])}) |",
-        f"| macro-F1 | {m['macro_f1']:.3f} ({_ci(m['ci95']['macro_f1'], pct=False)}) |",
-        f"| balanced accuracy | {_pct(m['balanced_accuracy'])} |",
+        f"| accuracy | {pct(m['accuracy'])} ({ci_range(m['ci95']['accuracy'])}) |",
+        f"| macro-F1 | {m['macro_f1']:.3f} ({ci_range(m['ci95']['macro_f1'], percent=False)}) |",
+        f"| balanced accuracy | {pct(m['balanced_accuracy'])} |",
         f"| Cohen's kappa | {m['cohen_kappa']:.3f} |",
         f"| ROC-AUC (macro, one-vs-rest) | {_fmt(m['roc_auc']['macro'])} |",
         f"| expected calibration error | {m['ece']:.3f} |",
@@ -211,10 +213,12 @@ def _clinical(m: dict[str, Any]) -> list[str]:
         "Malignant (Early Pre-B, Pre-B or Pro-B) is the positive class; a prediction counts as "
         "malignant when its top class is a malignant one.",
         "",
-        f"- **Sensitivity** (malignant found): {_pct(c['sensitivity'])} "
-        f"(95% Wilson CI {_ci(c['sensitivity_ci'])}); {c['fn']} malignant image(s) called benign.",
-        f"- **Specificity** (benign cleared): {_pct(c['specificity'])} "
-        f"(95% Wilson CI {_ci(c['specificity_ci'])}); {c['fp']} benign image(s) called malignant.",
+        f"- **Sensitivity** (malignant found): {pct(c['sensitivity'])} "
+        f"(95% Wilson CI {ci_range(c['sensitivity_ci'])}); "
+        f"{c['fn']} malignant image(s) called benign.",
+        f"- **Specificity** (benign cleared): {pct(c['specificity'])} "
+        f"(95% Wilson CI {ci_range(c['specificity_ci'])}); "
+        f"{c['fp']} benign image(s) called malignant.",
         f"- TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}.",
     ]
 
@@ -237,9 +241,9 @@ def scope_lines(m: dict[str, Any]) -> list[str]:
         return ["This model has no out-of-scope detector (saved before it existed): retrain it."]
     lines = [
         f"The detector refused **{s['flagged']} of {s['n']}** images of this split "
-        f"({_pct(s['flagged_rate'])}, 95% Wilson CI {_ci(s['flagged_ci95'])}) as unlike the "
+        f"({pct(s['flagged_rate'])}, 95% Wilson CI {ci_range(s['flagged_ci95'])}) as unlike the "
         f"training smears (out-of-scope score above {s['threshold']:.4f}, the threshold that keeps "
-        f"{_pct(s['acceptance'])} of validation images). These images are in scope: every one "
+        f"{pct(s['acceptance'])} of validation images). These images are in scope: every one "
         "refused is a missed answer, not a caught error.",
     ]
     if s["flagged_paths"]:
@@ -263,9 +267,9 @@ def conformal_lines(m: dict[str, Any]) -> list[str]:
     for row in c["levels"].values():
         which = "; ".join(f"{k} ({v})" for k, v in row["multi_class_sets"].items()) or "–"
         lines.append(
-            f"| {_pct(row['coverage_target'])} | {_pct(row['coverage'])} "
-            f"({_ci(row['coverage_ci95'])}) | {row['mean_set_size']:.3f} | "
-            f"{_pct(row['multi_class_share'])} | {which} |"
+            f"| {pct(row['coverage_target'])} | {pct(row['coverage'])} "
+            f"({ci_range(row['coverage_ci95'])}) | {row['mean_set_size']:.3f} | "
+            f"{pct(row['multi_class_share'])} | {which} |"
         )
     return lines
 
@@ -360,9 +364,9 @@ def write_run_report(
     for split, m in results.items():
         c = m["clinical"]
         lines.append(
-            f"| {split} | {m['n']} | {_pct(m['accuracy'])} ({_ci(m['ci95']['accuracy'])}) | "
-            f"{m['macro_f1']:.3f} ({_ci(m['ci95']['macro_f1'], pct=False)}) | "
-            f"{_pct(c['sensitivity'])} | {_pct(c['specificity'])} | "
+            f"| {split} | {m['n']} | {pct(m['accuracy'])} ({ci_range(m['ci95']['accuracy'])}) | "
+            f"{m['macro_f1']:.3f} ({ci_range(m['ci95']['macro_f1'], percent=False)}) | "
+            f"{pct(c['sensitivity'])} | {pct(c['specificity'])} | "
             f"[eval/{split}/report.md](eval/{split}/report.md) |"
         )
     lines += ["", *extra, ""]
@@ -448,12 +452,12 @@ def _cell(m: dict[str, Any], key: str) -> str:
     """'98.6% (97.9–99.2%)' for a metric of `cv_metrics` with its group-bootstrap interval."""
     ci = m["ci95"]
     if key in ("sensitivity", "specificity"):
-        return f"{_pct(m['clinical'][key])} ({_ci(ci[key])})"
+        return f"{pct(m['clinical'][key])} ({ci_range(ci[key])})"
     if key == "macro_f1":
-        return f"{m[key]:.3f} ({_ci(ci[key], pct=False)})"
+        return f"{m[key]:.3f} ({ci_range(ci[key], percent=False)})"
     if key == "ece":
-        return f"{m[key]:.3f} ({_ci(ci[key], pct=False)})"
-    return f"{_pct(m[key])} ({_ci(ci[key])})"
+        return f"{m[key]:.3f} ({ci_range(ci[key], percent=False)})"
+    return f"{pct(m[key])} ({ci_range(ci[key])})"
 
 
 def _fold_tables(seed: dict[str, Any]) -> list[str]:
@@ -475,15 +479,15 @@ def _fold_tables(seed: dict[str, Any]) -> list[str]:
     ]
     for name, m in rows:
         cells = [
-            f"{_pct(m['per_class'][lab]['recall'])} ({_ci(m['ci95']['recall'][lab])})"
+            f"{pct(m['per_class'][lab]['recall'])} ({ci_range(m['ci95']['recall'][lab])})"
             for lab in labels
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     fa = seed["fold_accuracy"]
     lines += [
         "",
-        f"Fold accuracy: mean {_pct(fa['mean'])}, SD {100 * fa['sd']:.2f} points, "
-        f"range {_pct(fa['min'])}–{_pct(fa['max'])}.",
+        f"Fold accuracy: mean {pct(fa['mean'])}, SD {100 * fa['sd']:.2f} points, "
+        f"range {pct(fa['min'])}–{pct(fa['max'])}.",
     ]
     return lines
 
@@ -531,9 +535,9 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path) -> Path:
         o = cv["over_seeds"]
         lines += [
             "",
-            f"Over {len(cv['seeds'])} seeds: pooled accuracy mean {_pct(o['accuracy_mean'])}, "
-            f"SD {100 * o['accuracy_sd']:.2f} points, range {_pct(o['accuracy_min'])}–"
-            f"{_pct(o['accuracy_max'])}.",
+            f"Over {len(cv['seeds'])} seeds: pooled accuracy mean {pct(o['accuracy_mean'])}, "
+            f"SD {100 * o['accuracy_sd']:.2f} points, range {pct(o['accuracy_min'])}–"
+            f"{pct(o['accuracy_max'])}.",
         ]
     lines += ["", "## Spread over folds", "", f"![folds]({FOLDS_PNG})", ""]
     for seed in cv["seeds"]:
@@ -611,7 +615,7 @@ def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
             )
         )
         lines.append(
-            f"| {r['description']} | {_pct(r['accuracy'])} ({_ci(r['accuracy_ci95'])}) | "
+            f"| {r['description']} | {pct(r['accuracy'])} ({ci_range(r['accuracy_ci95'])}) | "
             f"{diff} | {r['macro_f1']:.3f} | [{r['report']}]({r['report']}) |"
         )
     lines += [

@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 MAX_EXAMPLES = 40
-OPERATIONS = ["GET /health", "GET /v1/model", "POST /v1/predict"]
+OPERATIONS = ["GET /health", "GET /v1/model", "GET /v1/model/card", "POST /v1/predict"]
 
 
 @pytest.fixture(scope="module")

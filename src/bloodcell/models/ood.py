@@ -13,8 +13,8 @@ largest of the three is the score: a shallow layer catches another stain, camera
 magnification, the deepest catches cells that are not these classes. The reference set is the
 clean training split *and* the training recipe's copies of it under random stain, light, focus,
 compression and noise changes (at least one copy; the corruptions robustness training uses): a
-darker or blurrier smear of the same kind stays in scope. Besides, an image of one flat colour (no variation at all) is
-out of scope whatever its distances, with the score `BLANK_SCORE`.
+darker or blurrier smear of the same kind stays in scope. Besides, an image of one flat colour
+(no variation at all) is out of scope whatever its distances, with the score `BLANK_SCORE`.
 
 The method was chosen by measurement against kNN distance, energy, max-softmax, single-layer
 Mahalanobis and relative Mahalanobis on other labs' smears, ordinary pictures and corrupted

@@ -545,9 +545,8 @@ def _add_routes(
         card = CARD_PATH if engine.card and engine.card.is_file() else None
         return {**engine.info, "model_card": card, "limits": limits}
 
-    @app.get(
+    @app.get(  # the default (JSON) response class: the 4xx answers are JSON like everywhere
         CARD_PATH,
-        response_class=PlainTextResponse,
         responses={
             200: {"content": {"text/markdown": {}}, "description": "The model card."},
             404: {"model": ErrorResponse, "description": "This model has no model card."},
