@@ -75,7 +75,9 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     # the model knows its limits: a detector from training, sets from calibration, both reported
     assert (out / "model" / "ood.safetensors").is_file()
     assert summary["out_of_scope"]["test"]["n"] == len([r for r in rows if r.split == "test"])
-    assert summary["prediction_sets"]["levels"]["0.95"]["coverage"] >= 0
+    test_metrics = json.loads((out / "eval" / "test" / "metrics.json").read_text())
+    assert summary["prediction_sets"] == test_metrics["prediction_sets"]
+    assert 0.0 <= summary["prediction_sets"]["levels"]["0.95"]["coverage"] <= 1.0
     assert summary["ood_folders"][0]["flagged"] == 1  # a blank image is never in scope
     assert "## Out of scope (test split)" in top and "## Prediction sets (test split)" in top
     assert "## Out-of-scope folders" in top and "out of scope (test)" in proc.stdout

@@ -903,18 +903,24 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
 # --- the main job and benchmarks --------------------------------------------------------------
 
 
+def _shortening(args: argparse.Namespace) -> dict[str, object]:
+    """The training overrides of the 'shortening' options `run` and `cv` share (given ones only)."""
+    overrides: dict[str, object] = {
+        k: getattr(args, k)
+        for k in ("epochs", "image_size", "batch_size", "workers", "device")
+        if getattr(args, k) is not None
+    }
+    if args.no_pretrained:
+        overrides["pretrained"] = False
+    return overrides
+
+
 def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     def run_cmd(args: argparse.Namespace) -> int:
         from bloodcell.pipeline import run
         from bloodcell.train import config_from_options
 
-        overrides = {
-            k: getattr(args, k)
-            for k in ("epochs", "image_size", "batch_size", "workers", "device")
-            if getattr(args, k) is not None
-        }
-        if args.no_pretrained:
-            overrides["pretrained"] = False
+        overrides = _shortening(args)
         run(
             _data_dir(args.data),
             args.out,
@@ -972,13 +978,7 @@ def _add_cv_command(sub: argparse._SubParsersAction) -> None:
         from bloodcell.cv import CVSettings, compare_protocols, run_cv
         from bloodcell.train import config_from_options
 
-        overrides = {
-            k: getattr(args, k)
-            for k in ("epochs", "image_size", "batch_size", "workers", "device")
-            if getattr(args, k) is not None
-        }
-        if args.no_pretrained:
-            overrides["pretrained"] = False
+        overrides = _shortening(args)
         config = config_from_options(args.recipe, overrides)
         settings = CVSettings(
             folds=args.folds,

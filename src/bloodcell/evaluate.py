@@ -88,6 +88,18 @@ def _percentiles(values: np.ndarray, level: float) -> list[float] | None:
     return [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
 
 
+def _group_bootstrap_record(n_groups: int, n_boot: int, seed: int, level: float) -> dict:
+    """How a group-bootstrap interval was made, recorded beside it."""
+    return {
+        "unit": "group",
+        "groups": int(n_groups),
+        "resamples": n_boot,
+        "seed": seed,
+        "level": level,
+        "method": "percentile",
+    }
+
+
 def group_bootstrap_ci(
     y_true: np.ndarray,
     probs: np.ndarray,
@@ -135,12 +147,7 @@ def group_bootstrap_ci(
         "sensitivity": _percentiles(sens, level),
         "specificity": _percentiles(spec, level),
         "ece": _percentiles(ece, level),
-        "unit": "group",
-        "groups": int(w.shape[1]),
-        "resamples": n_boot,
-        "seed": seed,
-        "level": level,
-        "method": "percentile",
+        **_group_bootstrap_record(w.shape[1], n_boot, seed, level),
     }
 
 
@@ -164,12 +171,7 @@ def group_bootstrap_mean(
     return {
         "mean": float(values.mean()),
         "ci95": _percentiles((w @ sum_g) / (w @ size_g), level),
-        "unit": "group",
-        "groups": int(w.shape[1]),
-        "resamples": n_boot,
-        "seed": seed,
-        "level": level,
-        "method": "percentile",
+        **_group_bootstrap_record(w.shape[1], n_boot, seed, level),
     }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluate import EVAL_DIR, open_run_model, resolve_data
 from bloodcell.models.backends import Backend, dataset_outputs
+from bloodcell.models.saved import write_json
 from bloodcell.predict import predict_paths
 
 OOD_DIR = "ood"
@@ -112,8 +113,6 @@ def evaluate_ood(
     }
     out = Path(out_dir) if out_dir else run_dir / EVAL_DIR / OOD_DIR
     out.mkdir(parents=True, exist_ok=True)
-    from bloodcell.models.saved import write_json
-
     write_json(out / OOD_JSON, result)
     plot_ood_scores(result, out / OOD_PNG)
     report = run_dir / EVAL_DIR / split / "report.md"

@@ -204,7 +204,9 @@ def to_predictions(
     threshold, with the conformal set of the classes that remain possible.
     """
     flags = backend.out_of_scope(scored.ood_score)
-    sets = backend.conformal.sets(scored.probs) if backend.conformal else None
+    sets = None
+    if backend.conformal is not None:
+        sets = set_labels(backend.conformal.sets(scored.probs), backend.labels)
     out = []
     for j, (name, row) in enumerate(zip(names, scored.probs, strict=True)):
         common = {
@@ -218,7 +220,7 @@ def to_predictions(
             continue
         i = int(np.argmax(row))
         label = backend.labels[i]
-        members = set_labels(sets[j : j + 1], backend.labels)[0] if sets is not None else None
+        members = sets[j] if sets is not None else None
         out.append(
             Prediction(
                 **common,
