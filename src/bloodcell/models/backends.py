@@ -228,6 +228,8 @@ class OnnxBackend(Backend):
             cfg.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD)
         )
         self.quantization = cfg.get("quantization")
+        if (self.quantization or {}).get("dtype") == "int8":
+            self.kind = "onnx-int8"
         outputs = {o.name for o in self.session.get_outputs()}
         self.ood_info = cfg.get("ood") if ONNX_OOD_SCORE in outputs else None
         self.ood_threshold = float(self.ood_info["threshold"]) if self.ood_info else None
@@ -242,15 +244,24 @@ class OnnxBackend(Backend):
         logits, scores = self.session.run([ONNX_OUTPUT, ONNX_OOD_SCORE], {ONNX_INPUT: x})
         return Outputs(logits, scores.astype(np.float64))
 
-    def use_calibration_of(self, other: Backend) -> None:
+    def use_calibration_of(self, other: Backend, check: dict[str, Any] | None = None) -> None:
         """Take temperature, thresholds and prediction sets from the model directory: they are
-        refitted (`bloodcell calibrate`) after an export, and the directory is the truth."""
+        refitted (`bloodcell calibrate`) after an export, and the directory is the truth.
+
+        `check` is the export's record for this file; int8 shifts the out-of-scope scores a
+        little, so when the record holds a threshold refitted on this file's own validation
+        scores at the directory's acceptance, that one is kept.
+        """
         self.temperature = other.temperature
         self.uncertain_threshold = other.uncertain_threshold
         self.conformal = other.conformal
         if self.ood_info is not None and other.ood_info is not None:
             self.ood_info = {**self.ood_info, **other.ood_info}
             self.ood_threshold = other.ood_threshold
+            own = (check or {}).get("ood")
+            if own and own.get("acceptance") == other.ood_info.get("acceptance"):
+                self.ood_threshold = float(own["threshold"])
+                self.ood_info["threshold"] = self.ood_threshold
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "quantization": self.quantization}

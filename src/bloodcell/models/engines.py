@@ -1,0 +1,108 @@
+"""The one way to open a model: `open_model(path, engine)` returns the `Backend` that answers.
+
+A model directory can hold three engines for the same weights: torch eager
+(`model.safetensors`, always there), ONNX fp32 (`model.onnx`) and ONNX int8 (`model.int8.onnx`),
+both written by `bloodcell export` (and by `bloodcell train` / `bloodcell run` unless told not
+to). The export checks each ONNX file against the model on the validation split and records
+the result under `"engines"` in `metrics.json`. `engine="auto"` takes the fastest engine whose
+check passed for these very weights, so a user gets the int8 speed without knowing it exists,
+and never an engine that was not checked. torch stays the fallback and what Grad-CAM uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from bloodcell.errors import BloodcellError, ModelError
+from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend
+from bloodcell.models.saved import WEIGHTS_FILE, load_model
+
+log = logging.getLogger(__name__)
+
+#: What `--engine` accepts everywhere.
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
+#: The ONNX engines' files in a model directory.
+ENGINE_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+#: What `auto` tries, fastest first; torch when none of them passes.
+FASTEST_FIRST = ("onnx-int8", "onnx")
+#: Key of the engine checks in the model's metrics.json.
+ENGINES_KEY = "engines"
+
+
+def check_engine(engine: str) -> str:
+    """`engine` if it is one of ENGINES, else an error naming the allowed values."""
+    if engine not in ENGINES:
+        raise BloodcellError(
+            f"--engine {engine!r} is not known; choose one of {', '.join(ENGINES)}"
+        )
+    return engine
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 of the weights: an engine check counts only for the weights it was made on."""
+    return hashlib.sha256((model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
+
+
+def open_model(path: str | Path, engine: str = "auto", threads: int | None = None) -> Backend:
+    """Open a run directory, model directory or `.onnx` file with the chosen engine.
+
+    `auto` picks the fastest engine in the model directory whose check passed; `torch`, `onnx`
+    and `onnx-int8` ask for one (an error says how to create a missing file). An `.onnx` path is
+    opened as it is.
+    """
+    check_engine(engine)
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        if engine == "torch":
+            raise ModelError(f"{path}: an ONNX file cannot run on the torch engine")
+        return OnnxBackend(path, threads=threads)
+    torch_backend = TorchBackend(load_model(path))
+    if engine == "torch":
+        return torch_backend
+    if engine == "auto":
+        return _fastest_checked(torch_backend, threads) or torch_backend
+    return _open_onnx(torch_backend, engine, threads, engine_records(torch_backend).get(engine))
+
+
+def engine_records(backend: TorchBackend) -> dict[str, Any]:
+    """The export's checks of the ONNX engines (empty when nothing was exported)."""
+    return dict(backend.loaded.metrics.get(ENGINES_KEY) or {})
+
+
+def _fastest_checked(torch_backend: TorchBackend, threads: int | None) -> Backend | None:
+    records = engine_records(torch_backend)
+    digest = None
+    for engine in FASTEST_FIRST:
+        record = records.get(engine) or {}
+        if not record.get("verified"):
+            continue
+        digest = digest or weights_digest(torch_backend.path)
+        if record.get("weights_sha256") != digest:
+            log.warning("%s was checked on other weights: skipped (re-export)", engine)
+            continue
+        try:
+            return _open_onnx(torch_backend, engine, threads, record)
+        except ModelError as exc:
+            log.warning("%s: %s; trying the next engine", engine, exc)
+    return None
+
+
+def _open_onnx(
+    torch_backend: TorchBackend, engine: str, threads: int | None, record: dict[str, Any] | None
+) -> OnnxBackend:
+    model_dir = torch_backend.path
+    file = model_dir / ENGINE_FILES[engine]
+    if not file.is_file():
+        how = " --quantize int8" if engine == "onnx-int8" else ""
+        raise ModelError(
+            f"{file} not found: the {engine} engine needs it; create it with "
+            f"`bloodcell export {model_dir}{how}` or use --engine auto"
+        )
+    backend = OnnxBackend(file, threads=threads)
+    if backend.labels != torch_backend.labels or backend.preprocess != torch_backend.preprocess:
+        raise ModelError(f"{file} does not match {model_dir}: re-export it")
+    backend.use_calibration_of(torch_backend, record)
+    return backend
