@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import make_dataset
-from tests.test_train import tiny_config
+from tests.train import tiny_config
 
 from bloodcell.cli import main
 from bloodcell.cv import (

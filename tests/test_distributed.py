@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from tests.conftest import make_dataset
-from tests.test_train import make_manifest
+from tests.train import make_manifest
 
 from bloodcell.data.manifest import read_manifest, write_manifest
 from bloodcell.train import ValShardSampler

@@ -16,7 +16,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
-from tests.test_train import tiny_run
+from tests.train import tiny_run
 
 from bloodcell.evaluate import (
     _group_weights,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 from tests.conftest import make_dataset
-from tests.test_train import tiny_data
+from tests.train import tiny_data
 
 import bloodcell
 from bloodcell.cli import main

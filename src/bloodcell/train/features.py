@@ -1,0 +1,88 @@
+"""The model being trained, and where its training inputs enter it.
+
+When the frozen front of the network sees the same input every epoch (frozen backbone or frozen
+first N blocks, no augmentation), its outputs are computed once (`compute_features`) and the
+trainable rest is trained on them (`forward_from`): the same computation as the plain path
+(frozen BatchNorm stays in eval mode), one backbone pass per image instead of one per epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from bloodcell.train.config import TrainConfig
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The registered Classifier with the configured part of its backbone frozen."""
+    from bloodcell.models.registry import create_model
+
+    model = create_model(config.model, pretrained=config.pretrained)
+    n = config.frozen_blocks(len(model.backbone))
+    if n:
+        model.freeze_backbone(None if n == len(model.backbone) else n)
+    return model.train()  # puts the frozen blocks in eval mode: BatchNorm keeps ImageNet's stats
+
+
+def cache_start(config: TrainConfig, n_blocks: int) -> str | int | None:
+    """Where cached inputs enter the model: 'pooled' (head only), a block index, or None
+    (images; nothing can be cached because the frozen part's input changes or nothing is frozen)."""
+    n = config.frozen_blocks(n_blocks)
+    if not config.feature_cache or config.augment or n == 0:
+        return None
+    return "pooled" if n == n_blocks else n
+
+
+def frozen_stem(model: nn.Module, start: str | int) -> nn.Module:
+    """The frozen front of the model whose outputs are cached."""
+    if start == "pooled":
+        return nn.Sequential(model.backbone, model.pool)
+    return model.backbone[: int(start)]
+
+
+def forward_from(model: nn.Module, x: torch.Tensor, start: str | int | None) -> torch.Tensor:
+    """Logits from images (start=None) or from cached outputs of `frozen_stem(model, start)`."""
+    if start is None:
+        return model(x)
+    if start == "pooled":
+        return model.head(x)
+    return model.head(model.pool(model.backbone[int(start) :](x)))
+
+
+@torch.inference_mode()
+def compute_features(
+    stem: nn.Module,
+    dataset: Dataset,
+    device: str,
+    batch_size: int,
+    workers: int,
+    desc: str,
+    progress: bool = True,
+    channels_last: bool = False,
+) -> TensorDataset:
+    """Run the frozen stem once over a dataset: (features, targets), kept on the CPU."""
+    from tqdm import tqdm
+
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    stem = stem.to(device, memory_format=layout).eval()
+    pin = str(device).startswith("cuda")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
+    )
+    feats, targets = [], []
+    for x, y in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
+        x = x.to(device).contiguous(memory_format=layout)
+        feats.append(stem(x).float().cpu().contiguous())
+        targets.append(torch.as_tensor(y))
+    return TensorDataset(torch.cat(feats), torch.cat(targets))
+
+
+def random_dihedral(x: torch.Tensor) -> torch.Tensor:
+    """One random flip/90-degree turn of a batch of (N, C, H, W) feature maps."""
+    k = int(torch.randint(4, (1,)))
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if bool(torch.randint(2, (1,))) else x

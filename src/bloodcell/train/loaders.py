@@ -1,0 +1,123 @@
+"""The train and val DataLoaders of a run: over images, or over the frozen stem's outputs
+computed once (with corrupted copies of the train split, and what the out-of-scope detector
+needs recorded on the way)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from bloodcell.data.dataset import Preprocess
+from bloodcell.models.ood_fit import VAL, ScopeRecorder
+from bloodcell.train.config import TrainConfig
+from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, split_datasets
+from bloodcell.train.devices import ValShardSampler, local_device, resolve_device, resolve_workers
+from bloodcell.train.features import compute_features, frozen_stem
+from bloodcell.train.module import BloodcellModule
+
+
+def loaders(
+    config: TrainConfig,
+    module: BloodcellModule,
+    data_root: Path,
+    rows: list,
+    progress: bool,
+    pre: Preprocess,
+) -> tuple[DataLoader, DataLoader, float, ScopeRecorder | None]:
+    """Train/val loaders (cached stem outputs when `module.start` is set), the caching time, and
+    what the out-of-scope detector needs from the caching (None when nothing is cached)."""
+    workers = resolve_workers(config.workers)
+    train_ds, val_ds = split_datasets(config, rows, data_root, workers, pre)
+    t0 = time.perf_counter()
+    scope = None
+    if module.start is not None:
+        train_ds, val_ds, scope = cached_datasets(
+            config, module, train_ds, val_ds, workers, progress, pre
+        )
+        workers = 0  # the cached outputs are in memory already
+    cache_s = time.perf_counter() - t0
+    train_dl, val_dl = data_loaders(config, train_ds, val_ds, workers)
+    return train_dl, val_dl, cache_s, scope
+
+
+def cached_datasets(
+    config: TrainConfig,
+    module: BloodcellModule,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    workers: int,
+    progress: bool,
+    pre: Preprocess,
+) -> tuple[Dataset, TensorDataset, ScopeRecorder | None]:
+    """The frozen stem's outputs for the train split (mixed with its corrupted copies, if any)
+    and the val split, and the detector's recordings (None without `ood_acceptance`)."""
+    device = local_device(resolve_device(config.device))  # each DDP rank caches it all
+    stem = frozen_stem(module.model, module.start)
+    scope = None
+    if config.ood_acceptance is not None:
+        scope = ScopeRecorder(module.model.backbone, module.start)
+    compute = partial(
+        compute_features,
+        stem,
+        device=device,
+        batch_size=max(config.batch_size, 64),
+        workers=workers,
+        progress=progress,
+        channels_last=config.channels_last,
+    )
+    copies = [_cache(compute, scope, train_ds, "train", "features train")]
+    # The detector's reference needs one corrupted copy even when training uses none.
+    for i in range(max(config.corrupt_copies, 0 if scope is None else 1)):
+        corrupted = corrupted_dataset(train_ds, config, seed=corrupt_seed(config, i), pre=pre)
+        desc = f"features train, corrupted copy {i + 1}"
+        features = _cache(compute, scope, corrupted, f"corrupted {i + 1}", desc)
+        if i < config.corrupt_copies:
+            copies.append(features)
+    train = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
+    return train, _cache(compute, scope, val_ds, VAL, "features val"), scope
+
+
+def _cache(
+    compute: Callable[..., TensorDataset],
+    scope: ScopeRecorder | None,
+    dataset: Dataset,
+    name: str,
+    desc: str,
+) -> TensorDataset:
+    """`compute` over `dataset`, recorded for the detector under `name` when there is one."""
+    if scope is None:
+        return compute(dataset, desc=desc)
+    with scope.recording(name):
+        return scope.keep(name, compute(dataset, desc=desc))
+
+
+def data_loaders(
+    config: TrainConfig, train_ds: Dataset, val_ds: Dataset, workers: int
+) -> tuple[DataLoader, DataLoader]:
+    """Seeded shuffling train batches; val batches this process's share of the val split."""
+    gen = torch.Generator().manual_seed(config.seed)
+    persistent = workers > 0
+    pin = resolve_device(config.device) == "cuda"  # page-locked batches copy to the GPU faster
+    train_dl = DataLoader(  # under DDP Lightning swaps in a shuffling DistributedSampler
+        train_ds,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=workers,
+        persistent_workers=persistent,
+        pin_memory=pin,
+    )
+    val_dl = DataLoader(
+        val_ds,
+        batch_size=max(config.batch_size, 64),
+        sampler=ValShardSampler(val_ds),
+        num_workers=workers,
+        persistent_workers=persistent,
+        pin_memory=pin,
+    )
+    return train_dl, val_dl

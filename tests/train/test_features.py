@@ -1,0 +1,43 @@
+"""The frozen-feature cache trains exactly like the plain path; feature-map flips and turns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tests.train import assert_same_detector, tiny_config, tiny_data
+
+from bloodcell.models.backends import open_backend
+from bloodcell.train import train
+
+
+def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> None:
+    """Freezing the first block and caching its outputs must not change what is learnt.
+
+    On the CPU in fp32: under CUDA's bf16 autocast the two paths round the frozen block's
+    outputs differently (seen on an H100: weights apart by ~1e-3), which is expected."""
+    data, manifest = tiny_data(tmp_path)
+    states, detectors = [], []
+    for cache in (True, False):
+        cfg = tiny_config(epochs=1, freeze=1, feature_cache=cache, device="cpu")
+        run = train(cfg, data, manifest, tmp_path / f"run{cache}", progress=False)
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["feature_cache"] == (1 if cache else None)
+        states.append(torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"])
+        detectors.append(open_backend(run).ood)
+    for k, v in states[0].items():
+        assert torch.allclose(v.float(), states[1][k].float(), atol=1e-5), k
+    # The detector from the cached outputs (trained blocks rerun over them) is the one a
+    # plain pass over the images gives.
+    assert_same_detector(*detectors)
+
+
+def test_random_dihedral_keeps_shape_and_content() -> None:
+    from bloodcell.train import random_dihedral
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    for _ in range(8):
+        y = random_dihedral(x)
+        assert y.shape == x.shape
+        assert torch.equal(y.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
