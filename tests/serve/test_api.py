@@ -273,21 +273,43 @@ def onnx_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return copy
 
 
-def test_onnx_beside_the_model_is_used(onnx_model: Path, client: TestClient) -> None:
+def test_onnx_engine_on_request(onnx_model: Path, client: TestClient) -> None:
     from bloodcell.serve.app import create_app
 
-    with TestClient(create_app(onnx_model.parent)) as c:  # the run directory
+    with TestClient(create_app(onnx_model.parent, engine="onnx")) as c:  # the run directory
         assert c.get("/health").json()["backend"] == "onnx"
         info = c.get("/v1/model").json()
         assert info["backend"] == "onnx" and info["name"] == "run"
         files = [image_part(data=png_bytes("pre_b", 3))]
         onnx = c.post("/v1/predict", params={"explain": "true"}, files=files).json()
         torch = client.post("/v1/predict", files=files).json()
+    assert onnx["engine"] == "onnx" and torch["engine"] == "torch"
     got, want = onnx["results"][0], torch["results"][0]
     assert got["label"] == want["label"]
     for label in LABELS:
         assert got["probabilities"][label] == pytest.approx(want["probabilities"][label], abs=1e-4)
     assert got["heatmap_png"]  # Grad-CAM still comes from the torch model
+
+
+def test_auto_uses_only_checked_engines(onnx_model: Path, tmp_path: Path) -> None:
+    """A hand-exported, unchecked model.onnx is not chosen by auto; a checked int8 one is."""
+    from tests.models import make_run
+
+    from bloodcell.engine_check import export_engines
+    from bloodcell.serve.app import create_app
+
+    with TestClient(create_app(onnx_model.parent)) as c:
+        assert c.get("/health").json()["backend"] == "torch"
+    run = make_run(tmp_path)
+    records = export_engines(run)
+    expected = next((e for e in ("onnx-int8", "onnx") if records[e]["verified"]), "torch")
+    smear = sorted((tmp_path / "data").rglob("*.jpg"))[0].read_bytes()  # a training image
+    with TestClient(create_app(run)) as c:
+        assert c.get("/v1/model").json()["backend"] == expected
+        r = c.post("/v1/predict", params={"explain": "true"}, files=[image_part(data=smear)])
+    body = r.json()
+    assert body["engine"] == expected
+    assert not body["results"][0]["out_of_scope"] and body["results"][0]["heatmap_png"]
 
 
 def test_lone_onnx_file_predicts_but_cannot_explain(onnx_model: Path) -> None:

@@ -37,7 +37,8 @@ from bloodcell import __version__
 from bloodcell.data.manifest import file_sha256
 from bloodcell.explain import explain_image
 from bloodcell.model_card import CARD_FILE
-from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend, open_backend
+from bloodcell.models.backends import Backend, TorchBackend
+from bloodcell.models.engines import open_model
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.predict import predict_images
@@ -62,6 +63,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 # --- response schemas (they are also the OpenAPI spec) ----------------------------------------
 
 
+ENGINE_DOC = 'The engine that answers: "onnx-int8" or "onnx" (ONNX Runtime), or "torch".'
+
+
 class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong, in plain words.")
 
@@ -80,7 +84,7 @@ class QueueStats(BaseModel):
 class Health(BaseModel):
     status: str = Field(description='"ok" while the server answers.')
     model_loaded: bool
-    backend: str = Field(description='"onnx" (ONNX Runtime) or "torch".')
+    backend: str = Field(description=ENGINE_DOC)
     queue: QueueStats
 
 
@@ -101,7 +105,7 @@ class ModelInfo(BaseModel):
     version: str = Field(description="First 12 hex digits of the sha256 of the weights file.")
     format: str
     bloodcell_version: str | None = Field(description="bloodcell version that saved the model.")
-    backend: str
+    backend: str = Field(description=ENGINE_DOC)
     classes: list[ClassInfo]
     image_size: int
     temperature: float
@@ -171,6 +175,7 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model_version: str
+    engine: str = Field(description=ENGINE_DOC + " Heatmaps always come from torch.")
     results: list[Prediction]
 
 
@@ -223,48 +228,20 @@ def _shrink(image: Image.Image, max_side: int) -> Image.Image:
     return copy
 
 
-def open_engine(model_path: str | Path) -> Engine:
-    """Load the model once: ONNX Runtime where an export is available, torch for Grad-CAM."""
+def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
+    """Load the model once with the chosen engine (`models.engines.open_model`: auto takes the
+    fastest checked one), and torch beside it for Grad-CAM."""
     path = Path(model_path)
+    backend = open_model(path, engine)
     if path.suffix.lower() == ".onnx":
-        backend = open_backend(path)
         info = _model_info(backend, None, path, path.parent)
         return Engine(backend, None, info, path.parent / CARD_FILE)
-    torch_backend = open_backend(path)
+    torch_backend = backend if isinstance(backend, TorchBackend) else open_model(path, "torch")
     assert isinstance(torch_backend, TorchBackend)
     model_dir = torch_backend.path
-    onnx = _onnx_beside(torch_backend, path)
-    backend = onnx or torch_backend
-    weights = model_dir / WEIGHTS_FILE
-    info = _model_info(backend, torch_backend, weights, model_dir)
+    info = _model_info(backend, torch_backend, model_dir / WEIGHTS_FILE, model_dir)
+    log.info("engine: %s (%s)", backend.kind, backend.path)
     return Engine(backend, torch_backend, info, model_dir / CARD_FILE)
-
-
-def _onnx_beside(torch_backend: TorchBackend, given: Path) -> OnnxBackend | None:
-    """A `model.onnx` in the model or run directory, if it is current and matches the model.
-
-    Calibration rewrites config.json after export, so the temperature and threshold are
-    taken from the model directory, which is the source of truth.
-    """
-    model_dir = torch_backend.path
-    weights = model_dir / WEIGHTS_FILE
-    for candidate in (model_dir / ONNX_FILE, given / ONNX_FILE):
-        if not candidate.is_file():
-            continue
-        if candidate.stat().st_mtime < weights.stat().st_mtime:
-            log.warning("%s is older than %s: using torch (re-export it)", candidate, weights)
-            return None
-        try:
-            onnx = OnnxBackend(candidate)
-        except Exception as exc:  # ORT and metadata errors alike: torch still works
-            log.warning("%s: cannot use it (%s): using torch", candidate, exc)
-            return None
-        if onnx.labels != torch_backend.labels or onnx.preprocess != torch_backend.preprocess:
-            log.warning("%s does not match %s: using torch", candidate, model_dir)
-            return None
-        onnx.use_calibration_of(torch_backend)
-        return onnx
-    return None
 
 
 def _model_info(
@@ -462,14 +439,16 @@ def create_app(
     batch_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     api_key: str | None = None,
     cors_origins: Sequence[str] = (),
+    engine: str = "auto",
 ) -> FastAPI:
     """Load the model now (a bad path fails before the port opens) and build the app.
 
-    `api_key` guards `/v1/*`; `cors_origins` are the browser origins allowed to call the API
-    from other sites (none: CORS stays off). The batch worker starts with the app's lifespan.
+    `engine` is `--engine` (auto, torch, onnx, onnx-int8); `api_key` guards `/v1/*`;
+    `cors_origins` are the browser origins allowed to call the API from other sites (none: CORS
+    stays off). The batch worker starts with the app's lifespan.
     """
-    engine = open_engine(model_path)
-    batcher = Batcher(engine.classify, max_batch_size=batch_size, max_wait_ms=batch_wait_ms)
+    served = open_engine(model_path, engine)
+    batcher = Batcher(served.classify, max_batch_size=batch_size, max_wait_ms=batch_wait_ms)
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
@@ -491,7 +470,7 @@ def create_app(
         "not a diagnosis.",
         lifespan=lifespan,
     )
-    app.state.engine = engine
+    app.state.engine = served
     app.state.batcher = batcher
     # The last added runs first: CORS answers preflights and labels every answer (401s too),
     # then security headers, then the key check, then the body limit.
@@ -509,7 +488,7 @@ def create_app(
         )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
-    _add_routes(app, engine, batcher, limits, protected=bool(api_key))
+    _add_routes(app, served, batcher, limits, protected=bool(api_key))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
@@ -614,7 +593,11 @@ def _add_routes(
         elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
         for result in results:
             result["timing_ms"] = elapsed_ms
-        return {"model_version": engine.info["version"], "results": results}
+        return {
+            "model_version": engine.info["version"],
+            "engine": engine.backend.kind,
+            "results": results,
+        }
 
 
 def _result_dict(prediction: ImagePrediction) -> dict[str, Any]:
