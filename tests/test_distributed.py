@@ -90,9 +90,9 @@ def test_two_process_ddp_training_on_cpu(tmp_path: Path, freeze: str) -> None:
     # val metrics summed over both ranks, each of the 5 val images exactly once (not padded)
     assert summary["val_images"] == 5
 
-    import bloodcell
+    from bloodcell.models.saved import load_model
 
-    model = bloodcell.load(run)
+    model = load_model(run)
     probs = model.predict_proba(torch.rand(3, 3, 32, 32))
     assert probs.shape == (3, 4)
     assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)

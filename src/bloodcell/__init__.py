@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def load(path: str | Path) -> Any:
-    """Load a saved model directory (or run directory) for prediction.
+def load(path: str | Path, engine: str = "auto") -> Any:
+    """Open a run directory, model directory or `.onnx` file for prediction: the `Backend`
+    every command uses (`models.engines.open_model`; `auto` = the fastest checked engine).
 
     Imported lazily so that `import bloodcell` stays fast and torch-free.
     """
-    from bloodcell.models.saved import load_model
+    from bloodcell.models.engines import open_model
 
-    return load_model(path)
+    return open_model(path, engine)

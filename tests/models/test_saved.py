@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import bloodcell
 from bloodcell.data.dataset import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.models.registry import create_model
@@ -25,7 +25,7 @@ def test_round_trip_identical_predictions(tmp_path: Path) -> None:
         training={"epochs": 1},
         data={"manifest_sha256": "0" * 64},
     )
-    loaded = bloodcell.load(out)
+    loaded = load_model(out)
     x = torch.randn(3, 3, 32, 32)
     with torch.inference_mode():
         assert torch.equal(model(x).softmax(1), loaded.predict_proba(x))
@@ -39,3 +39,18 @@ def test_round_trip_identical_predictions(tmp_path: Path) -> None:
 def test_not_a_model_dir_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="bloodcell train"):
         load_model(tmp_path)
+
+
+def test_bloodcell_load_returns_the_backend_every_command_uses(tmp_path: Path) -> None:
+    import bloodcell
+    from bloodcell.models.backends import TorchBackend
+
+    model = create_model("mobilenet_v2", pretrained=False).eval()
+    out = save_model(model, tmp_path / "m", "mobilenet_v2", Preprocess(image_size=32))
+    backend = bloodcell.load(out)  # nothing exported: torch
+    assert isinstance(backend, TorchBackend) and backend.kind == "torch"
+    assert backend.config["architecture"] == "mobilenet_v2"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        want = model(x).softmax(1).numpy()
+    np.testing.assert_allclose(backend.predict_proba(x), want, atol=1e-6)

@@ -40,7 +40,7 @@ def test_last_checkpoint_is_the_last_epoch_not_the_best(tmp_path: Path) -> None:
 def test_checkpoint_last_saves_the_last_epoch_as_the_model(tmp_path: Path) -> None:
     """With checkpoint="last" the model directory holds the last epoch's weights, even when an
     earlier epoch was best on validation (lr=0: none improves after epoch 0)."""
-    import bloodcell
+    from bloodcell.models.saved import load_model
 
     run = tiny_run(tmp_path, epochs=3, lr=0.0, checkpoint="last")
     summary = json.loads((run / "train_summary.json").read_text())
@@ -51,20 +51,20 @@ def test_checkpoint_last_saves_the_last_epoch_as_the_model(tmp_path: Path) -> No
     ref.eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.inference_mode():
-        assert torch.equal(ref(x).softmax(1), bloodcell.load(run).predict_proba(x))
+        assert torch.equal(ref(x).softmax(1), load_model(run).predict_proba(x))
     with pytest.raises(ValueError, match="checkpoint must be"):
         tiny_config(checkpoint="first")
 
 
 def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
-    import bloodcell
+    from bloodcell.models.saved import load_model
 
     run = tiny_run(tmp_path, epochs=1)
     ref = build_model(tiny_config())
     load_checkpoint_weights(ref, best_checkpoint(run))
     ref.eval()
-    loaded = bloodcell.load(run)
+    loaded = load_model(run)
     x = torch.randn(5, 3, 32, 32)
     with torch.inference_mode():
         assert torch.equal(ref(x).softmax(1), loaded.predict_proba(x))
-        assert torch.equal(loaded.predict_proba(x), bloodcell.load(run / "model").predict_proba(x))
+        assert torch.equal(loaded.predict_proba(x), load_model(run / "model").predict_proba(x))

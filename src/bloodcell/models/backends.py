@@ -100,6 +100,8 @@ class Backend:
     ood_threshold: float | None = None
     ood_info: dict[str, Any] | None = None
     conformal: ConformalSets | None = None
+    #: What the model records about itself: config.json, or an ONNX file's metadata.
+    config: dict[str, Any]
 
     def run(self, batch: ArrayLike) -> Outputs:
         """Logits (N, C) and out-of-scope scores (N,) for a preprocessed batch (N, 3, S, S)."""
@@ -161,6 +163,7 @@ class TorchBackend(Backend):
         self.model = loaded.model
         self.path = loaded.path
         cfg = loaded.config
+        self.config = cfg
         self.architecture = loaded.architecture
         self.labels = loaded.labels
         self.display_names = dict(cfg.get("display_names") or DISPLAY_NAMES)
@@ -218,7 +221,7 @@ class OnnxBackend(Backend):
                 "create one with `bloodcell export MODEL --format onnx`"
             )
         cfg = {k: json.loads(v) for k, v in meta.items() if k in META_KEYS}
-        self.metadata = cfg
+        self.metadata = self.config = cfg
         self.architecture = cfg.get("architecture", "?")
         self.labels = list(cfg["labels"])
         self.display_names = dict(cfg.get("display_names") or DISPLAY_NAMES)
