@@ -90,9 +90,9 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from bloodcell.data.dataset import load_rgb
+from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend, Scored, open_backend
 from bloodcell.models.conformal import describe_set, set_labels
@@ -171,24 +171,12 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Decode a file as RGB, raising BloodcellError with a reason a person understands."""
-    path = Path(path)
+    """Decode a file with the shared decoder; the error says only the problem, because every
+    caller shows the path next to it (an error row, `explain`'s list)."""
     try:
-        if not path.exists():
-            raise BloodcellError("no such file")
-        if path.is_file() and path.stat().st_size == 0:
-            raise BloodcellError("empty file (0 bytes)")
-        return load_rgb(path)
-    except BloodcellError:
-        raise
-    except UnidentifiedImageError:
-        raise BloodcellError("not an image (unknown or unsupported file format)") from None
-    except Image.DecompressionBombError as exc:
-        raise BloodcellError(f"image too large to decode safely: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise BloodcellError(f"corrupt or unreadable image: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is an error row
-        raise BloodcellError(f"cannot decode image: {type(exc).__name__}: {exc}") from None
+        return decode_image(path)
+    except ImageDecodeError as exc:
+        raise BloodcellError(exc.reason) from None
 
 
 # --- inference -------------------------------------------------------------------------------
