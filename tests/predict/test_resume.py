@@ -7,7 +7,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,12 +14,15 @@ from pathlib import Path
 import pytest
 from tests.conftest import synthetic_image
 from tests.models import tiny_model_dir
+from tests.predict import BLOODCELL
 
 from bloodcell.cli import main
+from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
-from bloodcell.predict import _cut_partial_line, iter_image_paths, run_predict
+from bloodcell.predict.paths import iter_image_paths
+from bloodcell.predict.resume import _cut_partial_line
+from bloodcell.predict.run import run_predict
 
-BLOODCELL = Path(sys.executable).with_name("bloodcell")
 N_IMAGES = 240
 
 
@@ -161,8 +163,6 @@ def test_cut_partial_line(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_what_it_cannot_continue(archive: Path, tmp_path: Path) -> None:
-    from bloodcell.errors import BloodcellError
-
     for kw in (
         {"fmt": "json", "out": tmp_path / "r.json"},
         {"out": None},
