@@ -1,8 +1,9 @@
-"""writers: the JSON, CSV and table outputs through the CLI."""
+"""writers: the JSON, JSON Lines, CSV and table outputs through the CLI and `run_predict`."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from tests.predict import BAD, GROUP_KEYS, PRED_KEYS, cli
 from bloodcell.cli import main
 from bloodcell.labels import LABELS
 from bloodcell.predict.columns import csv_header
+from bloodcell.predict.records import Prediction
+from bloodcell.predict.run import run_predict
 from bloodcell.predict.writers import infer_format
 
 
@@ -102,12 +105,54 @@ def test_table_cli_and_exit_status(mixed: Path, capsys: pytest.CaptureFixture) -
     assert "not a bloodcell model" in capsys.readouterr().err
 
 
+def _run(mixed: Path, fmt: str, **kw) -> str:
+    buf = io.StringIO()
+    run_predict(tiny_model_dir(), [mixed], fmt=fmt, stdout=buf, progress=False, batch_size=4, **kw)
+    return buf.getvalue()
+
+
+def test_jsonl_round_trip_matches_the_json_document(mixed: Path) -> None:
+    text = _run(mixed, "jsonl")
+    lines = text.splitlines()
+    assert text.endswith("\n") and len(lines) == 15  # one object per file, nothing else
+    rows = [json.loads(line) for line in lines]
+    assert all(set(r) == PRED_KEYS for r in rows)
+    assert rows == json.loads(_run(mixed, "json"))["predictions"]
+    assert [Prediction(**r).to_dict() for r in rows] == rows
+    assert {Path(r["path"]).name for r in rows if r["error"]} == BAD
+
+
+def test_jsonl_groups_beside_the_output_or_after_a_blank_line(mixed: Path, tmp_path: Path) -> None:
+    target = tmp_path / "preds.jsonl"
+    assert (
+        main(
+            [
+                "predict",
+                str(tiny_model_dir()),
+                str(mixed),
+                "--out",
+                str(target),
+                "--group-by-folder",
+            ]
+        )
+        == 0
+    )
+    assert len(target.read_text().splitlines()) == 15
+    groups = [json.loads(line) for line in (tmp_path / "preds.groups.jsonl").open()]
+    assert all(set(g) == GROUP_KEYS for g in groups)
+    assert sum(g["n_images"] for g in groups) == 12
+    preds, _, rest = _run(mixed, "jsonl", group=True).partition("\n\n")
+    assert len(preds.splitlines()) == 15
+    assert [json.loads(line) for line in rest.splitlines()] == groups
+
+
 def test_format_from_the_out_suffix() -> None:
     for name, fmt in [
         ("a.csv", "csv"),
+        ("a.JSONL", "jsonl"),
         ("a.json", "json"),
         ("a.parquet", "parquet"),
         ("a.txt", "table"),
     ]:
         assert infer_format(None, Path(name)) == fmt
-    assert infer_format("csv", Path("a.json")) == "csv" and infer_format(None, None) == "table"
+    assert infer_format("csv", Path("a.jsonl")) == "csv" and infer_format(None, None) == "table"

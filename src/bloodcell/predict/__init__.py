@@ -44,6 +44,11 @@ JSON schema (`--format json`), one document, written as it goes::
              "n_out_of_scope": int, "counts": {label: int},
              "mean_probabilities": {label: float}|null}
 
+JSON Lines (`--format jsonl`, or `--out results.jsonl`): one prediction object per line (the
+object in `predictions` above), flushed after every batch; no model metadata or summary. With
+`--group-by-folder` the GROUP objects, one per line, go to `<out stem>.groups.jsonl` (or, on
+stdout, after one blank line). Read it with `pandas.read_json(path, lines=True)` or line by line.
+
 CSV schema (`--format csv`), one row per file, header first::
 
     path,label,display_name,confidence,uncertain,out_of_scope,ood_score,prediction_set,
@@ -64,12 +69,13 @@ leaves only complete parts plus one `.tmp` file; read the folder with
 `pyarrow.parquet.read_table("results.parquet")` or `pandas.read_parquet(...)`.
 
 Large archives and `--resume`: folders are walked lazily, images are decoded by `--workers`
-threads a few batches ahead of the model, and CSV rows are flushed after every batch, so memory
+threads a few batches ahead of the model, and rows are flushed after every batch, so memory
 does not grow with the number of files. After an interruption, the same command with `--resume`
-reads the paths already in the output (CSV: the partial last line a kill may leave is cut off;
-Parquet: the unfinished `.tmp` part is deleted) and predicts only the rest, appending to the
-output; every file then appears exactly once. Only CSV and Parquet outputs resume; JSON and
-`--group-by-folder` summaries are built in one go and do not.
+reads the paths already in the output (CSV and JSON Lines: the partial last line a kill may
+leave is cut off; Parquet: the unfinished `.tmp` part is deleted) and predicts only the rest,
+appending to the output; every file then appears exactly once. Only CSV, JSON Lines and Parquet
+outputs resume; a JSON document and `--group-by-folder` summaries end with totals of the whole
+run and do not.
 
 Exit status of `bloodcell predict`: 0 when at least one image was predicted (error rows do not
 fail the run; they are in the output) or, with `--resume`, all were already in the output; 1 when
@@ -90,6 +96,7 @@ from bloodcell.predict.resume import (
     RESUMABLE,
     _cut_partial_line,
     csv_done_paths,
+    jsonl_done_paths,
     parquet_done_paths,
 )
 from bloodcell.predict.run import run_predict
@@ -97,6 +104,7 @@ from bloodcell.predict.stream import PREFETCH, predict_images, predict_paths
 from bloodcell.predict.writers import (
     FORMATS,
     CsvWriter,
+    JsonlWriter,
     JsonWriter,
     TableWriter,
     Writer,
@@ -114,6 +122,7 @@ __all__ = [
     "FolderGrouper",
     "FolderSummary",
     "JsonWriter",
+    "JsonlWriter",
     "ParquetDatasetWriter",
     "Prediction",
     "TableWriter",
@@ -129,6 +138,7 @@ __all__ = [
     "group_csv_row",
     "infer_format",
     "iter_image_paths",
+    "jsonl_done_paths",
     "make_writer",
     "parquet_done_paths",
     "predict_images",

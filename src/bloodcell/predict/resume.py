@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,21 +12,23 @@ from bloodcell.errors import BloodcellError
 from bloodcell.predict.columns import csv_header
 
 #: Formats whose output `--resume` can continue.
-RESUMABLE = ("csv", "parquet")
+RESUMABLE = ("csv", "jsonl", "parquet")
 
 
 def check_resume(fmt: str, out: Path | None, group: bool) -> None:
     """Refuse, before any work, a resume that could not continue its output."""
     if out is None or fmt not in RESUMABLE:
-        raise BloodcellError("--resume needs --out with a .csv or .parquet output")
+        raise BloodcellError("--resume needs --out with a .csv, .jsonl or .parquet output")
     if group:
         raise BloodcellError("--group-by-folder is computed in one go and cannot --resume")
 
 
 def done_paths(fmt: str, out: Path, labels: Sequence[str]) -> set[str]:
-    """Paths already in a CSV output (none when it does not exist yet)."""
+    """Paths already in a CSV or JSON Lines output (none when it does not exist yet)."""
     if not out.is_file():
         return set()
+    if fmt == "jsonl":
+        return jsonl_done_paths(out, labels)
     return csv_done_paths(out, labels)
 
 
@@ -41,13 +44,41 @@ def csv_done_paths(path: Path, labels: Sequence[str]) -> set[str]:
         if header is None:
             return set()
         if header != csv_header(labels):
-            raise _not_ours(path)
+            raise _not_ours(path, "columns")
         return {row[0] for row in reader if row}
 
 
-def _not_ours(path: Path) -> BloodcellError:
+def jsonl_done_paths(path: Path, labels: Sequence[str]) -> set[str]:
+    """Paths already in a JSON Lines output, after cutting off a partial last line.
+
+    Every line must be a prediction of a model with these labels (error rows have no
+    probabilities to check).
+    """
+    _cut_partial_line(path)
+    done: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                done.add(_jsonl_path(line, path, labels))
+    return done
+
+
+def _jsonl_path(line: str, path: Path, labels: Sequence[str]) -> str:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        raise _not_ours(path, "lines") from None
+    if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+        raise _not_ours(path, "lines")
+    probs = row.get("probabilities")
+    if probs is not None and set(probs) != set(labels):
+        raise _not_ours(path, "lines")
+    return row["path"]
+
+
+def _not_ours(path: Path, what: str) -> BloodcellError:
     return BloodcellError(
-        f"cannot resume {path}: its columns are not this model's predictions; choose another --out"
+        f"cannot resume {path}: its {what} are not this model's predictions; choose another --out"
     )
 
 

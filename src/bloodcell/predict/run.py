@@ -34,8 +34,8 @@ def run_predict(
 ) -> Totals:
     """What `bloodcell predict` does: predict, write in the chosen format, return the totals.
 
-    With `resume`, files already in the CSV/Parquet output `out` are skipped and the rest is
-    appended (see the package docstring).
+    With `resume`, files already in the CSV, JSON Lines or Parquet output `out` are skipped and
+    the rest is appended (see the package docstring).
     """
     backend = model if isinstance(model, Backend) else open_backend(model)
     out_path = Path(out) if out else None

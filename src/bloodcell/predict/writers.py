@@ -1,4 +1,4 @@
-"""Writers for the text formats (table, CSV, JSON): batch by batch, flushed as they go.
+"""Writers for the text formats (table, CSV, JSON, JSON Lines): batch by batch, flushed as they go.
 
 Parquet is in `writers_parquet`; the schemas are in the package docstring.
 """
@@ -16,9 +16,9 @@ from bloodcell.predict.columns import csv_header, csv_row, group_csv_header, gro
 from bloodcell.predict.grouping import Totals
 from bloodcell.predict.records import Prediction
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 #: Formats `infer_format` recognises from the --out suffix.
-SUFFIX_FORMATS = ("csv", "json", "parquet")
+SUFFIX_FORMATS = ("csv", "json", "jsonl", "parquet")
 
 
 class Writer:
@@ -118,13 +118,32 @@ class CsvWriter(_RowWriter):
         w.writerows(group_csv_row(g, self.labels) for g in groups)
 
 
+class JsonlWriter(_RowWriter):
+    """JSON Lines: one prediction object per line, flushed after every batch.
+
+    A reader can follow the stream line by line, and a killed run leaves whole lines up to the
+    last newline, which is what `--resume` continues from.
+    """
+
+    def write(self, preds: list[Prediction]) -> None:
+        self.fh.writelines(json.dumps(p.to_dict()) + "\n" for p in preds)
+        self.fh.flush()
+
+    def write_groups(self, fh: IO[str], groups: list[dict[str, Any]]) -> None:
+        fh.writelines(json.dumps(g) + "\n" for g in groups)
+
+
 class JsonWriter(Writer):
-    """Writes the JSON document piece by piece, so memory does not grow with the file count."""
+    """One JSON document, written member by member as the predictions stream by.
+
+    Every value is encoded whole by `json.dumps`; only the document's own braces, brackets and
+    commas are written here, so memory does not grow with the file count.
+    """
 
     def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
         super().__init__(fh, backend, meta)
-        head = json.dumps(meta, indent=2)[:-2]  # drop the closing "\n}"
-        self.fh.write(head + ',\n  "predictions": [')
+        head = [_member(key, value, pretty=True) for key, value in meta.items()]
+        self.fh.write("{" + ",".join([*head, '\n  "predictions": [']))
         self.first = True
 
     def write(self, preds: list[Prediction]) -> None:
@@ -136,8 +155,17 @@ class JsonWriter(Writer):
     def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
         self.fh.write("\n  ]")
         if groups is not None:
-            self.fh.write(',\n  "groups": ' + json.dumps(groups))
-        self.fh.write(',\n  "summary": ' + json.dumps(totals.to_dict()) + "\n}\n")
+            self.fh.write("," + _member("groups", groups))
+        self.fh.write("," + _member("summary", totals.to_dict()) + "\n}\n")
+
+
+def _member(key: str, value: Any, pretty: bool = False) -> str:
+    """`"key": value` as a member of the top-level object, nested lines indented beneath it.
+
+    JSON text holds no raw newline inside strings, so the newlines are the indentation's own.
+    """
+    text = json.dumps(value, indent=2 if pretty else None)
+    return f"\n  {json.dumps(key)}: " + text.replace("\n", "\n  ")
 
 
 def make_writer(
@@ -154,13 +182,16 @@ def make_writer(
     if fmt == "csv":
         groups_path = out.with_suffix(".groups.csv") if out is not None else None
         return CsvWriter(fh, backend, meta, groups_path, header=header)
+    if fmt == "jsonl":
+        groups_path = out.with_suffix(".groups.jsonl") if out is not None else None
+        return JsonlWriter(fh, backend, meta, groups_path)
     if fmt == "table":
         return TableWriter(fh, backend, meta)
     raise BloodcellError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
 def infer_format(fmt: str | None, out: Path | None) -> str:
-    """--format wins; else the --out suffix (.csv, .json, .parquet); else a table."""
+    """--format wins; else the --out suffix (.csv, .json, .jsonl, .parquet); else a table."""
     if fmt:
         return fmt
     if out is not None and out.suffix.lower().lstrip(".") in SUFFIX_FORMATS:
