@@ -700,21 +700,22 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     p.add_argument(
         "--format",
-        choices=("table", "csv", "json", "parquet"),
+        choices=("table", "csv", "json", "jsonl", "parquet"),
         default=None,
-        help="output format (default: from --out's suffix, else table)",
+        help="output format (default: from --out's suffix, else table); jsonl: JSON Lines, "
+        "one prediction object per line, written as it goes",
     )
     p.add_argument(
         "--out",
         default=None,
         metavar="FILE",
-        help="write here instead of stdout (.csv, .json, or .parquet: a folder of "
+        help="write here instead of stdout (.csv, .json, .jsonl, or .parquet: a folder of "
         "part-NNNNN.parquet files)",
     )
     p.add_argument(
         "--resume",
         action="store_true",
-        help="skip images already in --out (CSV or Parquet only; not with JSON or "
+        help="skip images already in --out (CSV, JSON Lines or Parquet only; not with JSON or "
         "--group-by-folder) and append the rest: continues a killed run with "
         "nothing lost and nothing done twice",
     )

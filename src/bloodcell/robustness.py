@@ -50,10 +50,10 @@ def load_images(rows: Sequence[Any], data_root: Path, progress: bool) -> list[Im
     """Decode every image of the split once (a 224-px split of ~300 images is ~45 MB)."""
     from tqdm import tqdm
 
-    from bloodcell.data.dataset import load_rgb
+    from bloodcell.data.decode import decode_image
 
     return [
-        load_rgb(data_root / r.path)
+        decode_image(data_root / r.path)
         for r in tqdm(rows, desc="decode", unit="img", file=sys.stderr, disable=not progress)
     ]
 

@@ -54,10 +54,10 @@ def tiny_model_dir() -> Path:
     data = make_dataset(root / "data", "generic", n_per_class=6, size=IMAGE_SIZE)
     pre = Preprocess(image_size=IMAGE_SIZE)
     tf = pre.transform()
-    from bloodcell.data.dataset import load_rgb
+    from bloodcell.data.decode import decode_image
 
     paths = sorted(data.rglob("*.jpg"))
-    x = torch.stack([tf(load_rgb(p)) for p in paths])
+    x = torch.stack([tf(decode_image(p)) for p in paths])
     y = torch.tensor([LABELS.index(p.parent.name) for p in paths])
     model = create_model("mobilenet_v2", pretrained=False)
     _fit_tiny(model, x, y)

@@ -80,7 +80,8 @@ def test_stain_normalisation_is_fitted_once_saved_and_reapplied(tmp_path: Path) 
     """Reinhard, fitted on the first train image, reaches the cached (and corrupted) training
     inputs and the saved model; loading and evaluating apply it without the target image."""
     import bloodcell
-    from bloodcell.data.dataset import Preprocess, load_rgb
+    from bloodcell.data.dataset import Preprocess
+    from bloodcell.data.decode import decode_image
     from bloodcell.data.manifest import read_manifest
     from bloodcell.data.stain import StainNormalizer
     from bloodcell.evaluate import evaluate_run
@@ -89,12 +90,12 @@ def test_stain_normalisation_is_fitted_once_saved_and_reapplied(tmp_path: Path) 
     cfg = tiny_config(epochs=1, freeze=1, corrupt_copies=1, stain_norm="reinhard")
     run = train(cfg, data, manifest, tmp_path / "run", progress=False)
     first = min(r.path for r in read_manifest(manifest) if r.split == "train")
-    want = StainNormalizer.fit(load_rgb(data / first), "reinhard")
+    want = StainNormalizer.fit(decode_image(data / first), "reinhard")
     saved = json.loads((run / "model" / "config.json").read_text())
     assert saved["preprocess"]["stain"] == want.to_dict()
     assert saved["training"]["stain_norm"] == "reinhard"
     loaded = bloodcell.load(run)
-    img = load_rgb(data / first)
+    img = decode_image(data / first)
     plain = Preprocess(image_size=32).transform()
     assert torch.equal(loaded.preprocess.transform()(img), plain(want(img)))
     assert not torch.equal(loaded.preprocess.transform()(img), plain(img))

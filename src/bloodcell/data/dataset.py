@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from bloodcell.data.decode import decode_image
 from bloodcell.data.manifest import ManifestRow
 from bloodcell.data.stain import StainNormalizer
 from bloodcell.labels import LABELS
@@ -140,12 +141,6 @@ class Augment:
         return v2.Compose(steps)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image fully as RGB (raises OSError/ValueError with PIL's reason if it cannot)."""
-    with Image.open(path) as img:
-        img.load()
-        return img.convert("RGB")
-
 
 class ManifestDataset(Dataset):
     """(image tensor, class index) pairs for the rows of one split.
@@ -179,7 +174,7 @@ class ManifestDataset(Dataset):
     def image(self, i: int) -> Image.Image:
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        img = load_rgb(self.data_root / self.rows[i].path)
+        img = decode_image(self.data_root / self.rows[i].path)
         if self._cache is not None:
             self._cache[i] = img
         return img

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # files only, no display needed (servers, CI)
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bloodcell.data.decode import ImageDecodeError, decode_image  # noqa: E402
 from bloodcell.data.manifest import SPLITS, ManifestRow  # noqa: E402
 from bloodcell.data.split import split_counts  # noqa: E402
 from bloodcell.errors import DatasetError  # noqa: E402
@@ -32,12 +33,11 @@ def _pick(rows: Sequence[ManifestRow], split: str, label: str, k: int, seed: int
 def _open(data_root: Path, path: str) -> Image.Image:
     full = data_root / path
     try:
-        with Image.open(full) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as exc:
+        return decode_image(full)
+    except ImageDecodeError as exc:
         raise DatasetError(
-            f"cannot open {full} listed in the manifest ({exc}); check that --data points at "
-            "the folder the manifest was made from, or rerun `bloodcell data split`"
+            f"cannot open {full} listed in the manifest ({exc.reason}); check that --data "
+            "points at the folder the manifest was made from, or rerun `bloodcell data split`"
         ) from exc
 
 

@@ -17,7 +17,6 @@ unrelated images; raise it to catch more at the cost of merging more.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
 from collections import defaultdict
@@ -28,11 +27,11 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
+from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.data.discover import IMAGE_EXTENSIONS, DatasetIndex, is_image_name
 from bloodcell.labels import DISPLAY_NAMES, LABELS
 
@@ -129,16 +128,10 @@ def _check_file(root: Path, path: str, label: str) -> FileRecord | dict[str, str
         data = full.read_bytes()
     except OSError as exc:
         return {"path": path, "reason": f"cannot read file: {exc.strerror or exc}"}
-    if not data:
-        return {"path": path, "reason": "empty file (0 bytes)"}
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # full decode: truncated or corrupt data fails here, not at open()
-            rgb = im.convert("RGB")
-    except UnidentifiedImageError:
-        return {"path": path, "reason": "not an image: PIL cannot identify the format"}
-    except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
-        return {"path": path, "reason": f"corrupt or truncated image: {exc}"}
+        rgb = decode_image(data, path)  # from the bytes read once: they are hashed below
+    except ImageDecodeError as exc:  # reported and left out; the check goes on
+        return {"path": path, "reason": exc.reason}
     return FileRecord(
         path=path,
         label=label,

@@ -12,11 +12,9 @@ answering (`/health` included) while the model is busy. With an API key, `/v1/*`
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import math
 import time
-import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,12 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bloodcell import __version__
+from bloodcell.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from bloodcell.data.manifest import file_sha256
 from bloodcell.explain import explain_image
 from bloodcell.model_card import CARD_FILE
@@ -48,13 +47,9 @@ from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS
 log = logging.getLogger("bloodcell.serve")
 
 DEFAULT_MAX_UPLOAD_BYTES = 10_000_000
-#: 40 MP: a full microscope frame fits; a decompression bomb does not.
-DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_FILES = 16
 #: Heatmaps are sent at most this many pixels on their longer side, to keep responses small.
 HEATMAP_MAX_SIDE = 1024
-#: Only these decoders ever see an upload: fewer parsers, less attack surface.
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 ONNX_FILE = "model.onnx"
 CARD_PATH = "/v1/model/card"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -299,40 +294,14 @@ def _finite(obj: Any) -> Any:
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode untrusted bytes as RGB, refusing oversized images before their pixels are read."""
-    if not data:
-        raise HTTPException(400, f"{name}: the file is empty")
+    """Decode untrusted bytes as RGB, refusing oversized images before their pixels are read.
+
+    The shared decoder's refusals are the client's problem: 413 for too many pixels, else 400.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
-                _check_pixels(img.size, name, max_pixels)
-                img.load()
-                return img.convert("RGB")
-    except HTTPException:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise HTTPException(
-            413, f"{name}: the image has too many pixels to decode safely"
-        ) from None
-    except UnidentifiedImageError:
-        raise HTTPException(
-            400, f"{name}: not an image this server reads (JPEG, PNG, BMP, TIFF or WebP)"
-        ) from None
-    except Exception:  # any decoder failure on untrusted bytes is the client's problem
-        raise HTTPException(
-            400, f"{name}: the image is corrupt, truncated or of an unsupported kind"
-        ) from None
-
-
-def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
-    width, height = size
-    if width * height > max_pixels:
-        raise HTTPException(
-            413,
-            f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} pixels; "
-            "send a smaller image",
-        )
+        return decode_image(data, name, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        raise HTTPException(413 if exc.kind == "too_large" else 400, str(exc)) from None
 
 
 def _mb(n: int) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess, load_rgb
+from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess
+from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.data.manifest import ManifestRow, select
 from bloodcell.data.stain import StainNormalizer
 from bloodcell.errors import DatasetError
@@ -38,10 +39,10 @@ def fit_stain(
             raise no_rows("train")
         target = data_root / min(r.path for r in train_rows)
     try:
-        image = load_rgb(target)
-    except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises on a bad file
+        image = decode_image(target)
+    except ImageDecodeError as exc:
         raise DatasetError(
-            f"stain target {target}: cannot read it as an image ({exc}); "
+            f"stain target {target}: cannot read it as an image ({exc.reason}); "
             "give a readable reference image with --stain-target FILE"
         ) from exc
     try:

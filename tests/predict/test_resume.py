@@ -1,13 +1,15 @@
 """Large-archive prediction: a run killed with SIGKILL half-way and then resumed has every image
-exactly once in its CSV or Parquet output; plus the pieces resuming relies on."""
+exactly once in its CSV or Parquet output; a JSON Lines output resumed after a cut; plus the
+pieces resuming relies on."""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,12 +17,15 @@ from pathlib import Path
 import pytest
 from tests.conftest import synthetic_image
 from tests.models import tiny_model_dir
+from tests.predict import BLOODCELL
 
 from bloodcell.cli import main
+from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
-from bloodcell.predict import _cut_partial_line, iter_image_paths, run_predict
+from bloodcell.predict.paths import iter_image_paths
+from bloodcell.predict.resume import _cut_partial_line
+from bloodcell.predict.run import run_predict
 
-BLOODCELL = Path(sys.executable).with_name("bloodcell")
 N_IMAGES = 240
 
 
@@ -161,8 +166,6 @@ def test_cut_partial_line(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_what_it_cannot_continue(archive: Path, tmp_path: Path) -> None:
-    from bloodcell.errors import BloodcellError
-
     for kw in (
         {"fmt": "json", "out": tmp_path / "r.json"},
         {"out": None},
@@ -170,3 +173,25 @@ def test_resume_refuses_what_it_cannot_continue(archive: Path, tmp_path: Path) -
     ):
         with pytest.raises(BloodcellError, match="resume"):
             run_predict(tiny_model_dir(), [archive], resume=True, progress=False, **kw)
+
+
+def test_jsonl_cut_mid_line_then_resumed_equals_one_run(mixed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    whole = io.StringIO()
+    run_predict(tiny_model_dir(), [mixed], fmt="jsonl", stdout=whole, progress=False)
+    lines = whole.getvalue().splitlines(keepends=True)
+    out.write_text("".join(lines[:6]) + lines[6][:25])  # what a kill in the middle leaves
+    totals = run_predict(tiny_model_dir(), [mixed], out=out, resume=True, progress=False)
+    assert totals.n_skipped == 6 and totals.n_files == len(lines) - 6
+    assert out.read_text().splitlines(keepends=True) == lines  # every file once, in order
+    again = run_predict(tiny_model_dir(), [mixed], out=out, resume=True, progress=False)
+    assert again.n_files == 0 and again.n_skipped == len(lines)
+
+
+def test_jsonl_resume_refuses_other_content(mixed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    other = {"path": "x.jpg", "probabilities": {"cat": 0.5, "dog": 0.5}}
+    for text in ("not json\n", "[1, 2]\n", json.dumps(other) + "\n"):
+        out.write_text(text)
+        with pytest.raises(BloodcellError, match="cannot resume .*r.jsonl"):
+            run_predict(tiny_model_dir(), [mixed], out=out, resume=True, progress=False)

@@ -1,0 +1,74 @@
+"""stream: mixed good/bad files in batches, the threshold override, TTA invariance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tests.conftest import synthetic_image
+from tests.models import IMAGE_SIZE
+from tests.predict import BAD
+
+from bloodcell.labels import LABELS
+from bloodcell.predict.stream import predict_images, predict_paths
+
+
+def test_mixed_good_and_bad_files(backend, mixed: Path) -> None:
+    missing = mixed / "missing.png"
+    batches = list(predict_paths(backend, [mixed, missing], batch_size=5))
+    assert [len(b) for b in batches] == [5, 5, 5, 1]  # 12 good + 3 bad + 1 missing, streamed
+    preds = [p for b in batches for p in b]
+    errors = {Path(p.path).name: p.error for p in preds if not p.ok}
+    assert set(errors) == BAD | {"missing.png"}
+    assert "truncated" in errors["corrupt.jpg"] or "corrupt" in errors["corrupt.jpg"]
+    assert "empty" in errors["empty.jpg"] and "not an image" in errors["notes.txt"]
+    assert "no such file" in errors["missing.png"]
+    good = [p for p in preds if p.ok]
+    assert len(good) == 12
+    for p in good:
+        assert p.label in LABELS and p.display_name
+        assert set(p.probabilities) == set(LABELS)
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert p.confidence == max(p.probabilities.values())
+        assert p.uncertain == (p.confidence < backend.uncertain_threshold)
+    # the tiny model learned the colours: labels follow the class folders
+    assert sum(p.label == Path(p.path).parent.name for p in good) >= 10
+
+
+def test_uncertain_threshold_override(backend, mixed: Path) -> None:
+    def flags(t: float) -> list[bool]:
+        return [
+            p.uncertain
+            for b in predict_paths(backend, [mixed], uncertain_threshold=t)
+            for p in b
+            if p.ok
+        ]
+
+    assert all(flags(1.0)) and not any(flags(0.0))
+
+
+def _circle(size: int = IMAGE_SIZE) -> Image.Image:
+    """A centred disc: identical under every flip and 90-degree rotation."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    img = np.full((size, size, 3), 220, np.uint8)
+    img[(yy - c) ** 2 + (xx - c) ** 2 <= (size / 4) ** 2] = (60, 60, 200)
+    return Image.fromarray(img)
+
+
+def test_tta_invariance(backend) -> None:
+    circle = _circle()
+    plain, tta = (predict_images(backend, [circle], tta=t)[0] for t in (False, True))
+    for lb in LABELS:
+        assert tta.probabilities[lb] == pytest.approx(plain.probabilities[lb], abs=1e-6)
+    img = synthetic_image("pro_b", seed=7, size=IMAGE_SIZE)  # not symmetric
+    turns = (Image.Transpose.ROTATE_90, Image.Transpose.FLIP_LEFT_RIGHT)
+    views = [img, *(img.transpose(t) for t in turns)]
+    preds = predict_images(backend, views, tta=True)
+    for p in preds[1:]:
+        for lb in LABELS:
+            assert p.probabilities[lb] == pytest.approx(preds[0].probabilities[lb], abs=1e-6)
+    no_tta = predict_images(backend, views[:2])
+    assert no_tta[0].probabilities != no_tta[1].probabilities  # so the test above means something
