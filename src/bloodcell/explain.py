@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.models.backends import Backend, TorchBackend, open_backend
+from bloodcell.models.backends import Backend, TorchBackend
+from bloodcell.models.engines import open_model
 
 #: Grad-CAM hooks the shared model, so concurrent calls (a threaded server) take turns.
 _CAM_LOCK = threading.Lock()
@@ -60,7 +61,7 @@ def torch_backend(model: str | Path | Backend) -> TorchBackend:
             f"{model}: Grad-CAM needs the torch model's gradients, which an .onnx file does not "
             "have; pass the run or model directory it was exported from"
         )
-    backend = backend or open_backend(model)
+    backend = backend or open_model(model, "torch")
     if not isinstance(backend, TorchBackend):
         raise ModelError(
             f"{backend.path}: Grad-CAM works on torch models only, not {backend.kind}; "

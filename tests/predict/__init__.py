@@ -19,6 +19,7 @@ PRED_KEYS = {
     "ood_score",
     "prediction_set",
     "note",
+    "engine",
 }
 GROUP_KEYS = {
     "folder",

@@ -73,11 +73,14 @@ def test_csv_schema_cli(mixed: Path, tmp_path: Path) -> None:
             "prob_early_pre_b",
             "prob_pre_b",
             "prob_pro_b",
+            "engine",
             "error",
         ]
     )
     assert len(rows) == 15
     bad = [r for r in rows if r["error"]]
+    assert {r["engine"] for r in rows if not r["error"]} == {"torch"}  # nothing exported
+    assert {r["engine"] for r in bad} == {""}
     assert {Path(r["path"]).name for r in bad} == BAD
     assert all(r["label"] == "" and r["prob_benign"] == "" for r in bad)
     good = [r for r in rows if not r["error"]]

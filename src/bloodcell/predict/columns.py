@@ -13,7 +13,7 @@ SCOPE_COLUMNS = ["out_of_scope", "ood_score", "prediction_set"]
 
 def csv_header(labels: Sequence[str]) -> list[str]:
     probs = [f"prob_{lb}" for lb in labels]
-    return ["path", *ANSWER_COLUMNS, *SCOPE_COLUMNS, *probs, "error"]
+    return ["path", *ANSWER_COLUMNS, *SCOPE_COLUMNS, *probs, "engine", "error"]
 
 
 def csv_row(p: Prediction, labels: Sequence[str]) -> list[str]:
@@ -21,13 +21,13 @@ def csv_row(p: Prediction, labels: Sequence[str]) -> list[str]:
     if not p.ok:
         return (
             [p.path]
-            + [""] * (len(ANSWER_COLUMNS) + len(SCOPE_COLUMNS) + len(labels))
+            + [""] * (len(ANSWER_COLUMNS) + len(SCOPE_COLUMNS) + len(labels) + 1)
             + [p.error or ""]
         )
     answer = [p.label or "", p.display_name or "", _num(p.confidence), _bool(p.uncertain)]
     scope = [_bool(p.out_of_scope), _num(p.ood_score), "|".join(p.prediction_set or [])]
     probs = [_num((p.probabilities or {}).get(lb)) for lb in labels]
-    return [p.path, *answer, *scope, *probs, ""]
+    return [p.path, *answer, *scope, *probs, p.engine or "", ""]
 
 
 def group_csv_header(labels: Sequence[str]) -> list[str]:

@@ -33,6 +33,8 @@ class Prediction:
     ood_score: float | None = None
     prediction_set: list[str] | None = None
     note: str | None = None
+    #: The engine that answered ("onnx-int8", "onnx" or "torch"; `models.engines`).
+    engine: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -51,6 +53,7 @@ class Prediction:
             "ood_score": self.ood_score,
             "prediction_set": self.prediction_set,
             "note": self.note,
+            "engine": self.engine,
             "error": self.error,
         }
 
@@ -72,6 +75,7 @@ def to_predictions(
     for j, (name, row) in enumerate(zip(names, scored.probs, strict=True)):
         common = {
             "path": name,
+            "engine": backend.kind,
             "probabilities": dict(zip(backend.labels, _rounded(row), strict=True)),
             "out_of_scope": None if flags is None else bool(flags[j]),
             "ood_score": None if scored.ood_score is None else round(float(scored.ood_score[j]), 6),

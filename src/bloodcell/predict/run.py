@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from bloodcell.errors import BloodcellError
-from bloodcell.models.backends import Backend, open_backend
+from bloodcell.models.backends import Backend
+from bloodcell.models.engines import open_model
 from bloodcell.predict.grouping import FolderGrouper, Totals
 from bloodcell.predict.resume import check_resume, done_paths, parquet_done_paths
 from bloodcell.predict.stream import predict_paths, resolve_threshold
@@ -31,13 +32,15 @@ def run_predict(
     resume: bool = False,
     workers: int | None = None,
     parquet_part_rows: int = 4096,
+    engine: str = "auto",
 ) -> Totals:
     """What `bloodcell predict` does: predict, write in the chosen format, return the totals.
 
     With `resume`, files already in the CSV, JSON Lines or Parquet output `out` are skipped and
-    the rest is appended (see the package docstring).
+    the rest is appended (see the package docstring). `engine` chooses how a model path is
+    run (`models.engines.open_model`); every row names the engine that answered.
     """
-    backend = model if isinstance(model, Backend) else open_backend(model)
+    backend = model if isinstance(model, Backend) else open_model(model, engine)
     out_path = Path(out) if out else None
     fmt = infer_format(fmt, out_path)
     if fmt not in FORMATS:
