@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bloodcell.cli.model import severity_list
-from bloodcell.train import OPTIMIZERS
+from bloodcell.train.optim import OPTIMIZERS
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 

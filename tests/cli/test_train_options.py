@@ -11,7 +11,7 @@ import pytest
 
 from bloodcell.cli import build_parser, main
 from bloodcell.cli.train_options import SHORTENING, given_settings, train_argv
-from bloodcell.train import RECIPES, TrainConfig, config_from_options, recipe
+from bloodcell.train.config import RECIPES, TrainConfig, config_from_options, recipe
 
 #: Options of `bloodcell train` (by dest) that are no TrainConfig field, and why.
 NOT_SETTINGS = {

@@ -10,7 +10,7 @@ from bloodcell.cli.common import Parser, add_data_arg, data_dir
 def run_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import SHORTENING, given_settings
     from bloodcell.pipeline import run
-    from bloodcell.train import config_from_options
+    from bloodcell.train.config import config_from_options
 
     run(
         data_dir(args.data),

@@ -3,9 +3,10 @@
 Each field becomes `--field-name` with the help text, choices and bounds of its metadata
 (booleans become `--x/--no-x`); an option left out keeps the recipe's value, which the help
 prints per recipe. Values are checked as they are read (`TrainConfig.check`, the registries), so
-a bad one stops the command before any work. Reading `TrainConfig` loads torch, so parsers add
-these options on first use (`common.Parser(populate=...)`); Lightning's lists of precisions and
-strategies are read only when those options are given.
+a bad one stops the command before any work. Importing `bloodcell.train.config` loads torch
+(and, through the package's `__init__`, Lightning), so parsers add these options on first use
+(`common.Parser(populate=...)`); Lightning's lists of precisions and strategies are read only
+when those options are given.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ LONG_CHOICES = 6
 def registered_choices() -> dict[str, tuple[str, ...]]:
     """The values of settings that plug-ins extend: models, optimizers, schedules, recipes."""
     from bloodcell.models.registry import list_models
-    from bloodcell.train import OPTIMIZERS, RECIPES, SCHEDULERS
+    from bloodcell.train.config import RECIPES
+    from bloodcell.train.optim import OPTIMIZERS, SCHEDULERS
 
     return {
         "model": tuple(list_models()),
@@ -62,7 +64,7 @@ def option_name(name: str) -> str:
 
 def train_fields(names: Iterable[str] | None = None) -> list[Field]:
     """TrainConfig's fields that are options, in `names` order (all of them when None)."""
-    from bloodcell.train import TrainConfig
+    from bloodcell.train.config import TrainConfig
 
     by_name = {f.name: f for f in fields(TrainConfig) if f.name not in NOT_OVERRIDES}
     return list(by_name.values()) if names is None else [by_name[n] for n in names]
@@ -76,7 +78,7 @@ def _show(value: Any) -> str:
 
 def recipe_defaults(name: str) -> str:
     """' (default: V)', or each recipe's value where they differ; '' when all leave it unset."""
-    from bloodcell.train import RECIPES
+    from bloodcell.train.config import RECIPES
 
     values = {r: getattr(c, name) for r, c in RECIPES.items()}
     if len(set(map(repr, values.values()))) == 1:
@@ -88,7 +90,7 @@ def recipe_defaults(name: str) -> str:
 
 def _kinds(f: Field) -> set[type]:
     """The types a field holds, None left out: `int | None` -> {int}."""
-    from bloodcell.train import TrainConfig
+    from bloodcell.train.config import TrainConfig
 
     hint = get_type_hints(TrainConfig)[f.name]
     return set(get_args(hint)) - {type(None)} or {hint}
@@ -105,7 +107,7 @@ def _converter(f: Field) -> Callable[[str], Any]:
 
 def _check(name: str, value: Any, text: str, metavar: str | None) -> None:
     """Raise ValueError when `value` is not allowed for setting `name`."""
-    from bloodcell.train import TrainConfig
+    from bloodcell.train.config import TrainConfig
 
     TrainConfig.check(name, value)
     if name in LIGHTNING_CHOICES and value not in (allowed := LIGHTNING_CHOICES[name]()):
@@ -157,7 +159,7 @@ def add_train_options(
 
 def add_recipe_option(parser: argparse.ArgumentParser, default: str) -> None:
     """`--recipe NAME`: the settings the other training options change."""
-    from bloodcell.train import TrainConfig
+    from bloodcell.train.config import TrainConfig
 
     help_text = TrainConfig.__dataclass_fields__["recipe"].metadata["help"]
     parser.add_argument(
