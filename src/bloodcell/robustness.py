@@ -13,7 +13,6 @@ file works as well.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import time
@@ -127,12 +126,14 @@ def score(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[
     }
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Fail on a corruption or severity typo before any work is done (CLI)."""
+def check_conditions(
+    corruptions: str | Sequence[str] | None, severities: Sequence[int] | None
+) -> None:
+    """Fail on a corruption or severity typo before any work is done (the CLI calls it first)."""
     from bloodcell.errors import BloodcellError
 
     try:
-        conditions(get(args.corruptions), parse_severities(args.severities))
+        conditions(get(corruptions), severities)
     except ValueError as exc:
         raise BloodcellError(str(exc)) from None
 
@@ -412,34 +413,3 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"{', '.join(result['below_target_middle']) or 'none'}"
         )
     return lines
-
-
-def parse_severities(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return sorted({int(s) for s in text.split(",") if s.strip()})
-    except ValueError:
-        raise ValueError(f"--severities takes numbers like 1,2,3, not {text!r}") from None
-
-
-def robustness_cli(args: argparse.Namespace, data: Path | None) -> int:
-    """`bloodcell evaluate RUN --robustness`: run, print a summary and the output paths."""
-    from bloodcell.errors import BloodcellError
-
-    try:
-        result = evaluate_robustness(
-            args.run,
-            args.split,
-            corruptions=args.corruptions,
-            severities=parse_severities(args.severities),
-            data_root=data,
-            manifest=args.manifest,
-            batch_size=args.batch_size,
-        )
-    except ValueError as exc:
-        raise BloodcellError(str(exc)) from None
-    for line in summary_lines(result):
-        print(line)
-    print(f"robustness: {result['out_dir']}/{ROBUSTNESS_CSV}, {ROBUSTNESS_PNG}, report.md")
-    return 0

@@ -9,104 +9,95 @@ once), `module` (the LightningModule), `epoch_log` (log.csv and curves), `checkp
 run folder's file names).
 
 Later recipes plug in through `register_optimizer`, `register_scheduler` and `register_recipe`.
+
+The names below load their module on first use (PEP 562), so reading the settings
+(`bloodcell.train.config`, e.g. to check a command line) does not import Lightning.
 """
 
-from bloodcell.train.checkpoints import best_checkpoint, load_checkpoint_weights
-from bloodcell.train.config import (
-    DEFAULT_RECIPE,
-    RECIPES,
-    TrainConfig,
-    config_from_options,
-    recipe,
-    register_recipe,
-)
-from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, fit_stain
-from bloodcell.train.devices import (
-    ValShardSampler,
-    is_rank_zero,
-    local_device,
-    resolve_device,
-    resolve_precision,
-    resolve_workers,
-)
-from bloodcell.train.epoch_log import LOG_COLUMNS, EpochLog, append_log_row, plot_curves, read_log
-from bloodcell.train.features import (
-    build_model,
-    cache_start,
-    compute_features,
-    forward_from,
-    frozen_stem,
-    random_dihedral,
-)
-from bloodcell.train.job import train
-from bloodcell.train.module import BloodcellModule
-from bloodcell.train.optim import (
-    OPTIMIZERS,
-    SCHEDULERS,
-    OptimizerFactory,
-    SchedulerFactory,
-    register_optimizer,
-    register_scheduler,
-)
-from bloodcell.train.paths import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    CURVES_FILE,
-    LAST_CKPT,
-    LOG_FILE,
-    MANIFEST_COPY,
-    MODEL_DIR,
-    SUMMARY_FILE,
-)
-from bloodcell.train.prepare import data_record
-from bloodcell.train.scope import fit_scope
+from __future__ import annotations
 
-__all__ = [
-    "CHECKPOINT_DIR",
-    "CONFIG_FILE",
-    "CURVES_FILE",
-    "DEFAULT_RECIPE",
-    "LAST_CKPT",
-    "LOG_COLUMNS",
-    "LOG_FILE",
-    "MANIFEST_COPY",
-    "MODEL_DIR",
-    "OPTIMIZERS",
-    "RECIPES",
-    "SCHEDULERS",
-    "SUMMARY_FILE",
-    "BloodcellModule",
-    "EpochLog",
-    "MixedCopies",
-    "OptimizerFactory",
-    "SchedulerFactory",
-    "TrainConfig",
-    "ValShardSampler",
-    "append_log_row",
-    "best_checkpoint",
-    "build_model",
-    "cache_start",
-    "compute_features",
-    "config_from_options",
-    "corrupt_seed",
-    "corrupted_dataset",
-    "data_record",
-    "fit_scope",
-    "fit_stain",
-    "forward_from",
-    "frozen_stem",
-    "is_rank_zero",
-    "load_checkpoint_weights",
-    "local_device",
-    "plot_curves",
-    "random_dihedral",
-    "read_log",
-    "recipe",
-    "register_optimizer",
-    "register_recipe",
-    "register_scheduler",
-    "resolve_device",
-    "resolve_precision",
-    "resolve_workers",
-    "train",
-]
+import importlib
+from typing import Any
+
+#: Where each public name lives.
+_HOME: dict[str, str] = {
+    **dict.fromkeys(("best_checkpoint", "load_checkpoint_weights"), "checkpoints"),
+    **dict.fromkeys(
+        (
+            "DEFAULT_RECIPE",
+            "RECIPES",
+            "TrainConfig",
+            "config_from_options",
+            "recipe",
+            "register_recipe",
+        ),
+        "config",
+    ),
+    **dict.fromkeys(("MixedCopies", "corrupt_seed", "corrupted_dataset", "fit_stain"), "datasets"),
+    **dict.fromkeys(
+        (
+            "ValShardSampler",
+            "is_rank_zero",
+            "local_device",
+            "resolve_device",
+            "resolve_precision",
+            "resolve_workers",
+        ),
+        "devices",
+    ),
+    **dict.fromkeys(
+        ("EpochLog", "LOG_COLUMNS", "append_log_row", "plot_curves", "read_log"), "epoch_log"
+    ),
+    **dict.fromkeys(
+        (
+            "build_model",
+            "cache_start",
+            "compute_features",
+            "forward_from",
+            "frozen_stem",
+            "random_dihedral",
+        ),
+        "features",
+    ),
+    **dict.fromkeys(("train",), "job"),
+    **dict.fromkeys(("BloodcellModule",), "module"),
+    **dict.fromkeys(
+        (
+            "OPTIMIZERS",
+            "OptimizerFactory",
+            "SCHEDULERS",
+            "SchedulerFactory",
+            "register_optimizer",
+            "register_scheduler",
+        ),
+        "optim",
+    ),
+    **dict.fromkeys(
+        (
+            "CHECKPOINT_DIR",
+            "CONFIG_FILE",
+            "CURVES_FILE",
+            "LAST_CKPT",
+            "LOG_FILE",
+            "MANIFEST_COPY",
+            "MODEL_DIR",
+            "SUMMARY_FILE",
+        ),
+        "paths",
+    ),
+    **dict.fromkeys(("data_record",), "prepare"),
+    **dict.fromkeys(("fit_scope",), "scope"),
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'bloodcell.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bloodcell.train.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

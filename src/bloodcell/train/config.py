@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.dataset import NORMALIZATIONS, Preprocess
 from bloodcell.data.stain import METHODS as STAIN_METHODS
 from bloodcell.data.stain import StainNormalizer
 from bloodcell.errors import BloodcellError
+
+#: The names `freeze` takes besides a number of blocks (the last two are aliases).
+FREEZE_NAMES = ("frozen", "finetune", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -16,72 +19,217 @@ class TrainConfig:
     """Training settings. The defaults are the reference's: frozen ImageNet MobileNetV2 + Dense-512
     head, 5 epochs, Adam 1e-3, batch 32, 224 px, no augmentation."""
 
-    model: str = "mobilenet_v2"
-    pretrained: bool = True
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 32
-    image_size: int = 224
+    model: str = field(default="mobilenet_v2", metadata={"help": "registered model architecture"})
+    pretrained: bool = field(
+        default=True,
+        metadata={"help": "start from ImageNet weights (--no-pretrained: random initialisation)"},
+    )
+    epochs: int = field(default=5, metadata={"help": "training epochs", "min": 1})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate", "min": 0})
+    batch_size: int = field(default=32, metadata={"help": "batch size", "min": 1})
+    image_size: int = field(default=224, metadata={"help": "square input size in pixels", "min": 1})
     #: "frozen" (whole backbone), "finetune" (nothing frozen) or N (freeze the first N blocks).
-    freeze: str | int = "frozen"
-    augment: bool = False
-    seed: int = 0
+    freeze: str | int = field(
+        default="frozen",
+        metadata={
+            "help": "'frozen' (the whole backbone), 'finetune' (train all), or N: freeze the "
+            "first N blocks",
+            "metavar": "N|frozen|finetune",
+        },
+    )
+    augment: bool = field(
+        default=False,
+        metadata={"help": "flips, 90-degree turns, mild colour and scale jitter"},
+    )
+    seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": 2**32 - 1})
     #: DataLoader worker processes; None = 0 on small machines, else half the cores (max 8).
-    workers: int | None = None
+    workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "data-loader processes (not given: 0 on up to 4 cores, else half the "
+            "cores, at most 8)",
+            "min": 0,
+        },
+    )
     #: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps".
-    device: str = "auto"
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "where to train: auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
+            "choices": ("auto", "cpu", "cuda", "mps"),
+        },
+    )
     #: "auto" (bf16-mixed/16-mixed on CUDA, 32-true elsewhere) or any Lightning precision.
-    precision: str = "auto"
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16-mixed or 16-mixed on CUDA, 32-true elsewhere) or a Lightning "
+            "precision"
+        },
+    )
     #: Keep weights and activations channels-last (NHWC): the same arithmetic, about 1.25x
     #: faster training steps and 1.5x faster frozen-block passes on this project's CPU.
-    channels_last: bool = True
+    channels_last: bool = field(
+        default=True,
+        metadata={
+            "help": "keep weights and activations channels-last (NHWC) while training: the "
+            "same arithmetic, faster on CPUs and GPUs"
+        },
+    )
     #: Devices per node (GPUs; processes with device="cpu"). 1 = one process, as before.
-    devices: int = 1
+    devices: int = field(
+        default=1,
+        metadata={
+            "help": "processes per machine, one per GPU; N > 1 trains with DDP. Under torchrun "
+            "or SLURM, give the same N as processes per node (docs/distributed.md)",
+            "metavar": "N",
+            "min": 1,
+        },
+    )
     #: Machines, each running `devices` processes.
-    num_nodes: int = 1
+    num_nodes: int = field(default=1, metadata={"help": "machines", "metavar": "N", "min": 1})
     #: Lightning strategy: "auto" (DDP when devices x num_nodes > 1), "ddp", ...
-    strategy: str = "auto"
-    label_smoothing: float = 0.0
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    schedule: str = "none"
+    strategy: str = field(
+        default="auto",
+        metadata={"help": "Lightning strategy: auto (ddp when devices x nodes > 1), ddp, ..."},
+    )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={"help": "cross-entropy label smoothing", "min": 0, "max": 1},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay", "min": 0})
+    optimizer: str = field(default="adam", metadata={"help": "optimizer"})
+    schedule: str = field(default="none", metadata={"help": "learning-rate schedule"})
     #: Compute the frozen part's outputs once when they cannot change between epochs.
-    feature_cache: bool = True
+    feature_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "compute frozen-backbone outputs once instead of every epoch (used only "
+            "when the frozen part's input cannot change)"
+        },
+    )
     #: "imagenet" (fixed statistics) or "per_image" (each image's own: brightness-proof).
-    normalize: str = "imagenet"
+    normalize: str = field(
+        default="imagenet",
+        metadata={
+            "help": "pixel normalisation: imagenet statistics or each image's own (per_image: "
+            "brightness, contrast and white balance stop mattering)",
+            "choices": NORMALIZATIONS,
+        },
+    )
     #: Stain normalisation before everything else: "none", "macenko" or "reinhard" (torchstain),
     #: fitted once per run on `stain_target` and saved with the model's preprocessing.
-    stain_norm: str = "none"
+    stain_norm: str = field(
+        default="none",
+        metadata={
+            "help": "stain normalisation before everything else (torchstain); fitted once on "
+            "--stain-target and saved with the model, so evaluate, predict, serve and export "
+            "apply the same",
+            "choices": ("none", *STAIN_METHODS),
+        },
+    )
     #: The reference image for it; None = the first train image of the manifest (path order).
-    stain_target: str | None = None
+    stain_target: str | None = field(
+        default=None,
+        metadata={
+            "help": "reference image for --stain-norm (not given: the first train image of "
+            "the manifest, in path order)",
+            "metavar": "FILE",
+        },
+    )
     #: With cached block outputs, also flip and turn them by 90 degrees (smears have no
     #: orientation); free augmentation that needs no second pass through the frozen blocks.
-    feature_aug: bool = False
+    feature_aug: bool = field(
+        default=False,
+        metadata={"help": "with cached block outputs, flip and turn them by 90 degrees each batch"},
+    )
     #: With cached outputs, cache this many extra copies of the train split under random
     #: microscope/stain/camera corruptions (`data.corruptions`); each epoch draws every image
     #: from one of the copies at random.
-    corrupt_copies: int = 0
+    corrupt_copies: int = field(
+        default=0,
+        metadata={
+            "help": "with cached block outputs, also cache N copies of the train split under "
+            "random stain/colour/blur/JPEG/scale/noise corruptions; each epoch draws every "
+            "image from one copy at random",
+            "metavar": "N",
+            "min": 0,
+        },
+    )
     #: The strongest severity (1-3, see `data.corruptions`) those copies are drawn up to.
-    corrupt_severity: int = 2
+    corrupt_severity: int = field(
+        default=2,
+        metadata={"help": "strongest corruption severity in those copies", "choices": (1, 2, 3)},
+    )
     #: The strongest severity of the random exposure change (darken/brighten) on those copies.
-    exposure_severity: int = 2
+    exposure_severity: int = field(
+        default=2,
+        metadata={
+            "help": "strongest random exposure change (darken/brighten) added to every "
+            "corrupted image",
+            "choices": (1, 2, 3),
+        },
+    )
     #: The strongest random defocus (Gaussian blur, 0 = none) added to every corrupted image
     #: before the other changes; 0 leaves focus to the random corruption alone.
-    focus_severity: int = 0
+    focus_severity: int = field(
+        default=0,
+        metadata={
+            "help": "strongest random defocus (Gaussian blur) added to every corrupted image "
+            "before the other changes (0 = none)",
+            "choices": (0, 1, 2, 3),
+        },
+    )
     #: Which epoch becomes the model: "best" (highest val accuracy; lower val loss on ties) or
     #: "last" (the end of the schedule, e.g. one-cycle's annealed weights).
-    checkpoint: str = "best"
+    checkpoint: str = field(
+        default="best",
+        metadata={
+            "help": "which epoch becomes model/: best on validation accuracy, or the last one",
+            "choices": ("best", "last"),
+        },
+    )
     #: Share of in-scope (validation) images the out-of-scope detector fitted after training
     #: lets through (`models.ood`); None fits no detector (cross-validation folds).
-    ood_acceptance: float | None = 0.99
-    recipe: str = "reference"
+    ood_acceptance: float | None = field(
+        default=0.99,
+        metadata={
+            "help": "share of in-scope validation images the out-of-scope detector accepts; "
+            "images scoring beyond that threshold get no class",
+            "metavar": "P",
+            "min": 0.5,
+            "below": 1.0,
+        },
+    )
+    recipe: str = field(
+        default="reference",
+        metadata={"help": "named settings to start from; BENCHMARKS.md compares them"},
+    )
 
     def __post_init__(self) -> None:
-        if self.checkpoint not in ("best", "last"):
-            raise ValueError(f"checkpoint must be 'best' or 'last', not {self.checkpoint!r}")
-        if self.ood_acceptance is not None and not 0.5 <= self.ood_acceptance < 1.0:
+        for f in fields(self):
+            self.check(f.name, getattr(self, f.name))
+
+    @classmethod
+    def check(cls, name: str, value: Any) -> None:
+        """Raise ValueError when `value` is not allowed for setting `name`: outside its field's
+        `choices`, `min`, `max` or `below` metadata, or not a `freeze` value. One setting at a
+        time, so that the command line can check each option as it reads it."""
+        meta = cls.__dataclass_fields__[name].metadata
+        if value is None:
+            return
+        if "choices" in meta and value not in meta["choices"]:
+            allowed = ", ".join(map(str, meta["choices"]))
+            raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
+        if "min" in meta and value < meta["min"]:
+            raise ValueError(f"{name} must be at least {meta['min']}, not {value!r}")
+        if "max" in meta and value > meta["max"]:
+            raise ValueError(f"{name} must be at most {meta['max']}, not {value!r}")
+        if "below" in meta and value >= meta["below"]:
+            raise ValueError(f"{name} must be below {meta['below']}, not {value!r}")
+        if name == "freeze" and value not in FREEZE_NAMES and not str(value).isdigit():
             raise ValueError(
-                f"ood_acceptance must be at least 0.5 and below 1, not {self.ood_acceptance!r}"
+                f"freeze must be 'frozen', 'finetune' or a number of blocks, not {value!r}"
             )
 
     def preprocess(self, stain: StainNormalizer | None = None) -> Preprocess:

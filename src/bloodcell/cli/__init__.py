@@ -1,0 +1,63 @@
+"""The `bloodcell` command line: parses arguments and calls the library, nothing more.
+
+One module per command group, in pipeline order: `data`, `model` (weights, train, evaluate),
+`use` (calibrate, predict, explain, export), `serve`, `run`, `cv`, `benchmark`. Handlers are
+module-level functions that import their library modules when called, so `bloodcell --help`
+answers at once; the training options come from `TrainConfig` (`train_options`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from bloodcell import __version__
+from bloodcell.cli import benchmark, cv, data, model, run, serve, use
+from bloodcell.cli.common import Parser
+from bloodcell.errors import BloodcellError
+
+#: Commands that do heavy tensor work and so re-execute under the fast allocator.
+HEAVY_COMMANDS = frozenset(
+    {"train", "evaluate", "calibrate", "predict", "explain", "export", "serve", "run", "cv"}
+    | {"benchmark"}
+)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="bloodcell",
+        description="Classify B-ALL peripheral blood smear images: verify and split the data "
+        "without leakage, train, evaluate, explain, export and serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"bloodcell {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in (data, model, use, serve, run, cv, benchmark):
+        group.add_commands(sub)
+    return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (the first argument that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point. Run as a program (argv None), heavy commands re-execute once under a fast
+    memory allocator (see `bloodcell.allocator`) before parsing, since parsing the training
+    options already loads torch; called in-process with argv, they never do."""
+    if argv is None and command_of(sys.argv[1:]) in HEAVY_COMMANDS:
+        from bloodcell.allocator import reexec_with_fast_allocator
+
+        reexec_with_fast_allocator(sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except BloodcellError as exc:
+        print(f"bloodcell: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bloodcell: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["HEAVY_COMMANDS", "build_parser", "main"]

@@ -1,0 +1,87 @@
+"""What every command module shares: the parser class, the dataset folder, checked numbers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bloodcell.errors import BloodcellError
+
+Populate = Callable[["Parser"], None]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reports a bad command line as one `BloodcellError` line, and can
+    add options on first use (`populate`): options read from `TrainConfig` import torch and
+    Lightning, which `bloodcell --help` and the data commands should not wait for."""
+
+    def __init__(self, *args: Any, populate: Populate | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def ready(self) -> Parser:
+        """Add the deferred options (once); every parse and help text comes through here."""
+        if self._populate is not None:
+            populate, self._populate = self._populate, None
+            populate(self)
+        return self
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self.ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.ready()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.ready()
+        return super().format_help()
+
+    def error(self, message: str) -> NoReturn:
+        """One line naming the command and what was wrong, printed by `main` like any other
+        user error (argparse would print the whole usage first)."""
+        command = self.prog.partition(" ")[2]
+        raise BloodcellError(f"{command}: {message}" if command else message)
+
+
+def data_dir(value: str | None) -> Path:
+    """Resolve --data, falling back to $BLOODCELL_DATA, with an actionable error."""
+    value = value or os.environ.get("BLOODCELL_DATA")
+    if not value:
+        raise BloodcellError(
+            "no dataset folder given: pass --data DIR or set BLOODCELL_DATA=DIR "
+            "(run `bloodcell data download` to fetch the Kaggle dataset)"
+        )
+    return Path(value).expanduser()
+
+
+def add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="dataset folder (any supported layout); default: $BLOODCELL_DATA",
+    )
+
+
+def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` from `low` to `high` (inclusive; None = no limit)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {text}")
+        return value
+
+    return parse

@@ -1,0 +1,234 @@
+"""`bloodcell weights import`, `bloodcell train` and `bloodcell evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bloodcell.cli.common import Parser, add_data_arg, data_dir
+from bloodcell.errors import BloodcellError
+
+
+def weights_import_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.models.registry import known_weights
+    from bloodcell.models.weights import import_weights
+
+    for path in args.files:
+        target = import_weights(path, known_weights())
+        print(f"{path}: hash verified, cached as {target}")
+    return 0
+
+
+def train_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.cli.train_options import given_settings
+    from bloodcell.train import config_from_options, is_rank_zero, train
+
+    overrides = given_settings(args)
+    config = None if args.resume and not overrides else config_from_options(args.recipe, overrides)
+    data = data_dir(args.data) if (args.data or not args.resume) else None
+    if not args.resume and not args.manifest:
+        raise BloodcellError("--manifest FILE is required (make one with `bloodcell data split`)")
+    try:
+        run = train(config, data, args.manifest, args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"bloodcell: interrupted; continue with `bloodcell train --resume --out {args.out}`",
+            file=sys.stderr,
+        )
+        return 130
+    if is_rank_zero():  # under DDP every process gets here; one report is enough
+        print(
+            f"run: {run}\nmodel: {run / 'model'}\n"
+            f"log: {run / 'log.csv'}, curves: {run / 'curves.png'}"
+        )
+    return 0
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.evaluate import evaluate_run, summary_line
+    from bloodcell.model_card import write_model_card
+
+    data = data_dir(args.data) if args.data else None
+    if args.robustness:
+        from bloodcell.robustness import check_conditions
+
+        check_conditions(args.corruptions, args.severities)  # a typo fails before any work
+        if Path(args.run).suffix.lower() == ".onnx":
+            return robustness(args, data)  # evaluate_run needs the torch model
+    m = evaluate_run(
+        args.run, args.split, data_root=data, manifest=args.manifest, batch_size=args.batch_size
+    )
+    print(summary_line(m))
+    c = m["clinical"]
+    print(
+        f"malignant vs benign: sensitivity {c['sensitivity']}, specificity {c['specificity']}; "
+        f"ECE {m['ece']:.3f}"
+    )
+    model_dir = Path(m["model_dir"])
+    out = model_dir.parent if model_dir.name == "model" else model_dir
+    print(f"report: {out / 'eval' / args.split / 'report.md'}")
+    if args.ood:
+        out_of_scope(args, data)
+    rc = robustness(args, data) if args.robustness else 0
+    print(f"model card: {write_model_card(m['model_dir'])}")
+    return rc
+
+
+def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
+    """`evaluate --ood DIR...`: score the folders against the split and print the summary."""
+    from bloodcell.ood_eval import evaluate_ood, summary_lines
+
+    r = evaluate_ood(args.run, args.ood, args.split, data, args.manifest)
+    for line in summary_lines(r):
+        print(line)
+    print(f"out-of-scope figures: {r['out_dir']}")
+
+
+def robustness(args: argparse.Namespace, data: Path | None) -> int:
+    """`evaluate --robustness`: run, print a summary and the output paths."""
+    from bloodcell.robustness import (
+        ROBUSTNESS_CSV,
+        ROBUSTNESS_PNG,
+        evaluate_robustness,
+        summary_lines,
+    )
+
+    result = evaluate_robustness(
+        args.run,
+        args.split,
+        corruptions=args.corruptions,
+        severities=args.severities,
+        data_root=data,
+        manifest=args.manifest,
+        batch_size=args.batch_size,
+    )
+    for line in summary_lines(result):
+        print(line)
+    print(f"robustness: {result['out_dir']}/{ROBUSTNESS_CSV}, {ROBUSTNESS_PNG}, report.md")
+    return 0
+
+
+def severity_list(text: str) -> list[int] | None:
+    """An argparse type: "1,2,3" -> [1, 2, 3] (sorted, no repeats); "" -> None (all)."""
+    try:
+        return sorted({int(s) for s in text.split(",") if s.strip()}) or None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes numbers like 1,2,3, not {text!r}") from None
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser(
+        "weights", help="manage ImageNet weights (offline import for air-gapped machines)"
+    )
+    wsub = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    imp = wsub.add_parser(
+        "import",
+        help="check a local torchvision weights file against its published hash and cache it",
+        description="Check FILE against torchvision's published sha256 prefix (the hex digits in "
+        "its file name, e.g. mobilenet_v2-b0353104.pth) and copy it into torch's hub cache "
+        "($TORCH_HOME/hub/checkpoints), where training finds it without network access.",
+    )
+    imp.add_argument(
+        "files", nargs="+", metavar="FILE", help="weights file(s), e.g. mobilenet_v2-b0353104.pth"
+    )
+    imp.set_defaults(func=weights_import_cmd)
+
+
+def _train_options(p: Parser) -> None:
+    from bloodcell.cli.train_options import add_recipe_option, add_train_options
+
+    add_recipe_option(p, "reference")
+    add_train_options(p)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser(
+        "train",
+        populate=_train_options,
+        help="train a registered model on a split manifest (reference settings by default)",
+        description="Train a model on the train split of MANIFEST, validating every epoch. "
+        "Defaults are the reference recipe: mobilenet_v2 with its ImageNet backbone frozen and a "
+        "Dense-512 head, 5 epochs, Adam lr 1e-3, batch 32, 224 px, no augmentation, seed 0. "
+        "Writes into --out: train_config.json, manifest.csv (copy), checkpoints/ (best by val "
+        "accuracy, last.ckpt every epoch), log.csv, curves.png and model/ (the weights that "
+        "--checkpoint chooses, for `bloodcell evaluate` and `bloodcell.load`). After Ctrl-C or "
+        "a killed process, `bloodcell train --resume --out RUN` continues from the last "
+        "finished epoch.",
+    )
+    add_data_arg(tr)
+    tr.add_argument(
+        "--manifest", metavar="FILE", help="split manifest CSV (`bloodcell data split`)"
+    )
+    tr.add_argument("--out", metavar="RUN", required=True, help="run directory, e.g. runs/NAME")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from checkpoints/last.ckpt with its saved settings",
+    )
+    tr.set_defaults(func=train_cmd)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run on the val or test split and write a report",
+        description="Predict one split of the run's manifest and report accuracy, per-class "
+        "precision/recall/F1, macro-F1, balanced accuracy, Cohen's kappa, one-vs-rest ROC-AUC, "
+        "malignant-vs-benign sensitivity and specificity, 95%% bootstrap intervals and the "
+        "expected calibration error, the in-scope images the out-of-scope detector refused, and "
+        "the conformal prediction sets' coverage and size at 90/95/99%%. Writes "
+        "RUN/eval/SPLIT/{metrics.json,report.md,"
+        "predictions.csv,*.png}, records the metrics in RUN/model/metrics.json and rewrites the "
+        "model card RUN/model/README.md from them.",
+    )
+    ev.add_argument("run", metavar="RUN", help="run directory (or its model/ directory)")
+    ev.add_argument(
+        "--split", choices=("test", "val", "train"), default="test", help="default: test"
+    )
+    ev.add_argument(
+        "--data", metavar="DIR", help="dataset folder (default: the one used for training)"
+    )
+    ev.add_argument(
+        "--manifest", metavar="FILE", help="manifest (default: the one used for training)"
+    )
+    ev.add_argument("--batch-size", type=int, default=64, help="prediction batch size (default 64)")
+    _add_evaluate_extras(ev)
+    ev.set_defaults(func=evaluate_cmd)
+
+
+def _add_evaluate_extras(ev: argparse.ArgumentParser) -> None:
+    """The optional studies: robustness and out-of-scope folders."""
+    ev.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also re-evaluate the split under simulated stain, light, focus, JPEG, resolution "
+        "and noise changes at 3 severities; writes robustness.{json,csv,png} and a report "
+        "section (RUN may then be an exported .onnx file)",
+    )
+    ev.add_argument(
+        "--ood",
+        nargs="+",
+        metavar="DIR",
+        help="also score folders of images unlike the training data: per folder the share "
+        "refused, AUROC and FPR at 95%% TPR against the split; writes RUN/eval/ood/ "
+        "(ood.json, ood_scores.png) and a report section",
+    )
+    ev.add_argument(
+        "--corruptions",
+        metavar="A,B",
+        help="with --robustness: only these (darken, brighten, contrast, hue, stain, blur, "
+        "jpeg, downscale, noise; default all)",
+    )
+    ev.add_argument(
+        "--severities",
+        type=severity_list,
+        metavar="1,2,3",
+        help="with --robustness: only these (default 1,2,3)",
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_weights(sub)
+    _add_train(sub)
+    _add_evaluate(sub)

@@ -1,0 +1,63 @@
+"""`bloodcell run`: the main job, from the dataset folder to the report and the model card."""
+
+from __future__ import annotations
+
+import argparse
+
+from bloodcell.cli.common import Parser, add_data_arg, data_dir
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.cli.train_options import SHORTENING, given_settings
+    from bloodcell.pipeline import run
+    from bloodcell.train.config import config_from_options
+
+    run(
+        data_dir(args.data),
+        args.out,
+        seed=args.seed,
+        config=config_from_options(args.recipe, given_settings(args, SHORTENING)),
+        ood_dirs=args.ood,
+    )
+    return 0
+
+
+def add_shortening(p: Parser, recipe: str) -> None:
+    """`--recipe` and the training options `run` and `cv` offer for quick looks and tests."""
+    from bloodcell.cli.train_options import SHORTENING, add_recipe_option, add_train_options
+
+    add_recipe_option(p, recipe)
+    quick = p.add_argument_group("shortening (quick looks and tests; defaults are the recipe's)")
+    add_train_options(quick, SHORTENING)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        populate=lambda p: add_shortening(p, "fast"),
+        help="the main job: verify, split, train mobilenet_v2, calibrate, evaluate val and test, "
+        "report",
+        description="Run everything with the default settings and print where it all went: "
+        "OUT/data/verify.json and figures, OUT/manifest.csv (grouped split; unreadable files "
+        "are reported and left out), the training run in OUT (model/, log.csv, curves.png; the "
+        "model carries its out-of-scope detector and conformal prediction sets), "
+        "OUT/eval/{val,test}/report.md, a summary OUT/report.md and the model card "
+        "OUT/model/README.md. Re-running into the same "
+        "OUT resumes an interrupted training.",
+    )
+    add_data_arg(p)
+    p.add_argument(
+        "--out", metavar="DIR", default="runs/latest", help="output folder (default runs/latest)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for the split and training (default 0)"
+    )
+    p.add_argument(
+        "--ood",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="folders of images unlike the training data (other labs, other cells, photos): "
+        "how many the out-of-scope detector refuses goes into the report",
+    )
+    p.set_defaults(func=run_cmd)

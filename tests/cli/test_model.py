@@ -1,0 +1,63 @@
+"""`bloodcell train` and `bloodcell evaluate` through the console script: a bad option stops
+the command before any work, with one line."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bloodcell.cli.model import severity_list
+from bloodcell.train.optim import OPTIMIZERS
+
+BLOODCELL = Path(sys.executable).with_name("bloodcell")
+
+
+def child_cpu_seconds(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `cmd`; its result and the CPU time it used (robust to a busy machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def test_bad_option_exits_before_any_work_with_one_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,split,sha256,group\n")
+    run = tmp_path / "run"
+    out, cpu = child_cpu_seconds(
+        [
+            str(BLOODCELL),
+            "train",
+            "--data",
+            str(tmp_path),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(run),
+            "--optimizer",
+            "adamx",
+        ]  # fmt: skip
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and "--optimizer" in lines[0] and "adamx" in lines[0], out.stderr
+    assert all(f"'{name}'" in lines[0] for name in OPTIMIZERS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]  # no run folder
+    # quick: it costs what reading the training settings costs (importing bloodcell.train),
+    # and nothing more
+    _, baseline = child_cpu_seconds(
+        [sys.executable, "-c", "from bloodcell.cli import train_options as t; t.train_fields()"]
+    )
+    assert cpu < baseline + 2.0, (cpu, baseline)
+
+
+def test_severities_are_parsed_by_the_command_line() -> None:
+    assert severity_list("3,1,3") == [1, 3]
+    assert severity_list("") is None
+    with pytest.raises(argparse.ArgumentTypeError, match="numbers like 1,2,3"):
+        severity_list("1,x")
