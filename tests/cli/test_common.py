@@ -80,3 +80,10 @@ def test_predict_formats_are_the_writers() -> None:
     predict = parser._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
     fmt = next(a for a in predict._actions if a.dest == "format")
     assert tuple(fmt.choices) == FORMATS
+
+
+def test_engine_choices_are_the_engines() -> None:
+    from bloodcell.cli.common import ENGINE_CHOICES
+    from bloodcell.models.engines import ENGINES
+
+    assert ENGINE_CHOICES == ENGINES

@@ -85,3 +85,21 @@ def bounded(kind: type, low: float, high: float | None = None) -> Callable[[str]
         return value
 
     return parse
+
+
+#: `--engine`'s choices, literally so that parsing imports no torch (a test keeps them equal to
+#: `models.engines.ENGINES`).
+ENGINE_CHOICES = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    """`--engine`: how the model runs (the same choice on every command that runs it)."""
+    p.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="auto",
+        help="auto (default): the fastest engine in the model directory whose check passed "
+        "(int8 ONNX, then fp32 ONNX, else torch); or name one. `bloodcell train` and "
+        "`bloodcell run` write and check the ONNX engines; `bloodcell export` does it for "
+        "older models",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bloodcell.cli.common import bounded
+from bloodcell.cli.common import add_engine_arg, bounded
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -26,6 +26,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms,
         api_key=api_key,
         cors_origins=args.cors_origin,
+        engine=args.engine,
     )
     if not api_key and args.host not in LOOPBACK:
         print(
@@ -102,6 +103,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"
     )
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    add_engine_arg(p)
     _add_limits(p)
     p.add_argument(
         "--api-key",

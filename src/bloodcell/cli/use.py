@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bloodcell.cli.common import add_data_arg
+from bloodcell.cli.common import add_data_arg, add_engine_arg
 
 
 def calibrate_cmd(args: argparse.Namespace) -> int:
@@ -37,10 +37,13 @@ def calibrate_cmd(args: argparse.Namespace) -> int:
 
 
 def predict_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.models.engines import open_model
     from bloodcell.predict import format_totals, run_predict
 
+    backend = open_model(args.model, args.engine)
+    print(f"engine: {backend.kind} ({backend.path})", file=sys.stderr)
     totals = run_predict(
-        args.model,
+        backend,
         args.paths,
         fmt=args.format,
         out=args.out,
@@ -176,6 +179,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "nothing lost and nothing done twice",
     )
     _add_predict_tuning(p)
+    add_engine_arg(p)
     _threshold_arg(p, "")
     p.set_defaults(func=predict_cmd)
 
