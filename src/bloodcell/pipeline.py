@@ -3,7 +3,8 @@
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
 `bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
-detector) -> calibrate (temperature and conformal prediction sets on val) -> evaluate val and
+detector) -> calibrate (temperature and conformal prediction sets on val) -> ONNX engines
+(fp32 and int8 written and checked on val; `export=False` skips) -> evaluate val and
 test -> robustness on test (middle severities) -> out-of-scope folders (`ood_dirs`, if given) ->
 top-level `OUT/report.md` and the model card `OUT/model/README.md`.
 """
@@ -61,6 +62,7 @@ def run(
     config: TrainConfig | None = None,
     progress: bool = True,
     ood_dirs: list[str | Path] | None = None,
+    export: bool = True,
 ) -> dict[str, Any]:
     """Run the whole job into `out_dir`; returns a summary (paths, timings, metrics per split).
 
@@ -68,6 +70,8 @@ def run(
     """
     from bloodcell.calibrate import calibrate_run
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
+    from bloodcell.engine_check import export_engines
+    from bloodcell.engine_check import summary_lines as engine_lines
     from bloodcell.evaluate import evaluate_run, summary_line
     from bloodcell.model_card import write_model_card
     from bloodcell.ood_eval import evaluate_ood
@@ -101,6 +105,11 @@ def run(
     t = time.perf_counter()
     calibration = calibrate_run(out)
     timings["calibrate"] = time.perf_counter() - t
+    engines = None
+    if export:  # after calibration, so the files carry the final temperature and sets
+        t = time.perf_counter()
+        engines = export_engines(out, progress=progress)
+        timings["export"] = time.perf_counter() - t
 
     results = {}
     for split in ("val", "test"):
@@ -158,6 +167,7 @@ def run(
         "model_card": str(card),
         "timings": timings,
         "calibration": calibration,
+        "engines": engines,
         "robustness": {
             "worst_middle": robust["worst_middle"],
             "below_target_middle": robust["below_target_middle"],
@@ -179,6 +189,8 @@ def run(
     for m in results.values():
         print(summary_line(m))
     for line in summary_lines(robust):
+        print(line)
+    for line in engine_lines(engines) if engines else []:
         print(line)
     for line in scope_summary(results["test"]) + (ood_summary_lines(ood) if ood else []):
         print(line)

@@ -19,6 +19,7 @@ NOT_SETTINGS = {
     "manifest": "which split to train on: recorded (and copied) with the run",
     "out": "where the run is written",
     "resume": "continues a run with its saved settings instead of giving new ones",
+    "export": "writes the deployable ONNX engines after training: not a training setting",
 }
 #: TrainConfig fields without a `bloodcell train` option, and why (none at present).
 NO_OPTION: dict[str, str] = {}

@@ -103,3 +103,23 @@ def add_engine_arg(p: argparse.ArgumentParser) -> None:
         "`bloodcell run` write and check the ONNX engines; `bloodcell export` does it for "
         "older models",
     )
+
+
+def add_export_arg(p: argparse.ArgumentParser) -> None:
+    """`--no-export`: skip writing and checking the ONNX engines after training."""
+    p.add_argument(
+        "--no-export",
+        dest="export",
+        action="store_false",
+        help="do not write model.onnx and model.int8.onnx after training (by default both are "
+        "written, checked against the model on the validation split, and kept only if they "
+        "pass; `--engine auto` then uses the fastest)",
+    )
+
+
+def print_engine_checks(records: dict) -> None:
+    """The export's verdict on each engine, one line each."""
+    from bloodcell.engine_check import summary_lines
+
+    for line in summary_lines(records):
+        print(line)

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from bloodcell.cli.common import Parser, add_data_arg, data_dir
+from bloodcell.cli.common import (
+    Parser,
+    add_data_arg,
+    add_export_arg,
+    data_dir,
+    print_engine_checks,
+)
 from bloodcell.errors import BloodcellError
 
 
@@ -37,11 +43,15 @@ def train_cmd(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    if is_rank_zero():  # under DDP every process gets here; one report is enough
-        print(
-            f"run: {run}\nmodel: {run / 'model'}\n"
-            f"log: {run / 'log.csv'}, curves: {run / 'curves.png'}"
-        )
+    if not is_rank_zero():  # under DDP every process gets here; one report is enough
+        return 0
+    print(
+        f"run: {run}\nmodel: {run / 'model'}\nlog: {run / 'log.csv'}, curves: {run / 'curves.png'}"
+    )
+    if args.export:
+        from bloodcell.engine_check import export_engines
+
+        print_engine_checks(export_engines(run, data_root=data, manifest=args.manifest))
     return 0
 
 
@@ -166,6 +176,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue RUN from checkpoints/last.ckpt with its saved settings",
     )
+    add_export_arg(tr)
     tr.set_defaults(func=train_cmd)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bloodcell.cli.common import Parser, add_data_arg, data_dir
+from bloodcell.cli.common import Parser, add_data_arg, add_export_arg, data_dir
 
 
 def run_cmd(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         seed=args.seed,
         config=config_from_options(args.recipe, given_settings(args, SHORTENING)),
         ood_dirs=args.ood,
+        export=args.export,
     )
     return 0
 
@@ -52,6 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed for the split and training (default 0)"
     )
+    add_export_arg(p)
     p.add_argument(
         "--ood",
         nargs="+",

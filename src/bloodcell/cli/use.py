@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bloodcell.cli.common import add_data_arg, add_engine_arg
+from bloodcell.cli.common import add_data_arg, add_engine_arg, print_engine_checks
 
 
 def calibrate_cmd(args: argparse.Namespace) -> int:
@@ -71,6 +71,11 @@ def explain_cmd(args: argparse.Namespace) -> int:
 def export_cmd(args: argparse.Namespace) -> int:
     from bloodcell.export import export_onnx
 
+    if args.check:
+        from bloodcell.engine_check import export_engines
+
+        print_engine_checks(export_engines(args.model, args.data, args.manifest, progress=True))
+        return 0
     s = export_onnx(
         args.model,
         out=args.out,
@@ -245,6 +250,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="auto: static with train-split calibration images if found, else dynamic",
     )
     p.add_argument("--out", default=None, metavar="FILE", help="default: in the model directory")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write both model.onnx and model.int8.onnx into the model directory, check them "
+        "against the model on the run's validation split, keep what passes and record the "
+        "checks in metrics.json (what `--engine auto` uses; `bloodcell train` and `bloodcell "
+        "run` do this by default)",
+    )
     add_data_arg(p)
     p.add_argument("--manifest", default=None, help="split manifest (default: the run's)")
     p.set_defaults(func=export_cmd)
