@@ -257,6 +257,7 @@ class OnnxBackend(Backend):
         little, so when the record holds a threshold refitted on this file's own validation
         scores at the directory's acceptance, that one is kept.
         """
+        self.config = other.config
         self.temperature = other.temperature
         self.uncertain_threshold = other.uncertain_threshold
         self.conformal = other.conformal
