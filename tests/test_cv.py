@@ -16,13 +16,8 @@ from tests.conftest import make_dataset
 from tests.train import tiny_config
 
 from bloodcell.cli import main
-from bloodcell.cv import (
-    PREDICTIONS_FILE,
-    CVSettings,
-    compare_protocols,
-    read_predictions,
-    run_cv,
-)
+from bloodcell.cv import CVSettings, compare_protocols, run_cv
+from bloodcell.cv_fold import PREDICTIONS_FILE, read_predictions
 from bloodcell.data.manifest import read_manifest, select
 from bloodcell.data.split import file_number
 from bloodcell.errors import ModelError

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell.evaluate import compute_metrics
 from bloodcell.labels import LABELS
+from bloodcell.metrics import compute_metrics
 from bloodcell.report import write_eval_report, write_run_report
 
 

@@ -15,17 +15,11 @@ from tests.models import make_run
 
 from bloodcell.cli import main
 from bloodcell.data.corruptions import CORRUPTIONS, MIDDLE_SEVERITY
-from bloodcell.evaluate import compute_metrics
 from bloodcell.labels import LABELS
+from bloodcell.metrics import compute_metrics
 from bloodcell.report import upsert_section
-from bloodcell.robustness import (
-    ROBUSTNESS_CSV,
-    ROBUSTNESS_JSON,
-    ROBUSTNESS_PNG,
-    evaluate_robustness,
-    score,
-    worst_middle,
-)
+from bloodcell.robustness import evaluate_robustness, score, worst_middle
+from bloodcell.run_dir import ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
 
 CLI = Path(sys.executable).parent / "bloodcell"
 

@@ -464,6 +464,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
     def evaluate_cmd(args: argparse.Namespace) -> int:
         from bloodcell.evaluate import evaluate_run, summary_line
+        from bloodcell.run_dir import RunDir
 
         data = _data_dir(args.data) if args.data else None
         if args.robustness:
@@ -481,12 +482,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
             f"malignant vs benign: sensitivity {c['sensitivity']}, specificity {c['specificity']}; "
             f"ECE {m['ece']:.3f}"
         )
-        out = (
-            Path(m["model_dir"]).parent
-            if Path(m["model_dir"]).name == "model"
-            else Path(m["model_dir"])
-        )
-        print(f"report: {out / 'eval' / args.split / 'report.md'}")
+        print(f"report: {RunDir.of_model(m['model_dir']).eval_report(args.split)}")
         if args.ood:
             from bloodcell.ood_eval import evaluate_ood, summary_lines
 
