@@ -294,3 +294,4 @@ def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
     ]
     path = out / REPORT_MD
     path.write_text("\n".join(lines))
+    return path
