@@ -249,6 +249,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=_weights_import)
 
     def train_cmd(args: argparse.Namespace) -> int:
+        from bloodcell.run_dir import RunDir
         from bloodcell.train import config_from_options, is_rank_zero, train
 
         overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
@@ -270,10 +271,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
             )
             return 130
         if is_rank_zero():  # under DDP every process gets here; one report is enough
-            print(
-                f"run: {run}\nmodel: {run / 'model'}\n"
-                f"log: {run / 'log.csv'}, curves: {run / 'curves.png'}"
-            )
+            files = RunDir(run)
+            print(f"run: {run}\nmodel: {files.model}\nlog: {files.log}, curves: {files.curves}")
         return 0
 
     TRAIN_OPTIONS = (
