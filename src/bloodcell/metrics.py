@@ -4,7 +4,8 @@ Accuracy, balanced accuracy, macro-F1, Cohen's kappa, the confusion matrix, prec
 and F1 per class and ROC-AUC come from scikit-learn. The malignant-vs-benign sensitivity and
 specificity carry Wilson intervals; accuracy and macro-F1 carry percentile-bootstrap intervals
 over images (`bootstrap_ci`) or over groups of copies (`group_bootstrap_ci`, used by
-cross-validation, where copies of one image are not independent evidence).
+cross-validation, where copies of one image are not independent evidence). The out-of-scope
+score's AUROC and FPR at 95% TPR come from pytorch-ood (`ood_separation`).
 
 Calibration has one definition, used by calibrate, evaluate, cross-validation and the group
 bootstrap alike (`calibration_bins`): the top-class probability is cut into equal-width bins,
