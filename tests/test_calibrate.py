@@ -9,17 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from tests.models import make_run
-from torchmetrics.functional.classification import multiclass_calibration_error
 
-from bloodcell.calibrate import (
-    calibrate_run,
-    calibration_summary,
-    expected_calibration_error,
-    fit_temperature,
-)
+from bloodcell.calibrate import calibrate_run, calibration_summary, fit_temperature
 from bloodcell.errors import DatasetError
+from bloodcell.metrics import expected_calibration_error
 from bloodcell.models.backends import open_backend, softmax
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
@@ -34,14 +28,12 @@ def overconfident(n: int = 2000, scale: float = 4.0, seed: int = 0) -> tuple[np.
     return (logits * scale).astype(np.float32), y
 
 
-def test_ece_matches_torchmetrics() -> None:
+def test_summary_reports_the_metrics_ece() -> None:
+    """Calibration reports the same ECE as evaluation (`metrics.expected_calibration_error`)."""
     logits, y = overconfident()
-    probs = softmax(logits)
-    ours = expected_calibration_error(probs, y, n_bins=15)
-    ref = multiclass_calibration_error(
-        torch.tensor(probs), torch.tensor(y), num_classes=4, n_bins=15, norm="l1"
-    )
-    assert ours == pytest.approx(float(ref), abs=1e-4)
+    s = calibration_summary(logits, y, 2.0)
+    assert s["ece_before"] == expected_calibration_error(y, softmax(logits))
+    assert s["ece_after"] == expected_calibration_error(y, softmax(logits, 2.0))
 
 
 def test_fit_temperature_undoes_overconfidence() -> None:

@@ -31,6 +31,7 @@ from bloodcell.calibrate import run_split
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import ManifestRow
 from bloodcell.errors import BloodcellError, DatasetError, ModelError
+from bloodcell.metrics import accuracy
 from bloodcell.models.backends import (
     ONNX_FORMAT,
     ONNX_INPUT,
@@ -234,8 +235,7 @@ def compare_accuracy(
         ds = ManifestDataset(rows, root, backend.preprocess.transform())
         logits, targets = dataset_logits(backend, ds, batch_size=32)
         results[name] = logits.argmax(1)
-    acc32 = float((results["fp32"] == targets).mean())
-    acc8 = float((results["int8"] == targets).mean())
+    acc32, acc8 = accuracy(targets, results["fp32"]), accuracy(targets, results["int8"])
     return {
         "split": split,
         "n": int(len(targets)),
