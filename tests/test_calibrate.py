@@ -9,18 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from tests.models import make_run
-from torchmetrics.functional.classification import multiclass_calibration_error
 
-from bloodcell.calibrate import (
-    calibrate_run,
-    calibration_summary,
-    expected_calibration_error,
-    fit_temperature,
-)
+from bloodcell.calibrate import calibrate_run, calibration_summary, fit_temperature
 from bloodcell.errors import DatasetError
-from bloodcell.models.backends import open_backend, softmax
+from bloodcell.metrics import expected_calibration_error
+from bloodcell.models.backends import softmax
+from bloodcell.models.engines import open_model
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
@@ -34,14 +29,12 @@ def overconfident(n: int = 2000, scale: float = 4.0, seed: int = 0) -> tuple[np.
     return (logits * scale).astype(np.float32), y
 
 
-def test_ece_matches_torchmetrics() -> None:
+def test_summary_reports_the_metrics_ece() -> None:
+    """Calibration reports the same ECE as evaluation (`metrics.expected_calibration_error`)."""
     logits, y = overconfident()
-    probs = softmax(logits)
-    ours = expected_calibration_error(probs, y, n_bins=15)
-    ref = multiclass_calibration_error(
-        torch.tensor(probs), torch.tensor(y), num_classes=4, n_bins=15, norm="l1"
-    )
-    assert ours == pytest.approx(float(ref), abs=1e-4)
+    s = calibration_summary(logits, y, 2.0)
+    assert s["ece_before"] == expected_calibration_error(y, softmax(logits))
+    assert s["ece_after"] == expected_calibration_error(y, softmax(logits, 2.0))
 
 
 def test_fit_temperature_undoes_overconfidence() -> None:
@@ -73,19 +66,19 @@ def test_calibrate_run_stores_temperature(tmp_path: Path) -> None:
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["temperature"] == pytest.approx(s["temperature"])
     assert config["calibration"]["ece_after"] == pytest.approx(s["ece_after"])
-    assert open_backend(run).temperature == pytest.approx(s["temperature"])
+    assert open_model(run).temperature == pytest.approx(s["temperature"])
     # The prediction sets are refitted on the same temperature-scaled validation split.
     assert config["conformal"]["coverage"] == 0.9 and len(config["conformal"]["scores"]) == 8
-    assert open_backend(run).conformal.coverage == 0.9
+    assert open_model(run).conformal.coverage == 0.9
 
 
 def test_ood_acceptance_moves_the_threshold_without_the_data(tmp_path: Path) -> None:
     from bloodcell.calibrate import set_ood_acceptance
 
     run = make_run(tmp_path)
-    before = open_backend(run).ood_threshold
+    before = open_model(run).ood_threshold
     after = set_ood_acceptance(run, 0.6)["threshold"]
-    assert after < before and open_backend(run).ood_threshold == pytest.approx(after)
+    assert after < before and open_model(run).ood_threshold == pytest.approx(after)
 
 
 def test_calibrate_run_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,7 +98,7 @@ def test_cli_calibrate(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "temperature" in out.stdout and "ECE" in out.stdout
-    assert open_backend(run).uncertain_threshold == 0.9
+    assert open_model(run).uncertain_threshold == 0.9
 
 
 def test_perfectly_separated_validation_does_not_make_the_model_certain() -> None:

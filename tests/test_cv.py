@@ -16,17 +16,13 @@ from tests.conftest import make_dataset
 from tests.train import tiny_config
 
 from bloodcell.cli import main
-from bloodcell.cv import (
-    PREDICTIONS_FILE,
-    CVSettings,
-    compare_protocols,
-    read_predictions,
-    run_cv,
-)
+from bloodcell.cv import CVSettings, compare_protocols, run_cv
+from bloodcell.cv_fold import PREDICTIONS_FILE, read_predictions
 from bloodcell.data.manifest import read_manifest, select
 from bloodcell.data.split import file_number
 from bloodcell.errors import ModelError
 from bloodcell.labels import LABELS
+from bloodcell.report_cv import write_protocol_report
 
 BLOODCELL = shutil.which("bloodcell", path=str(Path(sys.executable).parent)) or "bloodcell"
 BENIGN = Path("Original/Benign")
@@ -117,6 +113,7 @@ def test_compare_protocols_on_tiny_data(tmp_path: Path) -> None:
     assert "difference vs (a)" in text and "paired" in text and "(protocols.png)" in text
     assert (out / "protocols.png").stat().st_size > 1000
     assert json.loads((out / "protocols.json").read_text())["protocols"] == result["protocols"]
+    assert write_protocol_report(result, out) == out / "report.md"
 
 
 def test_compare_protocols_refuses_a_group(tmp_path: Path, capsys) -> None:

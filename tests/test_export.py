@@ -16,7 +16,8 @@ from tests.models import IMAGE_SIZE, make_run, tiny_model_dir
 from bloodcell.errors import ModelError
 from bloodcell.export import export_onnx
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.models.backends import META_KEYS, OnnxBackend, open_backend
+from bloodcell.models.backends import META_KEYS, OnnxBackend
+from bloodcell.models.engines import open_model
 from bloodcell.models.saved import update_config
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
@@ -39,7 +40,7 @@ def test_fp32_metadata_and_parity(run: Path) -> None:
     assert meta["preprocess"]["image_size"] == IMAGE_SIZE
     assert meta["temperature"] == 1.7 and meta["uncertain_threshold"] == 0.75
     assert meta["quantization"] is None
-    ort, ref = open_backend(path), open_backend(run)
+    ort, ref = open_model(path), open_model(run)
     assert isinstance(ort, OnnxBackend) and ort.temperature == 1.7
     torch.manual_seed(1)
     for n in (1, 7):  # dynamic batch
@@ -58,7 +59,7 @@ def test_int8_static_with_data(run: Path, tmp_path: Path) -> None:
     acc = s["accuracy"]
     assert acc["split"] == "test" and acc["n"] == 4
     assert acc["accuracy_change"] == pytest.approx(acc["accuracy_int8"] - acc["accuracy_fp32"])
-    q = open_backend(s["path"])
+    q = open_model(s["path"])
     assert q.quantization["method"] == "static" and q.labels == list(LABELS)
 
 
@@ -67,7 +68,7 @@ def test_int8_dynamic_without_data(tmp_path: Path) -> None:
     assert s["quantization"] == {"dtype": "int8", "method": "dynamic"}
     assert "accuracy" not in s
     x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    assert open_backend(s["path"]).predict_proba(x).shape == (2, 4)
+    assert open_model(s["path"]).predict_proba(x).shape == (2, 4)
 
 
 def test_refuses_onnx_input(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_onnx_flags_the_same_images_as_torch(run: Path) -> None:
     from tests.conftest import synthetic_image
 
     path = Path(export_onnx(run)["path"])
-    ort, ref = open_backend(path), open_backend(run)
+    ort, ref = open_model(path), open_model(run)
     assert ort.ood_threshold == pytest.approx(ref.ood_threshold)
     assert ort.conformal is not None and ort.conformal.coverage == ref.conformal.coverage
     rng = np.random.default_rng(0)

@@ -13,7 +13,8 @@ from PIL import Image
 from tests.models import IMAGE_SIZE, make_run
 
 from bloodcell.errors import BloodcellError
-from bloodcell.ood_eval import OOD_JSON, OOD_PNG, SECTION_TITLE, evaluate_ood, separation
+from bloodcell.ood_eval import SECTION_TITLE, evaluate_ood
+from bloodcell.run_dir import OOD_JSON, OOD_PNG
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
@@ -27,14 +28,6 @@ def noise_folder(root: Path, n: int = 6) -> Path:
     Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (250, 250, 250)).save(root / "flat.png")
     (root / "notes.txt").write_text("not an image")
     return root
-
-
-def test_separation_measures() -> None:
-    inside, outside = np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 2.0, 3.0])
-    assert separation(inside, outside) == {"auroc": 1.0, "fpr_at_95_tpr": 0.0}
-    mixed = separation(np.array([0.1, 0.5, 2.5]), np.array([1.0, 2.0, 3.0]))
-    assert 0.5 < mixed["auroc"] < 1.0 and mixed["fpr_at_95_tpr"] > 0
-    assert separation(inside, np.array([]))["auroc"] is None
 
 
 def test_folders_are_scored_against_the_test_split(tmp_path: Path) -> None:

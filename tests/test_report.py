@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell.evaluate import compute_metrics
 from bloodcell.labels import LABELS
-from bloodcell.report import write_eval_report, write_run_report
+from bloodcell.metrics import compute_metrics
+from bloodcell.report import upsert_section, write_eval_report, write_run_report
 
 
 def test_eval_report_has_pictures_headline_and_sections(tmp_path: Path) -> None:
@@ -34,3 +34,13 @@ def test_eval_report_has_pictures_headline_and_sections(tmp_path: Path) -> None:
         assert section in text
     run_report = write_run_report(tmp_path, {"test": m}, ["extra line"])
     assert "eval/test/report.md" in run_report.read_text()
+
+
+def test_report_section_is_replaced_not_repeated(tmp_path: Path) -> None:
+    path = tmp_path / "report.md"
+    path.write_text("# Evaluation\n\n## Headline\n\nx\n\n## Data provenance\n\ny\n")
+    upsert_section(path, "Robustness", ["first"])
+    upsert_section(path, "Robustness", ["second"])
+    text = path.read_text()
+    assert text.count("## Robustness") == 1 and "second" in text and "first" not in text
+    assert text.index("## Robustness") < text.index("## Data provenance")

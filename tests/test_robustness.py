@@ -15,17 +15,10 @@ from tests.models import make_run
 
 from bloodcell.cli import main
 from bloodcell.data.corruptions import CORRUPTIONS, MIDDLE_SEVERITY
-from bloodcell.evaluate import compute_metrics
 from bloodcell.labels import LABELS
-from bloodcell.report import upsert_section
-from bloodcell.robustness import (
-    ROBUSTNESS_CSV,
-    ROBUSTNESS_JSON,
-    ROBUSTNESS_PNG,
-    evaluate_robustness,
-    score,
-    worst_middle,
-)
+from bloodcell.metrics import compute_metrics
+from bloodcell.robustness import evaluate_robustness, score, worst_middle
+from bloodcell.run_dir import ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
 
 CLI = Path(sys.executable).parent / "bloodcell"
 
@@ -84,16 +77,6 @@ def test_an_exported_onnx_model_gives_the_torch_numbers(run: Path, tmp_path: Pat
     )
     assert b["backend"] == "onnx"
     assert b["results"][0]["accuracy"] == a["results"][0]["accuracy"]
-
-
-def test_report_section_is_replaced_not_repeated(tmp_path: Path) -> None:
-    path = tmp_path / "report.md"
-    path.write_text("# Evaluation\n\n## Headline\n\nx\n\n## Data provenance\n\ny\n")
-    upsert_section(path, "Robustness", ["first"])
-    upsert_section(path, "Robustness", ["second"])
-    text = path.read_text()
-    assert text.count("## Robustness") == 1 and "second" in text and "first" not in text
-    assert text.index("## Robustness") < text.index("## Data provenance")
 
 
 def test_worst_middle_picks_the_lowest_middle_accuracy() -> None:

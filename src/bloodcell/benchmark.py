@@ -26,6 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from bloodcell.records import SplitMetrics, TrainConfigRecord, TrainSummary
+from bloodcell.run_dir import MANIFEST_COPY, RunDir
+
+#: What `run_measured` found for a recipe's training process, kept in its run folder.
+MEASURED_FILE = "benchmark_train.json"
+
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -86,34 +92,34 @@ def train_recipe(
     from bloodcell.evaluate import evaluate_run
     from bloodcell.robustness import evaluate_robustness
 
-    run = out / f"{recipe}-seed{seed}"
-    if not (run / "model").is_dir():
+    run = RunDir(out / f"{recipe}-seed{seed}")
+    if not run.model.is_dir():
         cmd = [sys.executable, "-m", "bloodcell.cli", "train", "--data", str(data_root),
-               "--manifest", str(manifest), "--out", str(run), "--recipe", recipe,
+               "--manifest", str(manifest), "--out", str(run.path), "--recipe", recipe,
                "--seed", str(seed), *extra]  # fmt: skip
-        _say(f"benchmark: training {recipe} (seed {seed}) -> {run}")
+        _say(f"benchmark: training {recipe} (seed {seed}) -> {run.path}")
         code, wall, rss = run_measured(cmd)
         if code != 0:
             raise RuntimeError(f"training {recipe} seed {seed} failed (exit {code})")
-        (run / "benchmark_train.json").write_text(
+        (run.path / MEASURED_FILE).write_text(
             json.dumps({"wall_s": wall, "peak_rss_mb": rss}) + "\n"
         )
-    measured = json.loads((run / "benchmark_train.json").read_text())
-    summary = json.loads((run / "train_summary.json").read_text())
-    config = json.loads((run / "train_config.json").read_text())["config"]
-    calibrate_run(run)
-    metrics = evaluate_run(run, "test", progress=False)
-    robust = evaluate_robustness(run, "test", severities=[MIDDLE_SEVERITY], progress=False)
+    measured = json.loads((run.path / MEASURED_FILE).read_text())
+    summary: TrainSummary = json.loads(run.train_summary.read_text())
+    started: TrainConfigRecord = json.loads(run.train_config.read_text())
+    calibrate_run(run.path)
+    metrics = evaluate_run(run.path, "test", progress=False)
+    robust = evaluate_robustness(run.path, "test", severities=[MIDDLE_SEVERITY], progress=False)
     worst = robust["worst_middle"]
     n_train = len(select(read_manifest(manifest), "train"))
-    return scope_figures(run, metrics, robust, ood_dirs) | {
+    return scope_figures(run.path, metrics, robust, ood_dirs) | {
         "recipe": recipe,
         "seed": seed,
-        "run": str(run),
+        "run": str(run.path),
         "train_wall_s": measured["wall_s"],
         "feature_s": summary.get("feature_seconds"),
         "fit_s": summary.get("fit_seconds"),
-        "train_img_per_s": n_train * config["epochs"] / measured["wall_s"],
+        "train_img_per_s": n_train * started["config"]["epochs"] / measured["wall_s"],
         "peak_rss_mb": measured["peak_rss_mb"],
         "test_accuracy": metrics["accuracy"],
         "test_ci95": metrics["ci95"]["accuracy"],
@@ -126,7 +132,7 @@ def train_recipe(
 
 
 def scope_figures(
-    run: Path, metrics: dict[str, Any], robust: dict[str, Any], ood_dirs: Sequence[str | Path]
+    run: Path, metrics: SplitMetrics, robust: dict[str, Any], ood_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
     from bloodcell.ood_eval import evaluate_ood
@@ -309,7 +315,7 @@ def benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipes = ["reference", *[r for r in recipes if r != "reference"]]
-    manifest = out / "manifest.csv"
+    manifest = out / MANIFEST_COPY
     if not manifest.is_file():
         manifest, _ = prepare_data(Path(data_root).expanduser(), out, seed=0, progress=True)
     results = [

@@ -23,7 +23,6 @@ from the validation scores saved with it, without the data.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,32 +34,13 @@ from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import ManifestRow, read_manifest, select
 from bloodcell.errors import DatasetError, ModelError
 from bloodcell.labels import LABELS
+from bloodcell.metrics import expected_calibration_error
 from bloodcell.models.backends import TorchBackend, dataset_logits, softmax
 from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
 from bloodcell.models.ood import OodDetector
 from bloodcell.models.saved import CONFIG_FILE, load_model, resolve_model_dir, update_config
-
-MANIFEST_FILE = "manifest.csv"
-
-
-def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
-    """Top-label ECE with equal-width bins: the mean |accuracy - confidence| weighted by bin size.
-
-    Same definition as torchmetrics' `multiclass_calibration_error(norm="l1")`.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    targets = np.asarray(targets)
-    if len(targets) == 0:
-        return float("nan")
-    conf = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == targets).astype(np.float64)
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
-    return float(ece)
+from bloodcell.records import CalibrationRecord, ModelConfig
+from bloodcell.run_dir import RunDir
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
@@ -94,13 +74,15 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200
     return float(log_t.detach().exp().clamp(0.05, 100.0))
 
 
-def calibration_summary(logits: np.ndarray, targets: np.ndarray, temperature: float) -> dict:
-    """ECE and NLL before (T=1) and after scaling, for reports."""
+def calibration_summary(
+    logits: np.ndarray, targets: np.ndarray, temperature: float
+) -> CalibrationRecord:
+    """ECE (`metrics.expected_calibration_error`) and NLL before (T=1) and after scaling."""
     return {
         "temperature": float(temperature),
         "n": int(len(targets)),
-        "ece_before": expected_calibration_error(softmax(logits), targets),
-        "ece_after": expected_calibration_error(softmax(logits, temperature), targets),
+        "ece_before": expected_calibration_error(targets, softmax(logits)),
+        "ece_after": expected_calibration_error(targets, softmax(logits, temperature)),
         "nll_before": nll(logits, targets),
         "nll_after": nll(logits, targets, temperature),
     }
@@ -142,49 +124,20 @@ def run_split(
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
 ) -> tuple[list[ManifestRow], Path]:
-    """Rows of one split of the data a run was trained on, and the data root to read them from.
-
-    The manifest defaults to `RUN/manifest.csv`, then to `config.data.manifest`; the data root to
-    `config.data.root` (or `data_root`), then `$BLOODCELL_DATA`.
-    """
+    """Rows of one split of the data a run was trained on, and the data root to read them from
+    (found by `RunDir.find_data` from what the model recorded)."""
     model_dir = resolve_model_dir(run_dir)
-    data_cfg = load_model_config(model_dir).get("data") or {}
-    manifest_path = _first_file(
-        manifest,
-        Path(run_dir) / MANIFEST_FILE,
-        model_dir.parent / MANIFEST_FILE,
-        model_dir / MANIFEST_FILE,
-        data_cfg.get("manifest"),
+    data = RunDir.of_model(model_dir).find_data(
+        load_model_config(model_dir).get("data"), data_root, manifest
     )
-    if manifest_path is None:
-        raise DatasetError(
-            f"{run_dir}: no split manifest found (looked for {MANIFEST_FILE} in the run and for "
-            "config data.manifest); pass --manifest FILE"
-        )
-    root = data_root or data_cfg.get("root") or data_cfg.get("data_root")
-    root = root or os.environ.get("BLOODCELL_DATA")
-    if not root or not Path(root).is_dir():
-        raise DatasetError(
-            f"{run_dir}: dataset folder {root or '(unknown)'} not found; pass --data DIR "
-            "or set BLOODCELL_DATA"
-        )
-    rows = select(read_manifest(manifest_path), split)
+    rows = select(read_manifest(data.manifest), split)
     if not rows:
-        raise DatasetError(f"{manifest_path}: the {split} split is empty")
-    return rows, Path(root)
+        raise DatasetError(f"{data.manifest}: the {split} split is empty")
+    return rows, data.root
 
 
-def load_model_config(model_dir: Path) -> dict[str, Any]:
+def load_model_config(model_dir: Path) -> ModelConfig:
     return json.loads((model_dir / CONFIG_FILE).read_text())
-
-
-def _first_file(*candidates: str | Path | None) -> Path | None:
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    if candidates[0]:
-        raise DatasetError(f"manifest not found: {candidates[0]}")
-    return None
 
 
 def split_logits(

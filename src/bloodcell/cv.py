@@ -5,10 +5,11 @@ Why: one test split of a few hundred images gives an accuracy whose interval is 
 points wide, and the published figures on this data come from random image-level splits that
 put copies of test images into training. Cross-validation tests every image once (per seed)
 and reports a figure over the whole dataset, with its spread over folds and an interval that
-resamples duplicate groups rather than images (`evaluate.group_bootstrap_ci`).
+resamples duplicate groups rather than images (`metrics.group_bootstrap_ci`).
 
-Each fold: its manifest (`data.folds`), `train.train` on it, temperature scaling on its
-validation part (`calibrate`, as `bloodcell run` does), then predictions for its test part.
+Each fold (`cv_fold.run_fold`): its manifest (`data.folds`), `train.train` on it, temperature
+scaling on its validation part (`calibrate`, as `bloodcell run` does), then predictions for its
+test part.
 Layout of OUT:
 
   cv_config.json                    the settings; a rerun with other settings is refused
@@ -26,19 +27,24 @@ them protocols.json, report.md and protocols.png.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bloodcell.cv_fold import (
+    MANIFEST_FILE,
+    PREDICTIONS_FILE,
+    atomic,
+    read_predictions,
+    run_fold,
+    write_fold_manifest,
+)
 from bloodcell.data.folds import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_GROUPING,
@@ -47,19 +53,18 @@ from bloodcell.data.folds import (
     cv_groups,
     make_folds,
 )
-from bloodcell.data.manifest import ManifestRow, file_sha256, select, write_manifest
+from bloodcell.data.manifest import ManifestRow, file_sha256, select
 from bloodcell.data.split import group_id, split_counts
 from bloodcell.data.verify import VerifyReport
-from bloodcell.errors import DatasetError, ModelError
+from bloodcell.errors import ModelError
 from bloodcell.labels import LABELS
-from bloodcell.train import MODEL_DIR, TrainConfig
+from bloodcell.metrics import accuracy
+from bloodcell.run_dir import REPORT_MD
+from bloodcell.train import TrainConfig
 
 SETTINGS_FILE = "cv_config.json"
 VERIFY_FILE = "verify.json"
 CV_FILE = "cv.json"
-MANIFEST_FILE = "manifest.csv"
-RUN_DIR = "run"
-PREDICTIONS_FILE = "predictions.csv"
 PROTOCOLS_FILE = "protocols.json"
 
 #: The leakage study: protocol name -> what it keeps together. (a) is the usual protocol.
@@ -87,18 +92,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` that replaces it only when the block finishes, so a
-    killed process never leaves a half-written file under the real name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_settings(out: Path, record: dict[str, Any]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
     path = out / SETTINGS_FILE
@@ -112,83 +105,16 @@ def _check_settings(out: Path, record: dict[str, Any]) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as tmp:
+    with atomic(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def _write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
-    """Write the fold's manifest; an existing one must be byte-identical (same data, seed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as tmp:
-        write_manifest(rows, tmp)
-        if path.is_file() and path.read_bytes() != tmp.read_bytes():
-            raise DatasetError(
-                f"{path}: the data changed since this cross-validation started (the fold's "
-                "manifest would differ); choose another --out"
-            )
-
-
-# --- one fold -------------------------------------------------------------------------------------
-
-
-def run_fold(
-    fold_dir: Path,
-    rows: list[ManifestRow],
-    data_root: Path,
-    config: TrainConfig,
-    calibrate: bool = True,
-    progress: bool = True,
-) -> Path:
-    """Train (or finish training) on the fold's manifest, calibrate, and write its
-    out-of-fold predictions; returns the predictions file."""
-    from bloodcell.calibrate import calibrate_run
-    from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
-    from bloodcell.models.saved import load_model
-    from bloodcell.train import CONFIG_FILE, train
-
-    run = fold_dir / RUN_DIR
-    if not (run / MODEL_DIR).is_dir():
-        resume = (run / CONFIG_FILE).is_file()  # killed mid-training: go on from last.ckpt
-        train(config, data_root, fold_dir / MANIFEST_FILE, run, resume=resume, progress=progress)
-    if calibrate:
-        calibrate_run(run)  # fits on uncalibrated logits, so a rerun gives the same value
-    model = TorchBackend(load_model(run))
-    if list(model.labels) != list(LABELS):
-        raise ModelError(f"{run}: model labels {model.labels} differ from {list(LABELS)}")
-    test = select(rows, "test")
-    dataset = ManifestDataset(test, data_root, model.preprocess.transform())
-    outputs, _ = dataset_outputs(model, dataset, progress="predict test" if progress else None)
-    probs = softmax(outputs.logits, model.temperature)
-    path = fold_dir / PREDICTIONS_FILE
-    with _atomic(path) as tmp, tmp.open("w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["path", "label", "group", "predicted", *[f"p_{lab}" for lab in LABELS]])
-        for row, p in zip(test, probs, strict=True):
-            w.writerow(
-                [row.path, row.label, row.group, LABELS[int(p.argmax())]] + [f"{v:.6f}" for v in p]
-            )
-    return path
-
-
-def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Paths, true class indices and class probabilities of a fold's predictions file."""
-    with path.open(newline="") as fh:
-        recs = list(csv.DictReader(fh))
-    if not recs:
-        raise DatasetError(f"{path}: no predictions in it; delete it to redo the fold")
-    paths = [r["path"] for r in recs]
-    y = np.array([LABELS.index(r["label"]) for r in recs], dtype=int)
-    probs = np.array([[float(r[f"p_{lab}"]) for lab in LABELS] for r in recs], dtype=float)
-    return paths, y, probs
 
 
 # --- metrics --------------------------------------------------------------------------------------
 
 
 def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
-    """`evaluate.compute_metrics`, with its intervals from resampling groups, not images."""
-    from bloodcell.evaluate import compute_metrics, group_bootstrap_ci
+    """`metrics.compute_metrics`, with its intervals from resampling groups, not images."""
+    from bloodcell.metrics import compute_metrics, group_bootstrap_ci
 
     m = compute_metrics(y_true, probs, LABELS)
     for key in ("calibration_bins", "bootstrap", "ci95"):
@@ -264,43 +190,31 @@ def run_cv(
 ) -> dict[str, Any]:
     """Cross-validate `config` on the data; writes OUT (see the module's docstring) and returns
     what cv.json holds. Folds whose predictions exist are skipped, so a killed run continues."""
-    from bloodcell.report import write_cv_report
+    from bloodcell.report_cv import write_cv_report
 
     data_root = Path(data_root).expanduser()
     out = Path(out_dir)
-    block_size = check_grouping(settings.grouping, settings.block_size)
-    settings = replace(settings, block_size=block_size)
+    settings = replace(settings, block_size=check_grouping(settings.grouping, settings.block_size))
     record = {k: v for k, v in asdict(settings).items() if k != "seeds"}
     record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
     _check_settings(out, record)
     report = report or _verified(data_root, progress)
-    with _atomic(out / VERIFY_FILE) as tmp:
+    with atomic(out / VERIFY_FILE) as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    unit_of = _ci_unit(report, settings.grouping, block_size)
-    k = settings.folds
+    unit_of = _ci_unit(report, settings.grouping, settings.block_size)
     t_start = time.perf_counter()
     trained = 0
     seeds: list[dict[str, Any]] = []
     for seed in settings.seeds:
-        folds = make_folds(report, k, seed, settings.grouping, block_size, settings.val_fraction)
-        for i, rows in enumerate(folds):
-            fold_dir = out / f"seed-{seed}" / f"fold-{i + 1}"
-            _write_fold_manifest(rows, fold_dir / MANIFEST_FILE)
-            where = f"{name}: seed {seed}, fold {i + 1}/{k}"
-            if (fold_dir / PREDICTIONS_FILE).is_file():
-                _say(f"{where}: finished before ({fold_dir / PREDICTIONS_FILE}), skipped")
-                continue
-            n = {s: len(select(rows, s)) for s in ("train", "val", "test")}
-            _say(f"{where}: training on {n['train']} images (val {n['val']}), "
-                 f"testing on {n['test']}")  # fmt: skip
-            t0 = time.perf_counter()
-            # A fold's model only predicts its test part: no out-of-scope detector is fitted.
-            fold_config = replace(config, seed=seed, ood_acceptance=None)
-            preds = run_fold(fold_dir, rows, data_root, fold_config, settings.calibrate, progress)
-            _, y, probs = read_predictions(preds)
-            trained += 1
-            _say(f"{where}: done in {time.perf_counter() - t0:.0f} s, "
-                 f"accuracy {(probs.argmax(1) == y).mean():.1%}")  # fmt: skip
+        folds = make_folds(
+            report,
+            settings.folds,
+            seed,
+            settings.grouping,
+            settings.block_size,
+            settings.val_fraction,
+        )
+        trained += _run_folds(out, seed, folds, data_root, config, settings, progress, name)
         seeds.append(_summarise_seed(out, seed, folds, unit_of))
     result = {
         "name": name,
@@ -319,17 +233,55 @@ def run_cv(
         "seconds_now": round(time.perf_counter() - t_start, 1),
     }
     if len(seeds) > 1:
-        accs = np.array([s["pooled"]["accuracy"] for s in seeds])
-        result["over_seeds"] = {
-            "accuracy_mean": float(accs.mean()),
-            "accuracy_sd": float(accs.std(ddof=1)),
-            "accuracy_min": float(accs.min()),
-            "accuracy_max": float(accs.max()),
-        }
+        result["over_seeds"] = _over_seeds(seeds)
     (out / CV_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    report_path = write_cv_report(result, out)
-    _say(f"{name}: report {report_path}")
+    _say(f"{name}: report {write_cv_report(result, out)}")
     return result
+
+
+def _run_folds(
+    out: Path,
+    seed: int,
+    folds: list[list[ManifestRow]],
+    data_root: Path,
+    config: TrainConfig,
+    settings: CVSettings,
+    progress: bool,
+    name: str,
+) -> int:
+    """Write every fold's manifest and train, calibrate and predict the unfinished folds;
+    returns how many were trained now."""
+    trained = 0
+    for i, rows in enumerate(folds):
+        fold_dir = out / f"seed-{seed}" / f"fold-{i + 1}"
+        write_fold_manifest(rows, fold_dir / MANIFEST_FILE)
+        where = f"{name}: seed {seed}, fold {i + 1}/{len(folds)}"
+        if (fold_dir / PREDICTIONS_FILE).is_file():
+            _say(f"{where}: finished before ({fold_dir / PREDICTIONS_FILE}), skipped")
+            continue
+        n = {s: len(select(rows, s)) for s in ("train", "val", "test")}
+        _say(f"{where}: training on {n['train']} images (val {n['val']}), "
+             f"testing on {n['test']}")  # fmt: skip
+        t0 = time.perf_counter()
+        # A fold's model only predicts its test part: no out-of-scope detector is fitted.
+        fold_config = replace(config, seed=seed, ood_acceptance=None)
+        preds = run_fold(fold_dir, rows, data_root, fold_config, settings.calibrate, progress)
+        _, y, probs = read_predictions(preds)
+        trained += 1
+        _say(f"{where}: done in {time.perf_counter() - t0:.0f} s, "
+             f"accuracy {accuracy(y, probs.argmax(1)):.1%}")  # fmt: skip
+    return trained
+
+
+def _over_seeds(seeds: list[dict[str, Any]]) -> dict[str, float]:
+    """How the pooled accuracy moves from seed to seed."""
+    accs = np.array([s["pooled"]["accuracy"] for s in seeds])
+    return {
+        "accuracy_mean": float(accs.mean()),
+        "accuracy_sd": float(accs.std(ddof=1)),
+        "accuracy_min": float(accs.min()),
+        "accuracy_max": float(accs.max()),
+    }
 
 
 def correct_share(out: Path, cv: dict[str, Any]) -> dict[str, float]:
@@ -352,8 +304,8 @@ def compare_protocols(
 ) -> dict[str, Any]:
     """The same recipe, folds and seeds under each of `PROTOCOLS`, each into OUT/<protocol>/,
     then pooled accuracy side by side with its difference from (a) and a paired interval."""
-    from bloodcell.evaluate import group_bootstrap_mean
-    from bloodcell.report import write_protocol_report
+    from bloodcell.metrics import BOOTSTRAP_SEED, N_BOOTSTRAP
+    from bloodcell.report_cv import write_protocol_report
 
     data_root = Path(data_root).expanduser()
     out = Path(out_dir)
@@ -369,27 +321,6 @@ def compare_protocols(
     unit_of = _ci_unit(report, "block", block_size)
     paths = sorted(unit_of)
     groups = [unit_of[p] for p in paths]
-    correct = {}
-    for protocol, cv in runs.items():
-        share = correct_share(out / protocol, cv)
-        correct[protocol] = np.array([share[p] for p in paths])
-    base = correct["image"]
-    rows = []
-    for protocol, cv in runs.items():
-        acc = group_bootstrap_mean(correct[protocol], groups)
-        diff = group_bootstrap_mean(correct[protocol] - base, groups)
-        rows.append(
-            {
-                "protocol": protocol,
-                "description": PROTOCOLS[protocol],
-                "accuracy": acc["mean"],
-                "accuracy_ci95": acc["ci95"],
-                "difference_vs_image": diff["mean"],
-                "difference_ci95": diff["ci95"],
-                "macro_f1": float(np.mean([s["pooled"]["macro_f1"] for s in cv["seeds"]])),
-                "report": f"{protocol}/report.md",
-            }
-        )
     result = {
         "folds": settings.folds,
         "seeds": list(settings.seeds),
@@ -399,13 +330,42 @@ def compare_protocols(
         "bootstrap": {
             "unit": f"blocks of {block_size} file numbers joined with duplicate groups",
             "groups": len(set(groups)),
-            "resamples": acc["resamples"],
-            "seed": acc["seed"],
+            "resamples": N_BOOTSTRAP,
+            "seed": BOOTSTRAP_SEED,
             "method": "paired percentile bootstrap over groups",
         },
-        "protocols": rows,
+        "protocols": protocol_rows(out, runs, paths, groups),
     }
     (out / PROTOCOLS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    report_path = write_protocol_report(result, out)
-    _say(f"protocols: report {report_path}")
+    _say(f"protocols: report {write_protocol_report(result, out)}")
     return result
+
+
+def protocol_rows(
+    out: Path, runs: dict[str, dict[str, Any]], paths: list[str], groups: list[str]
+) -> list[dict[str, Any]]:
+    """Each protocol's pooled accuracy and its difference from (a), with intervals from one
+    shared draw of `groups` per resample (so the difference's interval is paired)."""
+    from bloodcell.metrics import group_bootstrap_mean
+
+    correct = {}
+    for protocol, cv in runs.items():
+        share = correct_share(out / protocol, cv)
+        correct[protocol] = np.array([share[p] for p in paths])
+    rows = []
+    for protocol, cv in runs.items():
+        acc = group_bootstrap_mean(correct[protocol], groups)
+        diff = group_bootstrap_mean(correct[protocol] - correct["image"], groups)
+        rows.append(
+            {
+                "protocol": protocol,
+                "description": PROTOCOLS[protocol],
+                "accuracy": acc["mean"],
+                "accuracy_ci95": acc["ci95"],
+                "difference_vs_image": diff["mean"],
+                "difference_ci95": diff["ci95"],
+                "macro_f1": float(np.mean([s["pooled"]["macro_f1"] for s in cv["seeds"]])),
+                "report": f"{protocol}/{REPORT_MD}",
+            }
+        )
+    return rows

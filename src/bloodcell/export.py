@@ -7,8 +7,8 @@ itself (`ScoredGraph`), so the file flags the same images as the torch model wit
 beside it. Everything else a predictor needs travels in
 `metadata_props` (JSON values; keys in `models.backends.META_KEYS`): class names, display names,
 preprocessing, calibration temperature, `uncertain` threshold, the detector's threshold, the
-conformal calibration scores, architecture and quantisation. `open_backend` reads them, so
-`bloodcell predict model.onnx ...` answers like the model directory.
+conformal calibration scores, architecture and quantisation. `models.engines.open_model` reads
+them, so `bloodcell predict model.onnx ...` answers like the model directory.
 
 int8: static QDQ quantisation (per-channel weights, activations calibrated on a few images of the
 run's train split) when the run's data can be found, because it keeps accuracy and gives
@@ -31,6 +31,7 @@ from bloodcell.calibrate import run_split
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import ManifestRow
 from bloodcell.errors import BloodcellError, DatasetError, ModelError
+from bloodcell.metrics import accuracy
 from bloodcell.models.backends import (
     ONNX_FORMAT,
     ONNX_INPUT,
@@ -244,8 +245,7 @@ def compare_accuracy(
         ds = ManifestDataset(rows, root, backend.preprocess.transform())
         logits, targets = dataset_logits(backend, ds, batch_size=32)
         results[name] = logits.argmax(1)
-    acc32 = float((results["fp32"] == targets).mean())
-    acc8 = float((results["int8"] == targets).mean())
+    acc32, acc8 = accuracy(targets, results["fp32"]), accuracy(targets, results["int8"])
     return {
         "split": split,
         "n": int(len(targets)),

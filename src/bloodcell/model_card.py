@@ -4,9 +4,9 @@ Hugging Face model-card layout: YAML front matter (license, tags, library, data 
 and validation figures as `model-index`) and then what the model is for, what it learned from,
 how it was trained, how good it is and how sure we are, calibration, robustness, what it
 refuses, and where it is known to fail. Pure rendering from the files the model and its run
-already hold (`config.json`, `metrics.json`, `RUN/eval/test/robustness.json`,
-`RUN/eval/ood/ood.json`), so it is rewritten whenever they change and never disagrees with
-them; whatever was not measured says so.
+already hold (`config.json`, `metrics.json`, and through `run_dir.RunDir` the run's
+`eval/test/robustness.json` and `eval/ood/ood.json`), so it is rewritten whenever they change
+and never disagrees with them; whatever was not measured says so.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from typing import Any
 
 import yaml
 
-from bloodcell.evaluate import EVAL_DIR, run_dir_of
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.saved import CONFIG_FILE, METRICS_FILE, resolve_model_dir
-from bloodcell.ood_eval import OOD_DIR, OOD_JSON, OOD_PNG
 from bloodcell.ood_eval import report_lines as ood_lines
+from bloodcell.records import ModelConfig, ModelMetrics, SplitMetrics
 from bloodcell.report import ci_range, conformal_lines, pct
-from bloodcell.robustness import ROBUSTNESS_JSON, ROBUSTNESS_PNG
-from bloodcell.robustness import report_lines as robustness_lines
+from bloodcell.report_robustness import report_lines as robustness_lines
+from bloodcell.run_dir import RunDir
 
 CARD_FILE = "README.md"
 #: The Kaggle data set the models are trained on (its handle, as `bloodcell download` uses it).
@@ -40,6 +39,8 @@ CITATION = (
     "al., Kaggle 2021, doi:10.34740/KAGGLE/DSV/2175623. The images may not be redistributed."
 )
 SPLITS = ("test", "val")
+#: The run folder as the card (in RUN/model/) links into it.
+RUN_FROM_CARD = RunDir(Path(".."))
 
 
 def not_measured(what: str) -> str:
@@ -54,22 +55,22 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def write_model_card(model_dir: str | Path) -> Path:
     """Render `README.md` into the model directory (a run directory is accepted); its path."""
     model_dir = resolve_model_dir(model_dir)
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
-    metrics = _read_json(model_dir / METRICS_FILE) or {}
-    run = run_dir_of(model_dir)
-    robust = _read_json(run / EVAL_DIR / "test" / ROBUSTNESS_JSON)
-    ood = _read_json(run / EVAL_DIR / OOD_DIR / OOD_JSON)
+    config: ModelConfig = json.loads((model_dir / CONFIG_FILE).read_text())
+    metrics: ModelMetrics = _read_json(model_dir / METRICS_FILE) or {}
+    run = RunDir.of_model(model_dir)
+    robust = _read_json(run.robustness_json("test"))
+    ood = _read_json(run.ood_json)
     path = model_dir / CARD_FILE
-    path.write_text(render_card(config, metrics, robust, ood, name=run.name))
+    path.write_text(render_card(config, metrics, robust, ood, name=run.path.name))
     return path
 
 
-def split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def split_metrics(metrics: ModelMetrics) -> dict[str, SplitMetrics]:
     """The evaluated splits of a model's metrics.json (keyed by split), test first."""
     return {s: metrics[s] for s in SPLITS if isinstance(metrics.get(s), dict)}
 
 
-def front_matter(config: dict[str, Any], metrics: dict[str, Any], name: str) -> dict[str, Any]:
+def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[str, Any]:
     """The YAML header: what the Hub (and any reader of model cards) indexes."""
     results = []
     for split, m in split_metrics(metrics).items():
@@ -110,8 +111,8 @@ def front_matter(config: dict[str, Any], metrics: dict[str, Any], name: str) -> 
 
 
 def render_card(
-    config: dict[str, Any],
-    metrics: dict[str, Any],
+    config: ModelConfig,
+    metrics: ModelMetrics,
     robustness: dict[str, Any] | None = None,
     ood: dict[str, Any] | None = None,
     name: str = "bloodcell",
@@ -154,7 +155,7 @@ def _intended_use() -> list[str]:
     ]
 
 
-def _data(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+def _data(config: ModelConfig, metrics: ModelMetrics) -> list[str]:
     data = config.get("data") or {}
     counts = next(
         (
@@ -214,7 +215,7 @@ _RECIPE_KEYS = (
 )
 
 
-def _training(config: dict[str, Any]) -> list[str]:
+def _training(config: ModelConfig) -> list[str]:
     training = config.get("training") or {}
     if not training:
         return [not_measured("the training settings (none were recorded with the model)")]
@@ -226,7 +227,7 @@ def _training(config: dict[str, Any]) -> list[str]:
     return [*lines, "", "Every setting is in `config.json` under `training`."]
 
 
-def _metrics(metrics: dict[str, Any]) -> list[str]:
+def _metrics(metrics: ModelMetrics) -> list[str]:
     splits = split_metrics(metrics)
     if not splits:
         return [not_measured("accuracy and the other metrics (`bloodcell evaluate RUN`)")]
@@ -270,7 +271,7 @@ def _metrics(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _calibration(config: dict[str, Any]) -> list[str]:
+def _calibration(config: ModelConfig) -> list[str]:
     cal = config.get("calibration")
     if not cal:
         return [not_measured("calibration (`bloodcell calibrate RUN` fits it)")]
@@ -291,13 +292,11 @@ def _robustness(result: dict[str, Any] | None) -> list[str]:
                 "(`bloodcell evaluate RUN --robustness`)"
             )
         ]
-    image = Path("..") / EVAL_DIR / result.get("split", "test") / ROBUSTNESS_PNG
+    image = RUN_FROM_CARD.robustness_png(result.get("split", "test"))
     return robustness_lines(result, image=image.as_posix())
 
 
-def _scope(
-    config: dict[str, Any], test: dict[str, Any] | None, ood: dict[str, Any] | None
-) -> list[str]:
+def _scope(config: ModelConfig, test: SplitMetrics | None, ood: dict[str, Any] | None) -> list[str]:
     detector = config.get("ood")
     if not detector:
         return [not_measured("out-of-scope detection (this model has no detector; retrain it)")]
@@ -324,11 +323,11 @@ def _scope(
             not_measured("refusals on folders of other images (`bloodcell evaluate RUN --ood DIR`)")
         )
     else:
-        lines += ood_lines(ood, (Path("..") / EVAL_DIR / OOD_DIR / OOD_PNG).as_posix())
+        lines += ood_lines(ood, RUN_FROM_CARD.ood_png.as_posix())
     return lines
 
 
-def _sets(config: dict[str, Any], test: dict[str, Any] | None) -> list[str]:
+def _sets(config: ModelConfig, test: SplitMetrics | None) -> list[str]:
     conformal = config.get("conformal")
     if not conformal:
         return [not_measured("prediction sets (`bloodcell calibrate RUN` fits them)")]

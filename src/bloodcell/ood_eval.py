@@ -3,7 +3,7 @@
 `bloodcell evaluate RUN --ood DIR [DIR ...]` scores every image of each folder (unreadable
 files are reported and skipped, as in `predict`) and the run's in-scope test split, then gives
 per folder: the share refused, the AUROC of score against "in scope", and the false-positive
-rate on the test split at 95% true-positive rate on the folder (pytorch-ood's metrics; the
+rate on the test split at 95% true-positive rate on the folder (`metrics.ood_separation`; the
 folder is the positive class). Writes `RUN/eval/ood/ood.json`, a score histogram
 (`ood_scores.png`) and an "Out-of-scope folders" section in the split's `report.md`.
 """
@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.evaluate import EVAL_DIR, open_run_model, resolve_data
+from bloodcell.evaluate import open_run_model
+from bloodcell.metrics import ood_separation
 from bloodcell.models.backends import Backend, dataset_outputs
 from bloodcell.models.saved import write_json
 from bloodcell.predict import predict_paths
+from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunData, RunDir
 
-OOD_DIR = "ood"
-OOD_JSON = "ood.json"
-OOD_PNG = "ood_scores.png"
 SECTION_TITLE = "Out-of-scope folders"
 
 
@@ -42,20 +41,6 @@ def folder_scores(backend: Backend, folder: Path) -> tuple[np.ndarray, list[str]
     return np.asarray(scores, dtype=np.float64), errors
 
 
-def separation(in_scope: np.ndarray, other: np.ndarray) -> dict[str, float | None]:
-    """AUROC and FPR at 95% TPR with `other` as the positive (out-of-scope) class."""
-    import torch
-    from pytorch_ood.metrics import AUROC, FPRAtTPR
-
-    if len(in_scope) == 0 or len(other) == 0:
-        return {"auroc": None, "fpr_at_95_tpr": None}
-    scores = torch.as_tensor(np.concatenate([in_scope, other]), dtype=torch.float64)
-    labels = torch.cat([torch.zeros(len(in_scope)), -torch.ones(len(other))]).long()
-    auroc = AUROC().update(scores, labels).compute()["AUROC"]
-    fpr = FPRAtTPR(tpr=0.95).update(scores, labels).compute()["FPR95TPR"]
-    return {"auroc": float(auroc), "fpr_at_95_tpr": float(fpr)}
-
-
 def evaluate_ood(
     model: str | Path,
     folders: Sequence[str | Path],
@@ -66,39 +51,15 @@ def evaluate_ood(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the in-scope split and each folder; write JSON, histogram and report section."""
-    from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.data.manifest import read_manifest, select
-    from bloodcell.report import plot_ood_scores, upsert_section
-
-    backend, config, run_dir = open_run_model(model)
+    backend, config, run = open_run_model(model)
     if backend.ood_threshold is None:
         raise ModelError(f"{model}: this model has no out-of-scope detector; retrain it")
     missing = [str(f) for f in folders if not Path(f).is_dir()]
     if missing:
         raise BloodcellError(f"--ood: not a folder: {', '.join(missing)}")
-    data_root, manifest = resolve_data(config, run_dir, data_root, manifest)
-    rows = select(read_manifest(manifest), split)
-    dataset = ManifestDataset(rows, data_root, backend.preprocess.transform())
-    name = f"scores {split}" if progress else None
-    in_scope = dataset_outputs(backend, dataset, progress=name)[0].ood_score
-    assert in_scope is not None
-    results = []
-    for folder in folders:
-        if progress:
-            print(f"scoring {folder}", file=sys.stderr, flush=True)
-        scores, errors = folder_scores(backend, Path(folder))
-        flagged = backend.out_of_scope(scores)
-        results.append(
-            {
-                "folder": str(folder),
-                "n": int(len(scores)),
-                "unreadable": errors,
-                "flagged": int(flagged.sum()) if flagged is not None else 0,
-                "flagged_rate": float(flagged.mean()) if len(scores) else None,
-                **separation(in_scope, scores),
-                "scores": [round(float(s), 6) for s in scores],
-            }
-        )
+    data = run.find_data(config.get("data"), data_root, manifest)
+    in_scope = split_scores(backend, data, split, progress)
+    results = [folder_result(backend, Path(f), in_scope, progress) for f in folders]
     result = {
         "model": str(backend.path),
         "backend": backend.kind,
@@ -111,16 +72,59 @@ def evaluate_ood(
         },
         "folders": results,
     }
-    out = Path(out_dir) if out_dir else run_dir / EVAL_DIR / OOD_DIR
+    out = Path(out_dir) if out_dir else run.ood_dir
+    write_outputs(result, out, run, split, beside_run=out_dir is None)
+    result["out_dir"] = str(out)
+    return result
+
+
+def split_scores(backend: Backend, data: RunData, split: str, progress: bool) -> np.ndarray:
+    """Out-of-scope scores of the in-scope images of one split of the run's data."""
+    from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.data.manifest import read_manifest, select
+
+    rows = select(read_manifest(data.manifest), split)
+    dataset = ManifestDataset(rows, data.root, backend.preprocess.transform())
+    name = f"scores {split}" if progress else None
+    in_scope = dataset_outputs(backend, dataset, progress=name)[0].ood_score
+    assert in_scope is not None
+    return in_scope
+
+
+def folder_result(
+    backend: Backend, folder: Path, in_scope: np.ndarray, progress: bool
+) -> dict[str, Any]:
+    """One folder: how many images it has, how many were refused, and how well the score
+    separates them from the in-scope split."""
+    if progress:
+        print(f"scoring {folder}", file=sys.stderr, flush=True)
+    scores, errors = folder_scores(backend, folder)
+    flagged = backend.out_of_scope(scores)
+    return {
+        "folder": str(folder),
+        "n": int(len(scores)),
+        "unreadable": errors,
+        "flagged": int(flagged.sum()) if flagged is not None else 0,
+        "flagged_rate": float(flagged.mean()) if len(scores) else None,
+        **ood_separation(in_scope, scores),
+        "scores": [round(float(s), 6) for s in scores],
+    }
+
+
+def write_outputs(
+    result: dict[str, Any], out: Path, run: RunDir, split: str, beside_run: bool
+) -> None:
+    """ood.json, the histogram, and the section in the split's report.md, which links the
+    histogram relative to itself when it is in the run (so the run can move), else absolutely."""
+    from bloodcell.report import plot_ood_scores, upsert_section
+
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / OOD_JSON, result)
     plot_ood_scores(result, out / OOD_PNG)
-    report = run_dir / EVAL_DIR / split / "report.md"
+    report = run.eval_report(split)
     report.parent.mkdir(parents=True, exist_ok=True)
-    image = Path("..") / OOD_DIR / OOD_PNG if out_dir is None else (out / OOD_PNG).resolve()
-    upsert_section(report, SECTION_TITLE, report_lines(result, str(image)))
-    result["out_dir"] = str(out)
-    return result
+    image = run.link(run.ood_png, report.parent) if beside_run else str((out / OOD_PNG).resolve())
+    upsert_section(report, SECTION_TITLE, report_lines(result, image))
 
 
 def report_lines(result: dict[str, Any], image: str) -> list[str]:

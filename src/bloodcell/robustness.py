@@ -6,14 +6,13 @@ severity, next to the clean images, and writes `robustness.json`, `robustness.cs
 
 Each image is decoded once; corruptions are applied in memory with a generator seeded from
 (seed, corruption name, severity, image index), so a rerun, or a run on a subset of corruptions,
-sees exactly the same corrupted images. Scores follow `evaluate.compute_metrics` (and are tested
-against it). The model is opened through `models.backends.open_backend`, so an exported `.onnx`
-file works as well.
+sees exactly the same corrupted images. Scores come from `metrics`, as `compute_metrics` gives
+them (and are tested against it); the files are drawn by `report_robustness`. The model is
+opened through `models.engines.open_model`, so an exported `.onnx` file works as well.
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 import zlib
@@ -26,13 +25,12 @@ from PIL import Image
 
 from bloodcell.data.corruptions import MIDDLE_SEVERITY, Corruption, get
 from bloodcell.errors import DatasetError
-from bloodcell.evaluate import EVAL_DIR
+from bloodcell.metrics import accuracy, balanced_accuracy, clinical_metrics, macro_f1, wilson_ci
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.report import upsert_section
+from bloodcell.report_robustness import plot_robustness, report_lines, write_csv
+from bloodcell.run_dir import REPORT_MD, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
 
-ROBUSTNESS_JSON = "robustness.json"
-ROBUSTNESS_CSV = "robustness.csv"
-ROBUSTNESS_PNG = "robustness.png"
 SECTION_TITLE = "Robustness"
 #: The bar: no middle-severity corruption may take accuracy below this.
 TARGET_ACCURACY = 0.95
@@ -104,23 +102,16 @@ def scope_rate(backend: Backend, scored: Scored) -> float | None:
 
 def score(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy (with its Wilson 95% interval), macro-F1, balanced accuracy, sensitivity and
-    specificity, defined as in `evaluate.compute_metrics` but from one confusion matrix: the
-    full metrics (ROC, bootstrap) cost ~0.1 s per condition and are not needed here."""
-    from bloodcell.evaluate import _macro_f1_from_confusions, clinical_metrics, wilson_ci
-
+    specificity, as `metrics.compute_metrics` gives them: the full metrics (ROC, bootstrap)
+    cost ~0.1 s per condition and are not needed here."""
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(probs).argmax(axis=1)
-    k = len(labels)
-    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
-    correct = int(np.trace(cm))
-    support = cm.sum(axis=1)
-    recall = np.diagonal(cm)[support > 0] / support[support > 0]
     c = clinical_metrics(y_true, y_pred, labels)
     return {
-        "accuracy": correct / len(y_true),
-        "accuracy_ci95": wilson_ci(correct, len(y_true)),
-        "macro_f1": float(_macro_f1_from_confusions(cm[None])[0]),
-        "balanced_accuracy": float(recall.mean()),
+        "accuracy": accuracy(y_true, y_pred),
+        "accuracy_ci95": wilson_ci(int((y_pred == y_true).sum()), len(y_true)),
+        "macro_f1": macro_f1(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
         "sensitivity": c["sensitivity"],
         "specificity": c["specificity"],
     }
@@ -171,26 +162,54 @@ def evaluate_robustness(
 ) -> dict[str, Any]:
     """Evaluate `model` (run dir, model dir or `.onnx`) on `split` clean and under each
     corruption and severity; write JSON, CSV, plot and the report section; return the result."""
-    from tqdm import tqdm
-
     from bloodcell.data.manifest import read_manifest, select
-    from bloodcell.evaluate import open_run_model, resolve_data
+    from bloodcell.evaluate import open_run_model
 
     chosen = get(corruptions)
     todo = conditions(chosen, severities)
-    backend, config, run_dir = open_run_model(model)
-    data_root, manifest = resolve_data(config, run_dir, data_root, manifest)
-    rows = select(read_manifest(manifest), split)
+    backend, config, run = open_run_model(model)
+    data = run.find_data(config.get("data"), data_root, manifest)
+    rows = select(read_manifest(data.manifest), split)
     if not rows:
-        raise DatasetError(f"{manifest}: no {split} rows to evaluate")
+        raise DatasetError(f"{data.manifest}: no {split} rows to evaluate")
     labels = list(backend.labels)
     y_true = np.array([labels.index(r.label) for r in rows])
-    images = load_images(rows, data_root, progress)
-    transform = backend.preprocess.transform()
-
+    images = load_images(rows, data.root, progress)
     t0 = time.perf_counter()
+    results = score_conditions(backend, images, y_true, todo, seed, batch_size, progress)
+    result = {
+        "split": split,
+        "n": len(rows),
+        "model": str(backend.path),
+        "backend": backend.kind,
+        "architecture": backend.architecture,
+        "seed": seed,
+        **summarise(results, chosen),
+        "data": {"manifest": str(data.manifest), "data_root": str(data.root)},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(out_dir) if out_dir else run.eval_dir(split)
+    result["out_dir"] = str(out)
+    write_outputs(result, out)
+    return result
+
+
+def score_conditions(
+    backend: Backend,
+    images: Sequence[Image.Image],
+    y_true: np.ndarray,
+    todo: Sequence[Condition],
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """One row per condition: its setting, `score` and the share refused as out of scope."""
+    from tqdm import tqdm
+
+    transform = backend.preprocess.transform()
+    labels = list(backend.labels)
     bar = tqdm(
-        total=len(todo) * len(rows),
+        total=len(todo) * len(images),
         desc="robustness",
         unit="img",
         file=sys.stderr,
@@ -208,17 +227,16 @@ def evaluate_robustness(
             scores = score(y_true, scored.probs, labels)
             scores["out_of_scope_rate"] = scope_rate(backend, scored)
             results.append(_row(corruption, severity, scores))
+    return results
+
+
+def summarise(results: list[dict[str, Any]], chosen: Sequence[Corruption]) -> dict[str, Any]:
+    """Clean against corrupted (clean first in `results`): each row's drop, the worst middle
+    case and the corruptions that take accuracy below the target at the middle severity."""
     clean, corrupted = results[0], results[1:]
     for r in corrupted:
         r["drop"] = clean["accuracy"] - r["accuracy"]
-    worst = worst_middle(corrupted)
-    result = {
-        "split": split,
-        "n": len(rows),
-        "model": str(backend.path),
-        "backend": backend.kind,
-        "architecture": backend.architecture,
-        "seed": seed,
+    return {
         "target_accuracy": TARGET_ACCURACY,
         "middle_severity": MIDDLE_SEVERITY,
         "clean": clean,
@@ -226,19 +244,13 @@ def evaluate_robustness(
         "corruptions": {
             c.name: {"description": c.description, "levels": list(c.levels)} for c in chosen
         },
-        "worst_middle": worst,
+        "worst_middle": worst_middle(corrupted),
         "below_target_middle": [
             r["corruption"]
             for r in corrupted
             if r["severity"] == MIDDLE_SEVERITY and r["accuracy"] < TARGET_ACCURACY
         ],
-        "data": {"manifest": str(manifest), "data_root": str(data_root)},
-        "seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(out_dir) if out_dir else run_dir / EVAL_DIR / split
-    result["out_dir"] = str(out)
-    write_outputs(result, out)
-    return result
 
 
 def _row(corruption: Corruption | None, severity: int, scores: dict[str, Any]) -> dict[str, Any]:
@@ -262,141 +274,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     write_json(out / ROBUSTNESS_JSON, result)
     write_csv(out / ROBUSTNESS_CSV, [result["clean"], *result["results"]])
     plot_robustness(result, out / ROBUSTNESS_PNG)
-    upsert_section(out / "report.md", SECTION_TITLE, report_lines(result))
-
-
-CSV_FIELDS = (
-    "corruption",
-    "severity",
-    "setting",
-    "parameter",
-    "accuracy",
-    "accuracy_ci_low",
-    "accuracy_ci_high",
-    "macro_f1",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-)
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(CSV_FIELDS)
-        for r in rows:
-            lo, hi = r["accuracy_ci95"] or (None, None)
-            values = {**r, "accuracy_ci_low": lo, "accuracy_ci_high": hi}
-            w.writerow(["" if values[k] is None else _csv_value(values[k]) for k in CSV_FIELDS])
-
-
-def _csv_value(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def _grid(result: dict[str, Any]) -> tuple[list[str], list[int], np.ndarray]:
-    """(corruption names, severities, accuracy matrix with NaN where not run)."""
-    names = list(dict.fromkeys(r["corruption"] for r in result["results"]))  # run order
-    sevs = sorted({r["severity"] for r in result["results"]})
-    acc = np.full((len(names), len(sevs)), np.nan)
-    for r in result["results"]:
-        acc[names.index(r["corruption"]), sevs.index(r["severity"])] = r["accuracy"]
-    return names, sevs, acc
-
-
-def plot_robustness(result: dict[str, Any], out: Path) -> Path:
-    """Accuracy vs severity per corruption (left) and the same numbers as a heatmap (right)."""
-    from matplotlib.colors import TwoSlopeNorm
-
-    from bloodcell.report import _plt
-
-    plt = _plt()
-    names, sevs, acc = _grid(result)
-    clean = result["clean"]["accuracy"]
-    fig, (ax, ax2) = plt.subplots(
-        1, 2, figsize=(12, 0.45 * len(names) + 3), gridspec_kw={"width_ratios": [3, 2]}
-    )
-    cmap = plt.get_cmap("tab10")
-    for i, name in enumerate(names):
-        ax.plot([0, *sevs], [clean, *acc[i]], marker="o", color=cmap(i % 10), label=name)
-    ax.axhline(TARGET_ACCURACY, color="k", ls="--", lw=0.8, label=f"{TARGET_ACCURACY:.0%} target")
-    ax.set(
-        xlabel="severity (0 = clean)",
-        ylabel="accuracy",
-        title=f"accuracy under corruption ({result['split']}, n={result['n']})",
-        xticks=[0, *sevs],
-        ylim=(0, 1.02),
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", ncol=2)
-    # Yellow at the target, so green means "meets it" and anything below shades to red.
-    norm = TwoSlopeNorm(vmin=0.25, vcenter=TARGET_ACCURACY, vmax=1.0)
-    ax2.imshow(acc, cmap="RdYlGn", norm=norm, aspect="auto")
-    for i in range(len(names)):
-        for j in range(len(sevs)):
-            if not np.isnan(acc[i, j]):
-                ax2.text(j, i, f"{acc[i, j]:.0%}", ha="center", va="center", fontsize=8)
-    ax2.set_xticks(range(len(sevs)), [f"severity {s}" for s in sevs])
-    ax2.set_yticks(range(len(names)), names)
-    ax2.set_title(f"accuracy (clean {clean:.1%})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _cell(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "–"
-    text = f"{r['setting']}: {r['accuracy']:.1%} (F1 {r['macro_f1']:.3f})"
-    text = f"**{text}**" if r["accuracy"] < TARGET_ACCURACY else text
-    if r.get("out_of_scope_rate") is not None:
-        text += f"; {r['out_of_scope_rate']:.1%} out of scope"
-    return text
-
-
-def report_lines(result: dict[str, Any], image: str = ROBUSTNESS_PNG) -> list[str]:
-    """The markdown section: what was done, the worst middle case, the table and the plot
-    (`image`: the plot's path relative to the report that gets these lines)."""
-    names, sevs, _ = _grid(result)
-    by = {(r["corruption"], r["severity"]): r for r in result["results"]}
-    clean = result["clean"]
-    worst = result["worst_middle"]
-    below = result["below_target_middle"]
-    lines = [
-        f"The {result['split']} split ({result['n']} images) re-evaluated under simulated "
-        f"changes of stain, light, focus, compression and resolution (model `{result['model']}`, "
-        f"{result['backend']}; corruption seed {result['seed']}; parameters in "
-        "`bloodcell.data.corruptions`). Clean accuracy "
-        f"{clean['accuracy']:.1%} (macro-F1 {clean['macro_f1']:.3f}). Cells: setting, accuracy, "
-        f"macro-F1 (bold = below the {TARGET_ACCURACY:.0%} target) and the share the "
-        "out-of-scope detector refused (these images are in scope: it should stay small).",
-        "",
-    ]
-    if worst:
-        lines += [
-            f"**Worst middle-severity case: {worst['corruption']} {worst['setting']}, accuracy "
-            f"{worst['accuracy']:.1%}** (macro-F1 {worst['macro_f1']:.3f}; clean "
-            f"{clean['accuracy']:.1%}). "
-            + (
-                f"{len(below)} of {len(names)} corruptions fall below {TARGET_ACCURACY:.0%} at "
-                f"the middle severity: {', '.join(below)}."
-                if below
-                else f"Every corruption stays at or above {TARGET_ACCURACY:.0%} at the middle "
-                "severity."
-            ),
-            "",
-        ]
-    head = [f"severity {s}" + (" (middle)" if s == MIDDLE_SEVERITY else "") for s in sevs]
-    lines += [
-        "| corruption | " + " | ".join(head) + " |",
-        "|---" * (len(sevs) + 1) + "|",
-    ]
-    for name in names:
-        cells = " | ".join(_cell(by.get((name, s))) for s in sevs)
-        lines.append(f"| {name} | {cells} |")
-    lines += ["", f"![robustness]({image})"]
-    return lines
+    upsert_section(out / REPORT_MD, SECTION_TITLE, report_lines(result))
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -13,24 +13,25 @@ from tests.models import IMAGE_SIZE, make_run, tiny_model_dir
 
 from bloodcell.errors import ModelError
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import OnnxBackend, TorchBackend, open_backend, softmax
+from bloodcell.models.backends import OnnxBackend, TorchBackend, softmax
+from bloodcell.models.engines import open_model
 from bloodcell.models.saved import update_config
 
 
 def test_open_model_and_run_dir(tmp_path: Path) -> None:
-    b = open_backend(tiny_model_dir())
+    b = open_model(tiny_model_dir())
     assert isinstance(b, TorchBackend)
     assert b.labels == list(LABELS)
     assert b.preprocess.image_size == IMAGE_SIZE
     assert b.temperature == 1.0 and b.uncertain_threshold == 0.8
     run = make_run(tmp_path)
-    assert open_backend(run).path == run / "model"
+    assert open_model(run).path == run / "model"
 
 
 def test_proba_sums_to_one_and_applies_temperature(tmp_path: Path) -> None:
     d = shutil.copytree(tiny_model_dir(), tmp_path / "m")
     update_config(d, temperature=2.5)
-    b = open_backend(d)
+    b = open_model(d)
     x = torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE)
     logits = b.predict_logits(x)
     assert logits.shape == (3, 4)
@@ -41,10 +42,10 @@ def test_proba_sums_to_one_and_applies_temperature(tmp_path: Path) -> None:
 
 def test_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(ModelError):
-        open_backend(tmp_path)
+        open_model(tmp_path)
     (tmp_path / "x.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelError, match="cannot load"):
-        open_backend(tmp_path / "x.onnx")
+        open_model(tmp_path / "x.onnx")
     with pytest.raises(ModelError, match="not found"):
         OnnxBackend(tmp_path / "missing.onnx")
 
@@ -60,7 +61,7 @@ def test_onnx_without_bloodcell_metadata(tmp_path: Path) -> None:
     del m.metadata_props[:]
     onnx.save(m, str(path))
     with pytest.raises(ModelError, match="bloodcell metadata"):
-        open_backend(path)
+        open_model(path)
 
 
 def test_dataset_outputs_keeps_order_and_scores_every_image(tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_dataset_outputs_keeps_order_and_scores_every_image(tmp_path: Path) -> N
 
     run = make_run(tmp_path)
     rows = read_manifest(run / "manifest.csv")
-    b = open_backend(run)
+    b = open_model(run)
     data = Path(json.loads((run / "model" / "config.json").read_text())["data"]["data_root"])
     ds = ManifestDataset(rows, data, b.preprocess.transform())
     out, targets = dataset_outputs(b, ds, batch_size=5)

@@ -8,8 +8,8 @@ from tests.models import tiny_model_dir
 
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.models.backends import open_backend
 from bloodcell.models.conformal import ConformalSets, describe_set, fit_conformal, set_labels
+from bloodcell.models.engines import open_model
 
 
 def noisy_probs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,5 +68,5 @@ def test_plain_words() -> None:
 
 
 def test_saved_model_carries_its_sets() -> None:
-    b = open_backend(tiny_model_dir())
+    b = open_model(tiny_model_dir())
     assert b.conformal is not None and b.conformal.coverage == 0.95

@@ -14,7 +14,8 @@ from tests.models import IMAGE_SIZE, tiny_model_dir
 
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import TorchBackend, open_backend
+from bloodcell.models.backends import TorchBackend
+from bloodcell.models.engines import open_model
 from bloodcell.models.ood import (
     BLANK_SCORE,
     OOD_FILE,
@@ -95,7 +96,7 @@ def test_tap_blocks_spread_over_the_backbone() -> None:
 
 def test_detector_survives_save_and_reload(tmp_path: Path) -> None:
     d = shutil.copytree(tiny_model_dir(), tmp_path / "m")
-    b = open_backend(d)
+    b = open_model(d)
     assert isinstance(b, TorchBackend) and b.ood is not None
     assert (d / OOD_FILE).is_file()
     config = load_model(d).config["ood"]
@@ -108,7 +109,7 @@ def test_detector_survives_save_and_reload(tmp_path: Path) -> None:
 
 
 def test_far_images_are_out_of_scope_and_smears_are_not() -> None:
-    b = open_backend(tiny_model_dir())
+    b = open_model(tiny_model_dir())
     tf = b.preprocess.transform()
     smears = [synthetic_image(lab, 50_000 + i, IMAGE_SIZE) for i, lab in enumerate(LABELS * 3)]
     rng = np.random.default_rng(0)

@@ -8,12 +8,12 @@ import pytest
 from tests.conftest import make_dataset
 from tests.models import IMAGE_SIZE, tiny_model_dir
 
-from bloodcell.models.backends import open_backend
+from bloodcell.models.engines import open_model
 
 
 @pytest.fixture(scope="module")
 def backend():
-    return open_backend(tiny_model_dir())
+    return open_model(tiny_model_dir())
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tests.models import tiny_model_dir
 from tests.serve.conftest import LiveServer, png_bytes, serve_process
 
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import open_backend
+from bloodcell.models.engines import open_model
 from bloodcell.predict import predict_images
 from bloodcell.serve.batching import Batcher
 
@@ -153,7 +153,7 @@ async def _post_all(url: str, images: dict[str, bytes]) -> dict[str, dict]:
 
 def test_concurrent_clients_each_get_their_own_answer(tiny_server: LiveServer) -> None:
     images = _images()
-    backend = open_backend(tiny_model_dir())
+    backend = open_model(tiny_model_dir())
     decoded = [Image.open(io.BytesIO(d)).convert("RGB") for d in images.values()]
     expected = {p.path: p for p in predict_images(backend, decoded, list(images))}
     # The images must be told apart by their answers, or a swap would go unnoticed.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.train import tiny_run
 
-from bloodcell.models.backends import open_backend
+from bloodcell.models.engines import open_model
 
 
 def test_training_ends_with_an_out_of_scope_detector(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_training_ends_with_an_out_of_scope_detector(tmp_path: Path) -> None:
     run = tiny_run(tmp_path, epochs=1)
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["ood"]["acceptance"] == 0.99 and (run / "model" / OOD_FILE).is_file()
-    backend = open_backend(run)
+    backend = open_model(run)
     assert backend.ood is not None and backend.ood_threshold == config["ood"]["threshold"]
     none = tiny_run(tmp_path / "no-detector", epochs=1, ood_acceptance=None)
-    assert not (none / "model" / OOD_FILE).is_file() and open_backend(none).ood is None
+    assert not (none / "model" / OOD_FILE).is_file() and open_model(none).ood is None

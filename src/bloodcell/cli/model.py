@@ -14,6 +14,7 @@ from bloodcell.cli.common import (
     print_engine_checks,
 )
 from bloodcell.errors import BloodcellError
+from bloodcell.run_dir import RunDir
 
 
 def weights_import_cmd(args: argparse.Namespace) -> int:
@@ -75,9 +76,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         f"malignant vs benign: sensitivity {c['sensitivity']}, specificity {c['specificity']}; "
         f"ECE {m['ece']:.3f}"
     )
-    model_dir = Path(m["model_dir"])
-    out = model_dir.parent if model_dir.name == "model" else model_dir
-    print(f"report: {out / 'eval' / args.split / 'report.md'}")
+    print(f"report: {RunDir.of_model(m['model_dir']).eval_report(args.split)}")
     if args.ood:
         out_of_scope(args, data)
     rc = robustness(args, data) if args.robustness else 0

@@ -1,10 +1,10 @@
 """One inference interface over two engines: torch eager (a saved model) and ONNX Runtime.
 
-`open_backend(path)` takes a run directory, a model directory or an exported `.onnx` file and
-returns a `Backend` that knows its class names, preprocessing, calibration temperature and
-`uncertain` threshold, and, when the model has them, its out-of-scope detector and conformal
-prediction sets. Prediction, evaluation and the server call only this interface, so an `.onnx`
-file is a drop-in replacement for the torch model.
+`models.engines.open_model(path, engine)` takes a run directory, a model directory or an
+exported `.onnx` file and returns a `Backend` that knows its class names, preprocessing,
+calibration temperature and `uncertain` threshold, and, when the model has them, its
+out-of-scope detector and conformal prediction sets. Prediction, evaluation and the server call
+only this interface, so an `.onnx` file is a drop-in replacement for the torch model.
 
 The ONNX file carries what the model directory's `config.json` carries, as `metadata_props`
 (keys in `META_KEYS`, values JSON-encoded), so the file alone is enough to predict.
@@ -28,7 +28,7 @@ from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.ood import OodDetector, input_spread
-from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD, LoadedModel, load_model
+from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD, LoadedModel
 
 #: Names of the ONNX graph's input and output.
 ONNX_INPUT = "input"
@@ -271,14 +271,6 @@ class OnnxBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "quantization": self.quantization}
-
-
-def open_backend(path: str | Path, threads: int | None = None) -> Backend:
-    """Open a run directory, model directory or `.onnx` file for inference."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return OnnxBackend(path, threads=threads)
-    return TorchBackend(load_model(path))
 
 
 def dataset_logits(

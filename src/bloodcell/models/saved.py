@@ -21,6 +21,7 @@ from bloodcell.data.dataset import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
 from bloodcell.models.registry import Classifier, create_model
+from bloodcell.run_dir import MODEL_DIR
 
 FORMAT = "bloodcell-model/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -128,7 +129,7 @@ def write_json(path: Path, obj: Any) -> None:
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a model directory or a run directory (which holds `model/`)."""
     path = Path(path)
-    for candidate in (path, path / "model"):
+    for candidate in (path, path / MODEL_DIR):
         if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
             return candidate
     raise ModelError(

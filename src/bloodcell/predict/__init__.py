@@ -2,7 +2,7 @@
 
 Library use (a server, a large-archive job)::
 
-    backend = open_backend("runs/x")                  # run/model dir or .onnx
+    backend = open_model("runs/x")                    # run/model dir or .onnx
     for batch in predict_paths(backend, ["slides/"]):  # lazily walks, yields per batch
         for p in batch: print(p.to_dict())
     predict_images(backend, [pil_image])               # already-decoded images

@@ -41,6 +41,7 @@ from bloodcell.models.engines import open_model
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.predict import predict_images
+from bloodcell.run_dir import RunDir
 from bloodcell.serve.auth import ApiKeyMiddleware, bearer_scheme
 from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher
 
@@ -244,7 +245,7 @@ def _model_info(
 ) -> dict[str, Any]:
     config = torch_backend.loaded.config if torch_backend else getattr(backend, "metadata", {})
     metrics = torch_backend.loaded.metrics if torch_backend else _read_metrics(model_dir)
-    name = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    name = RunDir.of_model(model_dir).path.name
     if weights.suffix == ".onnx":
         name = weights.stem
     return {

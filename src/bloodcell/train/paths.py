@@ -1,11 +1,24 @@
-"""Names of the files and folders a training run writes in its run folder; other modules
-(pipeline, cv, evaluate) and tests read them by these names."""
+"""The names training uses for its run folder's files, from `run_dir` (the one place that knows
+a run's folders), under the names the train package has always used."""
 
-CHECKPOINT_DIR = "checkpoints"
-LAST_CKPT = "last.ckpt"
-LOG_FILE = "log.csv"
-CURVES_FILE = "curves.png"
-CONFIG_FILE = "train_config.json"
-SUMMARY_FILE = "train_summary.json"
-MANIFEST_COPY = "manifest.csv"
-MODEL_DIR = "model"
+from bloodcell.run_dir import (
+    CHECKPOINT_DIR,
+    CURVES_FILE,
+    LAST_CKPT,
+    LOG_FILE,
+    MANIFEST_COPY,
+    MODEL_DIR,
+)
+from bloodcell.run_dir import TRAIN_CONFIG_FILE as CONFIG_FILE
+from bloodcell.run_dir import TRAIN_SUMMARY_FILE as SUMMARY_FILE
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "CURVES_FILE",
+    "LAST_CKPT",
+    "LOG_FILE",
+    "MANIFEST_COPY",
+    "MODEL_DIR",
+    "SUMMARY_FILE",
+]

@@ -1,0 +1,212 @@
+"""A run folder: the name of everything in it, and the one rule for finding its data.
+
+`bloodcell train --out RUN` (and `bloodcell run`, and each cross-validation fold) writes:
+
+  RUN/manifest.csv             the split it trained on (a copy, unless it was made there)
+  RUN/train_config.json        the recipe and where the data was (`records.TrainConfigRecord`)
+  RUN/checkpoints/             Lightning checkpoints: best-*.ckpt, and last.ckpt for --resume
+  RUN/log.csv, RUN/curves.png  one row per epoch, and its plot
+  RUN/train_summary.json       how training went (`records.TrainSummary`)
+  RUN/model/                   the saved model (`models.saved`), its metrics.json and card
+  RUN/eval/<split>/            metrics.json, predictions.csv, pictures, report.md, robustness.*
+  RUN/eval/ood/                ood.json, ood_scores.png
+  RUN/data/, report.md, run_summary.json   what `bloodcell run` adds
+
+Every module reads and writes these paths through `RunDir`, so each name is spelled once. It
+imports nothing but the error types and the records, so the model layer can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bloodcell.errors import DatasetError
+from bloodcell.records import DataRecord
+
+MODEL_DIR = "model"
+EVAL_DIR = "eval"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+LOG_FILE = "log.csv"
+CURVES_FILE = "curves.png"
+#: `train.CONFIG_FILE` (named apart from the model's own `config.json`).
+TRAIN_CONFIG_FILE = "train_config.json"
+#: `train.SUMMARY_FILE`.
+TRAIN_SUMMARY_FILE = "train_summary.json"
+MANIFEST_COPY = "manifest.csv"
+REPORT_MD = "report.md"
+RUN_SUMMARY_FILE = "run_summary.json"
+DATA_DIR = "data"
+VERIFY_FILE = "verify.json"
+FIGURES_DIR = "figures"
+#: In RUN/eval/<split>/.
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+ROBUSTNESS_JSON = "robustness.json"
+ROBUSTNESS_CSV = "robustness.csv"
+ROBUSTNESS_PNG = "robustness.png"
+#: RUN/eval/ood/ holds the out-of-scope folders' scores (not a split).
+OOD_DIR = "ood"
+OOD_JSON = "ood.json"
+OOD_PNG = "ood_scores.png"
+#: The dataset folder when neither the command line nor the run names one that exists.
+DATA_ENV = "BLOODCELL_DATA"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The dataset folder and the split manifest a run's images are read with."""
+
+    root: Path
+    manifest: Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run folder; every path in it is a property or method of this."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def of_model(cls, model_dir: str | Path) -> RunDir:
+        """The run holding a saved model (`RUN/model` -> RUN); a model directory that is not
+        inside a run is its own run folder (its evaluations go beside the weights)."""
+        model_dir = Path(model_dir)
+        return cls(model_dir.parent if model_dir.name == MODEL_DIR else model_dir)
+
+    # --- what training writes ----------------------------------------------------------------
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL_DIR
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CKPT
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def curves(self) -> Path:
+        return self.path / CURVES_FILE
+
+    @property
+    def train_config(self) -> Path:
+        return self.path / TRAIN_CONFIG_FILE
+
+    @property
+    def train_summary(self) -> Path:
+        return self.path / TRAIN_SUMMARY_FILE
+
+    @property
+    def manifest_copy(self) -> Path:
+        return self.path / MANIFEST_COPY
+
+    # --- what evaluation writes ----------------------------------------------------------------
+
+    def eval_dir(self, split: str) -> Path:
+        return self.path / EVAL_DIR / split
+
+    def eval_report(self, split: str) -> Path:
+        return self.eval_dir(split) / REPORT_MD
+
+    def robustness_json(self, split: str) -> Path:
+        return self.eval_dir(split) / ROBUSTNESS_JSON
+
+    def robustness_png(self, split: str) -> Path:
+        return self.eval_dir(split) / ROBUSTNESS_PNG
+
+    @property
+    def ood_dir(self) -> Path:
+        return self.path / EVAL_DIR / OOD_DIR
+
+    @property
+    def ood_json(self) -> Path:
+        return self.ood_dir / OOD_JSON
+
+    @property
+    def ood_png(self) -> Path:
+        return self.ood_dir / OOD_PNG
+
+    # --- what `bloodcell run` adds ---------------------------------------------------------------
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT_MD
+
+    @property
+    def run_summary(self) -> Path:
+        return self.path / RUN_SUMMARY_FILE
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / DATA_DIR
+
+    @property
+    def verify(self) -> Path:
+        return self.data_dir / VERIFY_FILE
+
+    @property
+    def figures(self) -> Path:
+        return self.data_dir / FIGURES_DIR
+
+    def link(self, target: Path, start: Path | None = None) -> str:
+        """`target` relative to the folder `start` (default the run), as a markdown link needs
+        it: a report or card links its pictures so the run folder can be moved whole."""
+        return Path(os.path.relpath(target, start or self.path)).as_posix()
+
+    # --- the data it was trained on -------------------------------------------------------------
+
+    def find_data(
+        self,
+        recorded: DataRecord | None,
+        data_root: str | Path | None = None,
+        manifest: str | Path | None = None,
+    ) -> RunData:
+        """The dataset folder and manifest to read this run's images with.
+
+        `recorded` is what the model recorded at training time (its config's `data`). The
+        manifest is the one given, else the recorded one if it is still there, else the run's
+        copy (RUN/manifest.csv: a run folder moved to another machine still has it). The data
+        folder is the one given, else the recorded one if it exists, else $BLOODCELL_DATA.
+        """
+        recorded = recorded or {}
+        return RunData(self._data_root(recorded, data_root), self._manifest(recorded, manifest))
+
+    def _manifest(self, recorded: DataRecord, given: str | Path | None) -> Path:
+        if given:
+            if not Path(given).is_file():
+                raise DatasetError(f"manifest not found: {given}")
+            return Path(given)
+        for candidate in (recorded.get("manifest"), self.manifest_copy):
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+        raise DatasetError(
+            f"{self.path}: the training manifest is gone ({recorded.get('manifest')}, and no "
+            f"{MANIFEST_COPY} in the run); pass --manifest FILE"
+        )
+
+    def _data_root(self, recorded: DataRecord, given: str | Path | None) -> Path:
+        if given:
+            root = Path(given).expanduser()
+            if not root.is_dir():
+                raise DatasetError(f"dataset folder {root} not found; pass --data DIR")
+            return root
+        for candidate in (recorded.get("data_root"), os.environ.get(DATA_ENV)):
+            if candidate and Path(candidate).expanduser().is_dir():
+                return Path(candidate).expanduser()
+        raise DatasetError(
+            f"{self.path}: dataset folder {recorded.get('data_root') or '(not recorded)'} not "
+            f"found; pass --data DIR or set {DATA_ENV}"
+        )
