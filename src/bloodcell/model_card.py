@@ -129,6 +129,7 @@ def render_card(
         ("Robustness", _robustness(robustness)),
         ("Out of scope", _scope(config, test, ood)),
         ("Prediction sets", _sets(config, test)),
+        ("Engines", _engines(metrics)),
         ("Known limits", _limits()),
         ("How to cite the data", [CITATION]),
     ]
@@ -340,6 +341,32 @@ def _sets(config: ModelConfig, test: SplitMetrics | None) -> list[str]:
     if not test or not test.get("prediction_sets"):
         return [*lines, not_measured("coverage of the prediction sets on the test split")]
     return lines + conformal_lines(test)
+
+
+def _engines(metrics: ModelMetrics) -> list[str]:
+    """The ONNX files beside the weights and how their check went (`engine_check`)."""
+    records = dict(metrics).get("engines")
+    if not records:
+        return [not_measured("ONNX engines (none exported; `bloodcell export MODEL --check`)")]
+    lines = [
+        f"`--engine auto` runs the fastest file whose check passed ({records['tolerance']}); "
+        "Grad-CAM always uses torch.",
+        "",
+        "| engine | file | checked against | val agreement | test agreement | test accuracy "
+        "| kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for engine in ("onnx", "onnx-int8"):
+        r = records.get(engine)
+        if not r:
+            continue
+        val, test = r.get("val") or {}, r.get("test") or {}
+        lines.append(
+            f"| {engine} | `{r['file']}` | {r['reference']} | {pct(val.get('agreement'))} "
+            f"| {pct(test.get('agreement'))} | {pct(test.get('accuracy'))} "
+            f"| {'yes' if r['verified'] else 'no (deleted)'} |"
+        )
+    return lines
 
 
 def _limits() -> list[str]:
