@@ -1,4 +1,4 @@
-"""Image corruptions that mimic another lab's microscope, stain or camera (issue 7).
+"""Image corruptions that mimic another lab's microscope, stain or camera.
 
 Used two ways: `bloodcell evaluate RUN --robustness` re-evaluates a split under every corruption
 at three severities, and `RandomCorruption` draws a random one as training augmentation.
@@ -7,7 +7,7 @@ Every corruption is a small pure function `f(img, value, rng) -> img` on a PIL R
 the size, the mode (RGB) and the uint8 range, and is deterministic for a given
 `numpy.random.Generator` state (only `hue`, `stain` and `noise` draw from it). A `Corruption` in
 `CORRUPTIONS` names the parameter value at severities 1, 2 and 3; severity 2, the middle one, is
-the case the issue sets the >= 95% target for.
+the reference case, for which the project targets >= 95% accuracy.
 
 Parameters (image pixels are those of the stored image, 224 x 224 in this dataset):
 
@@ -47,7 +47,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 CorruptFn = Callable[[Image.Image, float, np.random.Generator], Image.Image]
 
-#: Severities are 1-based; this one is the issue's reference level (x0.6, x1.4, JPEG 30, 0.5).
+#: Severities are 1-based; this one is the reference level (x0.6, x1.4, JPEG 30, 0.5).
 MIDDLE_SEVERITY = 2
 
 
