@@ -27,11 +27,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(BIN)/bloodcell run --data $(DATA) --out $(OUT) $(if $(strip $(OOD)),--ood $(OOD))
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest
 
+# Lint and formatting are part of the tests: CI fails on either.
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 benchmark: setup
 	$(BIN)/bloodcell benchmark --data $(DATA) --out runs/benchmark
