@@ -2,9 +2,10 @@
 
 Not a test. Starts the real server (`python -m bloodcell.cli serve`) on 127.0.0.1, sends a
 bounded number of requests with one 224x224 JPEG each, at each concurrency asked for, and
-prints one line per (backend, concurrency). Without --model it saves a randomly initialised
-224-px MobileNetV2 (speed does not depend on the weights) and, for the onnx backend, exports
-`model.onnx` beside it, which the server then picks up.
+prints one line per (engine, concurrency). With --model the server runs each `--engine` asked
+for (default auto: the fastest checked engine in the model directory). Without --model it saves
+a randomly initialised 224-px MobileNetV2 (speed does not depend on the weights) and, for the
+onnx backend, exports `model.onnx` beside it and serves it with `--engine onnx`.
 
 The server batches requests that arrive together (--batch-size and --batch-wait-ms are passed
 on to it); each line also gives the mean images per model call, from the counters in /health,
@@ -140,9 +141,10 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
+def bench(model: Path, args: argparse.Namespace, image: bytes, engine: str) -> list[dict]:
     port = free_port()
     options = ["--batch-size", str(args.batch_size), "--batch-wait-ms", str(args.batch_wait_ms)]
+    options += ["--engine", engine]
     proc = start_server(model, port, options)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -165,7 +167,7 @@ def bench(model: Path, args: argparse.Namespace, image: bytes) -> list[dict]:
                 "health_max_ms": round(max(health) * 1000, 1),
             }
             print(
-                f"{backend:>5}  concurrency {c:>3}: {row['req_per_s']:7.1f} req/s   "
+                f"{backend:>9}  concurrency {c:>3}: {row['req_per_s']:7.1f} req/s   "
                 f"p50 {row['p50_ms']:7.1f} ms   p95 {row['p95_ms']:7.1f} ms   "
                 f"batch {row['mean_batch']:4.1f}   /health p50 {row['health_p50_ms']:5.1f} ms "
                 f"max {row['health_max_ms']:6.1f} ms",
@@ -187,6 +189,13 @@ def main() -> None:
         default="both",
         help="with the default model: which engine(s) to serve (default: both)",
     )
+    p.add_argument(
+        "--engine",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "torch", "onnx", "onnx-int8"],
+        help="with --model: the server's --engine, one run each (default: auto)",
+    )
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--warmup", type=int, default=20)
@@ -200,14 +209,15 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; image {len(image)} bytes; {args.requests} requests per level")
     rows: list[dict] = []
     if args.model:
-        rows += bench(args.model, args, image)
+        for engine in args.engine:
+            rows += bench(args.model, args, image, engine)
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bloodcell-bench-"))
         try:
             if args.backend in ("torch", "both"):
-                rows += bench(make_model(tmp / "torch", onnx=False), args, image)
+                rows += bench(make_model(tmp / "torch", onnx=False), args, image, "torch")
             if args.backend in ("onnx", "both"):
-                rows += bench(make_model(tmp / "onnx", onnx=True), args, image)
+                rows += bench(make_model(tmp / "onnx", onnx=True), args, image, "onnx")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
