@@ -17,6 +17,7 @@ is tried at several graph optimisation levels and intra-op thread counts.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -57,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--seconds", type=float, default=3.0, help="time per throughput figure")
     ap.add_argument("--runs", type=int, default=100, help="batch-1 calls per latency figure")
-    ap.add_argument("--system-malloc", action="store_true",
-                    help="do not re-execute under the tuned glibc allocator the CLI uses")
+    ap.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="do not re-execute under the tuned glibc allocator the CLI uses",
+    )
     args = ap.parse_args(argv)
     _fast_allocator(args.system_malloc)
 
@@ -70,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(model_dir)
     size = loaded.preprocess.image_size
     torch.set_num_threads(args.threads)
-    print(f"model {loaded.path} ({loaded.architecture}, {size} px); torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs, {args.threads} threads, load avg {os.getloadavg()[0]:.1f}, "
-          f"allocator {os.environ.get('BLOODCELL_ALLOCATOR_SET', 'system')}",
-          file=sys.stderr)
+    print(
+        f"model {loaded.path} ({loaded.architecture}, {size} px); torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, {args.threads} threads, load avg {os.getloadavg()[0]:.1f}, "
+        f"allocator {os.environ.get('BLOODCELL_ALLOCATOR_SET', 'system')}",
+        file=sys.stderr,
+    )
 
     fp32 = export_fp32(loaded, tmp / "model.onnx")
     batches = _calibration(loaded, model_dir, args.data, size)
@@ -91,7 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     def eager(x: np.ndarray) -> object:
         return loaded.model(torch.from_numpy(x))
 
-    rows = [("torch eager fp32", eager, loaded.path / WEIGHTS_FILE)]
+    nhwc = copy.deepcopy(loaded.model).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def channels_last(x: np.ndarray) -> object:
+        return nhwc(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+
+    @torch.inference_mode()
+    def channels_last_bf16(x: np.ndarray) -> object:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return channels_last(x)
+
+    weights = loaded.path / WEIGHTS_FILE
+    rows = [
+        ("torch eager fp32", eager, weights),
+        ("torch channels-last", channels_last, weights),
+        ("torch channels-last bf16", channels_last_bf16, weights),
+    ]
     for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
         rows.append((f"onnx fp32 {level[4:].lower()}", ort_runner(fp32, level, args.threads), fp32))
     rows.append(("onnx fp32 all, 1 thread", ort_runner(fp32, "ORT_ENABLE_ALL", 1), fp32))

@@ -78,7 +78,9 @@ def random_onnx(out: Path) -> Path:
 
     torch.manual_seed(0)
     model_dir = save_model(
-        create_model("mobilenet_v2", pretrained=False), out / "model", "mobilenet_v2",
+        create_model("mobilenet_v2", pretrained=False),
+        out / "model",
+        "mobilenet_v2",
         Preprocess(image_size=224),
     )
     return Path(export_onnx(model_dir, out=out / "model.onnx")["path"])
@@ -86,8 +88,16 @@ def random_onnx(out: Path) -> Path:
 
 def run_predict(model: Path, folders: list[Path], out: Path, args: argparse.Namespace) -> dict:
     """Run the console script once; wall time, peak RSS (MB) and rows written."""
-    cmd = [str(BLOODCELL), "predict", str(model), *map(str, folders), "--out", str(out),
-           "--batch-size", str(args.batch_size)]
+    cmd = [
+        str(BLOODCELL),
+        "predict",
+        str(model),
+        *map(str, folders),
+        "--out",
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     t0 = time.perf_counter()
@@ -98,8 +108,11 @@ def run_predict(model: Path, folders: list[Path], out: Path, args: argparse.Name
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"bloodcell predict failed:\n{stderr[-2000:]}")
     rows = sum(1 for _ in out.open()) - 1
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "rows": rows}
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         folders = make_archive(root / "images", max(sizes))
-        print(f"{max(sizes)} images in {time.perf_counter() - t0:.0f} s under {root}",
-              file=sys.stderr)
+        print(
+            f"{max(sizes)} images in {time.perf_counter() - t0:.0f} s under {root}", file=sys.stderr
+        )
         model = args.model or random_onnx(Path(tmp))
         results = []
         for n in sizes:
@@ -125,11 +139,23 @@ def main(argv: list[str] | None = None) -> int:
             assert r["rows"] == n, r
             r = {"images": n, "images_per_s": round(n / r["seconds"], 1), **r}
             results.append(r)
-            print(f"{n:>7} images: {r['images_per_s']:>6.1f} img/s ({r['seconds']} s), "
-                  f"peak RSS {r['peak_rss_mb']} MB", file=sys.stderr)
-    print(json.dumps({"model": str(args.model or "random mobilenet_v2 (onnx fp32, 224 px)"),
-                      "cpu_count": os.cpu_count(), "batch_size": args.batch_size,
-                      "workers": args.workers, "results": results}, indent=2))
+            print(
+                f"{n:>7} images: {r['images_per_s']:>6.1f} img/s ({r['seconds']} s), "
+                f"peak RSS {r['peak_rss_mb']} MB",
+                file=sys.stderr,
+            )
+    print(
+        json.dumps(
+            {
+                "model": str(args.model or "random mobilenet_v2 (onnx fp32, 224 px)"),
+                "cpu_count": os.cpu_count(),
+                "batch_size": args.batch_size,
+                "workers": args.workers,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
