@@ -12,8 +12,8 @@ answering (`/health` included) while the model is busy. With an API key, `/v1/*`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +34,6 @@ log = logging.getLogger("bloodcell.serve")
 
 DEFAULT_MAX_UPLOAD_BYTES = 10_000_000
 DEFAULT_MAX_FILES = 16
-ONNX_FILE = "model.onnx"
-
-
-def plain_validation_message(errors: list[dict[str, Any]]) -> str:
-    """Turn FastAPI's list of validation errors into one sentence a person can act on."""
-    parts = []
-    for error in errors:
-        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
-        if loc[:1] == ["files"]:
-            return (
-                "no images received: send one or more images as multipart/form-data "
-                "file parts in the field 'files'"
-            )
-        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid value')}")
-    return "invalid request: " + "; ".join(parts)
-
-
-# --- the app ----------------------------------------------------------------------------------
 
 
 def create_app(
@@ -79,6 +61,23 @@ def create_app(
         "max_pixels": max_pixels,
         "max_files": max_files,
     }
+    app = FastAPI(
+        title="bloodcell",
+        version=__version__,
+        description="Classify B-ALL peripheral blood smear images. Research use only; "
+        "not a diagnosis.",
+        lifespan=_lifespan(batcher),
+    )
+    app.state.engine = served
+    app.state.batcher = batcher
+    _add_middleware(app, max_upload_bytes, api_key, cors_origins)
+    _add_error_handlers(app)
+    add_routes(app, served, batcher, limits, protected=bool(api_key))
+    return app
+
+
+def _lifespan(batcher: Batcher) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The batch worker thread lives as long as the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,15 +87,12 @@ def create_app(
         finally:
             batcher.stop()
 
-    app = FastAPI(
-        title="bloodcell",
-        version=__version__,
-        description="Classify B-ALL peripheral blood smear images. Research use only; "
-        "not a diagnosis.",
-        lifespan=lifespan,
-    )
-    app.state.engine = served
-    app.state.batcher = batcher
+    return lifespan
+
+
+def _add_middleware(
+    app: FastAPI, max_upload_bytes: int, api_key: str | None, cors_origins: Sequence[str]
+) -> None:
     # The last added runs first: CORS answers preflights and labels every answer (401s too),
     # then security headers, then the key check, then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes)
@@ -111,10 +107,28 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+
+
+# --- errors: every failure a client can cause is a 4xx with one plain sentence ---------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
-    add_routes(app, served, batcher, limits, protected=bool(api_key))
-    return app
+
+
+def plain_validation_message(errors: list[dict[str, Any]]) -> str:
+    """Turn FastAPI's list of validation errors into one sentence a person can act on."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
+        if loc[:1] == ["files"]:
+            return (
+                "no images received: send one or more images as multipart/form-data "
+                "file parts in the field 'files'"
+            )
+        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid value')}")
+    return "invalid request: " + "; ".join(parts)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
