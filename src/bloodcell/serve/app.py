@@ -11,392 +11,29 @@ answering (`/health` included) while the model is busy. With an API key, `/v1/*`
 
 from __future__ import annotations
 
-import base64
 import logging
-import math
-import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, Security, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
-from PIL import Image
-from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.responses import JSONResponse
 
 from bloodcell import __version__
-from bloodcell.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-from bloodcell.data.manifest import file_sha256
-from bloodcell.explain import explain_image
-from bloodcell.model_card import CARD_FILE
-from bloodcell.models.backends import Backend, TorchBackend
-from bloodcell.models.engines import open_model
-from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
-from bloodcell.predict import Prediction as ImagePrediction
-from bloodcell.predict import predict_images
-from bloodcell.run_dir import RunDir
-from bloodcell.serve.auth import ApiKeyMiddleware, bearer_scheme
+from bloodcell.data.decode import DEFAULT_MAX_PIXELS
+from bloodcell.serve.auth import ApiKeyMiddleware
 from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher
+from bloodcell.serve.engine import open_engine
+from bloodcell.serve.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from bloodcell.serve.routes import add_routes
 
 log = logging.getLogger("bloodcell.serve")
 
 DEFAULT_MAX_UPLOAD_BYTES = 10_000_000
 DEFAULT_MAX_FILES = 16
-#: Heatmaps are sent at most this many pixels on their longer side, to keep responses small.
-HEATMAP_MAX_SIDE = 1024
-ONNX_FILE = "model.onnx"
-CARD_PATH = "/v1/model/card"
-STATIC_DIR = Path(__file__).parent / "static"
-
-
-# --- response schemas (they are also the OpenAPI spec) ----------------------------------------
-
-
-ENGINE_DOC = 'The engine that answers: "onnx-int8" or "onnx" (ONNX Runtime), or "torch".'
-
-
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="What went wrong, in plain words.")
-
-
-class QueueStats(BaseModel):
-    max_batch_size: int = Field(description="Most images in one model call.")
-    max_wait_ms: float = Field(
-        description="Longest an image waits for others that are already arriving."
-    )
-    queued: int = Field(description="Images waiting for the model now.")
-    batches: int = Field(description="Model calls since the server started.")
-    images: int = Field(description="Images classified since the server started.")
-    largest_batch: int = Field(description="Most images one model call has taken so far.")
-
-
-class Health(BaseModel):
-    status: str = Field(description='"ok" while the server answers.')
-    model_loaded: bool
-    backend: str = Field(description=ENGINE_DOC)
-    queue: QueueStats
-
-
-class ClassInfo(BaseModel):
-    label: str
-    display_name: str
-
-
-class Limits(BaseModel):
-    max_upload_bytes: int = Field(description="Largest request body, all files together.")
-    max_pixels: int = Field(description="Largest image, width x height.")
-    max_files: int = Field(description="Most images in one request.")
-
-
-class ModelInfo(BaseModel):
-    name: str
-    architecture: str
-    version: str = Field(description="First 12 hex digits of the sha256 of the weights file.")
-    format: str
-    bloodcell_version: str | None = Field(description="bloodcell version that saved the model.")
-    backend: str = Field(description=ENGINE_DOC)
-    classes: list[ClassInfo]
-    image_size: int
-    temperature: float
-    uncertain_threshold: float
-    ood_threshold: float | None = Field(
-        description="Above this out-of-scope score an image gets no class (null: no detector)."
-    )
-    conformal_coverage: float | None = Field(
-        description="Coverage of the prediction sets (null: the model has none)."
-    )
-    explain_available: bool = Field(description="Whether `explain=true` works (torch model).")
-    metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the model.")
-    model_card: str | None = Field(
-        default=None,
-        description="Path of the model card (markdown) on this server; null when the model "
-        "has none.",
-    )
-    limits: Limits
-
-
-class Prediction(BaseModel):
-    filename: str
-    label: str | None = Field(description="The answer; null when the image is out of scope.")
-    display_name: str | None = Field(description="The answer in words; null when out of scope.")
-    confidence: float | None = Field(
-        description="Probability of the predicted class; null when out of scope."
-    )
-    probabilities: dict[str, float] = Field(
-        description="Calibrated probability per class label (listed even when out of scope, "
-        "where they mean little)."
-    )
-    uncertain: bool | None = Field(
-        description="Confidence below the model's threshold: review by hand. Null when out of "
-        "scope."
-    )
-    out_of_scope: bool | None = Field(
-        default=None,
-        description="True when the image is unlike the smears the model was trained on (another "
-        "magnification, stain, cell type or not a smear): no class is given. Null for a model "
-        "without an out-of-scope detector.",
-    )
-    ood_score: float | None = Field(
-        default=None,
-        description="Out-of-scope score (multi-layer Mahalanobis distance to the training "
-        "images, 0 for a typical one; higher is farther). Above the model's `ood_threshold` "
-        "the image is out of scope.",
-    )
-    prediction_set: list[str] | None = Field(
-        default=None,
-        description="Conformal prediction set: every class label the image still fits, holding "
-        "the true class with the model's stated coverage (`conformal_coverage`). Null when out "
-        "of scope or when the model has no sets.",
-    )
-    note: str | None = Field(
-        default=None,
-        description="Plain words for a set of two or more classes (e.g. 'Benign or Malignant "
-        "Early Pre-B: ... confirm by flow cytometry') or for an out-of-scope image.",
-    )
-    timing_ms: float = Field(
-        description="Time in the server for this request: decoding, waiting for a batch, "
-        "inference (and Grad-CAM)."
-    )
-    heatmap_png: str | None = Field(
-        default=None, description="Grad-CAM overlay, base64 PNG (only with explain=true)."
-    )
-
-
-class PredictResponse(BaseModel):
-    model_version: str
-    engine: str = Field(description=ENGINE_DOC + " Heatmaps always come from torch.")
-    results: list[Prediction]
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Not an image, corrupt, empty or too many."},
-    413: {"model": ErrorResponse, "description": "Upload or image over the size limit."},
-    422: {"model": ErrorResponse, "description": "Missing or malformed fields."},
-}
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "API key missing or not valid."},
-}
-
-
-# --- the model --------------------------------------------------------------------------------
-
-
-@dataclass
-class Engine:
-    """The model, loaded once: the fastest backend for probabilities, torch for Grad-CAM."""
-
-    backend: Backend
-    torch: TorchBackend | None
-    info: dict[str, Any]
-    #: `model/README.md`; read per request, so a re-evaluation while serving shows at once.
-    card: Path | None = None
-
-    @property
-    def can_explain(self) -> bool:
-        return self.torch is not None
-
-    def classify(self, uploads: Sequence[tuple[str, Image.Image]]) -> list[ImagePrediction]:
-        """Blocking: one model call for decoded (name, image) pairs (the batch worker's job)."""
-        names = [name for name, _ in uploads]
-        return predict_images(self.backend, [image for _, image in uploads], names)
-
-    def heatmap(self, image: Image.Image, target: str) -> str:
-        """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger
-        than HEATMAP_MAX_SIDE (the model sees a few hundred pixels; more would only be bytes).
-        Blocking; the caller holds the batcher's model lock."""
-        assert self.torch is not None
-        overlay = explain_image(self.torch, _shrink(image, HEATMAP_MAX_SIDE), target=target)
-        return base64.b64encode(overlay.overlay_png()).decode("ascii")
-
-
-def _shrink(image: Image.Image, max_side: int) -> Image.Image:
-    if max(image.size) <= max_side:
-        return image
-    copy = image.copy()
-    copy.thumbnail((max_side, max_side))
-    return copy
-
-
-def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
-    """Load the model once with the chosen engine (`models.engines.open_model`: auto takes the
-    fastest checked one), and torch beside it for Grad-CAM."""
-    path = Path(model_path)
-    backend = open_model(path, engine)
-    if path.suffix.lower() == ".onnx":
-        info = _model_info(backend, None, path, path.parent)
-        return Engine(backend, None, info, path.parent / CARD_FILE)
-    torch_backend = backend if isinstance(backend, TorchBackend) else open_model(path, "torch")
-    assert isinstance(torch_backend, TorchBackend)
-    model_dir = torch_backend.path
-    info = _model_info(backend, torch_backend, model_dir / WEIGHTS_FILE, model_dir)
-    log.info("engine: %s (%s)", backend.kind, backend.path)
-    return Engine(backend, torch_backend, info, model_dir / CARD_FILE)
-
-
-def _model_info(
-    backend: Backend, torch_backend: TorchBackend | None, weights: Path, model_dir: Path
-) -> dict[str, Any]:
-    config = torch_backend.loaded.config if torch_backend else getattr(backend, "metadata", {})
-    metrics = torch_backend.loaded.metrics if torch_backend else _read_metrics(model_dir)
-    name = RunDir.of_model(model_dir).path.name
-    if weights.suffix == ".onnx":
-        name = weights.stem
-    return {
-        "name": str(config.get("name") or name),
-        "architecture": backend.architecture,
-        "version": file_sha256(weights)[:12],
-        "format": str(config.get("format") or config.get("bloodcell.format") or "?"),
-        "bloodcell_version": (config.get("versions") or {}).get("bloodcell"),
-        "backend": backend.kind,
-        "classes": [
-            {"label": lab, "display_name": backend.display_names.get(lab, lab)}
-            for lab in backend.labels
-        ],
-        "image_size": backend.preprocess.image_size,
-        "temperature": backend.temperature,
-        "uncertain_threshold": backend.uncertain_threshold,
-        "ood_threshold": backend.ood_threshold,
-        "conformal_coverage": backend.conformal.coverage if backend.conformal else None,
-        "explain_available": torch_backend is not None,
-        "metrics": _finite(metrics),
-    }
-
-
-def _read_metrics(model_dir: Path) -> dict[str, Any]:
-    import json
-
-    path = model_dir / METRICS_FILE
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        log.warning("%s: unreadable, serving without metrics", path)
-        return {}
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN or Infinity: undefined metrics become null instead of a 500."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-# --- untrusted input --------------------------------------------------------------------------
-
-
-def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode untrusted bytes as RGB, refusing oversized images before their pixels are read.
-
-    The shared decoder's refusals are the client's problem: 413 for too many pixels, else 400.
-    """
-    try:
-        return decode_image(data, name, max_pixels=max_pixels)
-    except ImageDecodeError as exc:
-        raise HTTPException(413 if exc.kind == "too_large" else 400, str(exc)) from None
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:g} MB"
-
-
-class BodyTooLarge(HTTPException):
-    """Raised from inside `receive`; FastAPI lets HTTPExceptions out of its body parser."""
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes`, counting bytes as they arrive."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.message = f"upload too large: at most {_mb(max_bytes)} per request"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await JSONResponse({"detail": self.message}, 413)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(413, self.message)
-            return message
-
-        await self.app(scope, counted, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-class SecurityHeadersMiddleware:
-    """The page loads only its own files and shows images from data:/blob: URLs."""
-
-    HEADERS = [
-        (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'",
-        ),
-    ]
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.HEADERS
-            await send(message)
-
-        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
-
-
-def plain_validation_message(errors: list[dict[str, Any]]) -> str:
-    """Turn FastAPI's list of validation errors into one sentence a person can act on."""
-    parts = []
-    for error in errors:
-        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
-        if loc[:1] == ["files"]:
-            return (
-                "no images received: send one or more images as multipart/form-data "
-                "file parts in the field 'files'"
-            )
-        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid value')}")
-    return "invalid request: " + "; ".join(parts)
-
-
-def _upload_name(upload: UploadFile, index: int) -> str:
-    name = (upload.filename or "").strip() or f"upload-{index + 1}"
-    return name[:255]
-
-
-# --- the app ----------------------------------------------------------------------------------
 
 
 def create_app(
@@ -424,6 +61,23 @@ def create_app(
         "max_pixels": max_pixels,
         "max_files": max_files,
     }
+    app = FastAPI(
+        title="bloodcell",
+        version=__version__,
+        description="Classify B-ALL peripheral blood smear images. Research use only; "
+        "not a diagnosis.",
+        lifespan=_lifespan(batcher),
+    )
+    app.state.engine = served
+    app.state.batcher = batcher
+    _add_middleware(app, max_upload_bytes, api_key, cors_origins)
+    _add_error_handlers(app)
+    add_routes(app, served, batcher, limits, protected=bool(api_key))
+    return app
+
+
+def _lifespan(batcher: Batcher) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The batch worker thread lives as long as the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -433,15 +87,12 @@ def create_app(
         finally:
             batcher.stop()
 
-    app = FastAPI(
-        title="bloodcell",
-        version=__version__,
-        description="Classify B-ALL peripheral blood smear images. Research use only; "
-        "not a diagnosis.",
-        lifespan=lifespan,
-    )
-    app.state.engine = served
-    app.state.batcher = batcher
+    return lifespan
+
+
+def _add_middleware(
+    app: FastAPI, max_upload_bytes: int, api_key: str | None, cors_origins: Sequence[str]
+) -> None:
     # The last added runs first: CORS answers preflights and labels every answer (401s too),
     # then security headers, then the key check, then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes)
@@ -456,124 +107,28 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+
+
+# --- errors: every failure a client can cause is a 4xx with one plain sentence ---------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
-    _add_routes(app, served, batcher, limits, protected=bool(api_key))
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
-def _add_routes(
-    app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str, int], protected: bool
-) -> None:
-    # With a key, the /v1 routes declare the bearer scheme in OpenAPI (ApiKeyMiddleware checks).
-    auth = [Security(bearer_scheme)] if protected else []
-    auth_responses = AUTH_RESPONSES if protected else {}
-
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
-
-    @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model_loaded": True,
-            "backend": engine.backend.kind,
-            "queue": batcher.stats(),
-        }
-
-    @app.get(
-        "/v1/model",
-        response_model=ModelInfo,
-        responses=auth_responses,
-        dependencies=auth,
-        summary="Classes, model version, metrics",
-    )
-    async def model() -> dict[str, Any]:
-        card = CARD_PATH if engine.card and engine.card.is_file() else None
-        return {**engine.info, "model_card": card, "limits": limits}
-
-    @app.get(  # the default (JSON) response class: the 4xx answers are JSON like everywhere
-        CARD_PATH,
-        responses={
-            200: {"content": {"text/markdown": {}}, "description": "The model card."},
-            404: {"model": ErrorResponse, "description": "This model has no model card."},
-            **auth_responses,
-        },
-        dependencies=auth,
-        summary="The model card (markdown): intended use, data, metrics with intervals, limits",
-    )
-    async def model_card() -> PlainTextResponse:
-        try:
-            text = engine.card.read_text(encoding="utf-8") if engine.card else None
-        except OSError:
-            text = None
-        if text is None:
-            raise HTTPException(
-                404, "this model has no model card: `bloodcell evaluate` on its run writes one"
+def plain_validation_message(errors: list[dict[str, Any]]) -> str:
+    """Turn FastAPI's list of validation errors into one sentence a person can act on."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
+        if loc[:1] == ["files"]:
+            return (
+                "no images received: send one or more images as multipart/form-data "
+                "file parts in the field 'files'"
             )
-        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
-
-    @app.post(
-        "/v1/predict",
-        response_model=PredictResponse,
-        responses={**ERROR_RESPONSES, **auth_responses},
-        dependencies=auth,
-        summary="Classify one or more smear images",
-    )
-    async def predict(
-        files: Annotated[
-            list[UploadFile],
-            File(min_length=1, description="One or more images (JPEG, PNG, BMP, TIFF, WebP)."),
-        ],
-        explain: Annotated[
-            bool, Query(description="Add a Grad-CAM heatmap (base64 PNG) to each result.")
-        ] = False,
-    ) -> dict[str, Any]:
-        start = time.perf_counter()
-        if len(files) > limits["max_files"]:
-            raise HTTPException(
-                400, f"too many files: {len(files)} sent, at most {limits['max_files']} per request"
-            )
-        if explain and not engine.can_explain:
-            raise HTTPException(
-                400,
-                "explanations need the torch model: serve the model directory, not a lone .onnx",
-            )
-        uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
-
-        def decode_all() -> list[tuple[str, Image.Image]]:
-            pixels = limits["max_pixels"]
-            return [(name, decode_upload(data, name, pixels)) for name, data in uploads]
-
-        decoded, predictions = await batcher.submit(decode_all)
-        results = [_result_dict(p) for p in predictions]
-        if explain:
-
-            def heatmaps() -> list[str | None]:
-                with batcher.model_lock:  # an out-of-scope image has no class to explain
-                    return [
-                        None if r["out_of_scope"] else engine.heatmap(image, r["label"])
-                        for (_, image), r in zip(decoded, results, strict=True)
-                    ]
-
-            for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
-                result["heatmap_png"] = png
-        elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
-        for result in results:
-            result["timing_ms"] = elapsed_ms
-        return {
-            "model_version": engine.info["version"],
-            "engine": engine.backend.kind,
-            "results": results,
-        }
-
-
-def _result_dict(prediction: ImagePrediction) -> dict[str, Any]:
-    result = prediction.to_dict()
-    result["filename"] = result.pop("path")
-    return result
+        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid value')}")
+    return "invalid request: " + "; ".join(parts)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

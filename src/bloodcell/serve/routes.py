@@ -1,0 +1,201 @@
+"""The routes: the page, health and model facts, and classification of untrusted uploads.
+
+Uploads are decoded in the threadpool (dimensions checked before any pixel is read) and
+classified by the batch worker; Grad-CAM runs under the batcher's model lock so it never shares
+the model with a batch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, HTTPException, Query, Security, UploadFile
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from bloodcell.data.decode import ImageDecodeError, decode_image
+from bloodcell.predict import Prediction as ImagePrediction
+from bloodcell.serve.auth import bearer_scheme
+from bloodcell.serve.batching import Batcher
+from bloodcell.serve.engine import Engine
+from bloodcell.serve.schemas import (
+    AUTH_RESPONSES,
+    ERROR_RESPONSES,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    PredictResponse,
+)
+
+CARD_PATH = "/v1/model/card"
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def add_routes(
+    app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str, int], protected: bool
+) -> None:
+    """Every route, in the order the OpenAPI spec lists them, then the page's static files."""
+    # With a key, the /v1 routes declare the bearer scheme in OpenAPI (ApiKeyMiddleware checks).
+    auth = [Security(bearer_scheme)] if protected else []
+    auth_responses = AUTH_RESPONSES if protected else {}
+    _add_page_route(app)
+    _add_model_routes(app, engine, batcher, limits, auth, auth_responses)
+    _add_predict_route(app, engine, batcher, limits, auth, auth_responses)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_page_route(app: FastAPI) -> None:
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+
+def _add_model_routes(
+    app: FastAPI,
+    engine: Engine,
+    batcher: Batcher,
+    limits: dict[str, int],
+    auth: list[Any],
+    auth_responses: dict[int | str, dict[str, Any]],
+) -> None:
+    """`/health` (always open), `/v1/model` and the model card."""
+
+    @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model_loaded": True,
+            "backend": engine.backend.kind,
+            "queue": batcher.stats(),
+        }
+
+    @app.get(
+        "/v1/model",
+        response_model=ModelInfo,
+        responses=auth_responses,
+        dependencies=auth,
+        summary="Classes, model version, metrics",
+    )
+    async def model() -> dict[str, Any]:
+        card = CARD_PATH if engine.card and engine.card.is_file() else None
+        return {**engine.info, "model_card": card, "limits": limits}
+
+    @app.get(  # the default (JSON) response class: the 4xx answers are JSON like everywhere
+        CARD_PATH,
+        responses={
+            200: {"content": {"text/markdown": {}}, "description": "The model card."},
+            404: {"model": ErrorResponse, "description": "This model has no model card."},
+            **auth_responses,
+        },
+        dependencies=auth,
+        summary="The model card (markdown): intended use, data, metrics with intervals, limits",
+    )
+    async def model_card() -> PlainTextResponse:
+        try:
+            text = engine.card.read_text(encoding="utf-8") if engine.card else None
+        except OSError:
+            text = None
+        if text is None:
+            raise HTTPException(
+                404, "this model has no model card: `bloodcell evaluate` on its run writes one"
+            )
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
+
+def _add_predict_route(
+    app: FastAPI,
+    engine: Engine,
+    batcher: Batcher,
+    limits: dict[str, int],
+    auth: list[Any],
+    auth_responses: dict[int | str, dict[str, Any]],
+) -> None:
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses={**ERROR_RESPONSES, **auth_responses},
+        dependencies=auth,
+        summary="Classify one or more smear images",
+    )
+    async def predict(
+        files: Annotated[
+            list[UploadFile],
+            File(min_length=1, description="One or more images (JPEG, PNG, BMP, TIFF, WebP)."),
+        ],
+        explain: Annotated[
+            bool, Query(description="Add a Grad-CAM heatmap (base64 PNG) to each result.")
+        ] = False,
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        if len(files) > limits["max_files"]:
+            raise HTTPException(
+                400, f"too many files: {len(files)} sent, at most {limits['max_files']} per request"
+            )
+        if explain and not engine.can_explain:
+            raise HTTPException(
+                400,
+                "explanations need the torch model: serve the model directory, not a lone .onnx",
+            )
+        uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
+
+        def decode_all() -> list[tuple[str, Image.Image]]:
+            pixels = limits["max_pixels"]
+            return [(name, decode_upload(data, name, pixels)) for name, data in uploads]
+
+        decoded, predictions = await batcher.submit(decode_all)
+        results = [_result_dict(p) for p in predictions]
+        if explain:
+            await _add_heatmaps(engine, batcher, decoded, results)
+        elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+        for result in results:
+            result["timing_ms"] = elapsed_ms
+        return {
+            "model_version": engine.info["version"],
+            "engine": engine.backend.kind,
+            "results": results,
+        }
+
+
+async def _add_heatmaps(
+    engine: Engine,
+    batcher: Batcher,
+    decoded: list[tuple[str, Image.Image]],
+    results: list[dict[str, Any]],
+) -> None:
+    """Put a Grad-CAM heatmap into each result, computed in the threadpool under the lock."""
+
+    def heatmaps() -> list[str | None]:
+        with batcher.model_lock:  # an out-of-scope image has no class to explain
+            return [
+                None if r["out_of_scope"] else engine.heatmap(image, r["label"])
+                for (_, image), r in zip(decoded, results, strict=True)
+            ]
+
+    for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
+        result["heatmap_png"] = png
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Decode untrusted bytes as RGB, refusing oversized images before their pixels are read.
+
+    The shared decoder's refusals are the client's problem: 413 for too many pixels, else 400.
+    """
+    try:
+        return decode_image(data, name, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        raise HTTPException(413 if exc.kind == "too_large" else 400, str(exc)) from None
+
+
+def _upload_name(upload: UploadFile, index: int) -> str:
+    name = (upload.filename or "").strip() or f"upload-{index + 1}"
+    return name[:255]
+
+
+def _result_dict(prediction: ImagePrediction) -> dict[str, Any]:
+    result = prediction.to_dict()
+    result["filename"] = result.pop("path")
+    return result
