@@ -27,10 +27,32 @@ BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
 def _train(run: Path, data: Path, manifest: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
-        str(BLOODCELL), "train", "--data", str(data), "--manifest", str(manifest), "--out",
-        str(run), "--model", "mobilenet_v2", "--no-pretrained", "--image-size", "32",
-        "--batch-size", "4", "--epochs", "2", "--workers", "0", "--device", "cpu",
-        "--devices", "2", "--strategy", "ddp", *extra,
+        str(BLOODCELL),
+        "train",
+        "--data",
+        str(data),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(run),
+        "--model",
+        "mobilenet_v2",
+        "--no-pretrained",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        *extra,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):

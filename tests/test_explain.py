@@ -44,9 +44,19 @@ def test_cli_explain(tmp_path: Path) -> None:
         synthetic_image("benign", seed=i, size=80).save(tmp_path / f"cell{i}.png")
     (tmp_path / "broken.jpg").write_bytes(b"")
     out = subprocess.run(
-        [str(BLOODCELL), "explain", str(tiny_model_dir()), str(tmp_path / "cell0.png"),
-         str(tmp_path / "cell1.png"), str(tmp_path / "broken.jpg"), "--out", str(tmp_path / "cam")],
-        capture_output=True, text=True, timeout=180,
+        [
+            str(BLOODCELL),
+            "explain",
+            str(tiny_model_dir()),
+            str(tmp_path / "cell0.png"),
+            str(tmp_path / "cell1.png"),
+            str(tmp_path / "broken.jpg"),
+            "--out",
+            str(tmp_path / "cam"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 1, out.stderr  # one input was bad; the others were still written
     assert "broken.jpg: error: empty file" in out.stdout

@@ -23,8 +23,7 @@ import numpy as np
 from bloodcell.calibrate import run_split
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import ManifestRow
-from bloodcell.errors import DatasetError, ModelError
-from bloodcell.export import export_onnx
+from bloodcell.export import export_onnx, split_or_none
 from bloodcell.models.backends import Backend, OnnxBackend, Outputs, TorchBackend, dataset_outputs
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
 from bloodcell.models.ood import threshold_for
@@ -69,7 +68,7 @@ def export_engines(
         "onnx-int8": OnnxBackend(summary["path"]),
     }
     outputs = {"val": _outputs(backends, *val, progress)}
-    test = _split_or_none(run, "test", data_root, manifest)
+    test = split_or_none(run, "test", data_root, manifest)
     if test:
         outputs["test"] = _outputs(backends, *test, progress)
     thresholds = _thresholds(backends, outputs["val"], loaded.config.get("ood"))
@@ -158,15 +157,6 @@ def _outputs(
         bar = f"check {name}" if progress else None
         result[name], result["targets"] = dataset_outputs(backend, ds, 32, progress=bar)
     return result
-
-
-def _split_or_none(
-    run: str | Path, split: str, data_root: str | Path | None, manifest: str | Path | None
-) -> tuple[list[ManifestRow], Path] | None:
-    try:
-        return run_split(run, split, data_root, manifest)
-    except (DatasetError, ModelError):
-        return None
 
 
 def _drop_failed(model_dir: Path, records: dict[str, Any]) -> None:

@@ -256,9 +256,10 @@ def compare_accuracy(
     }
 
 
-def _split_or_none(
+def split_or_none(
     model: str | Path, split: str, data_root: str | Path | None, manifest: str | Path | None
 ) -> tuple[list[ManifestRow], Path] | None:
+    """The split's rows and data root, or None when the run's data cannot be found."""
     try:
         return run_split(model, split, data_root, manifest)
     except (DatasetError, ModelError):
@@ -298,12 +299,12 @@ def export_onnx(
     if not quantize:
         summary["path"] = str(fp32)
         return summary
-    train = _split_or_none(model, "train", data_root, manifest) if method != "dynamic" else None
+    train = split_or_none(model, "train", data_root, manifest) if method != "dynamic" else None
     batches = calibration_batches(*train, loaded, n_calibration) if train else None
     info = quantize_int8(fp32, final, batches, method)
     set_metadata(final, onnx_metadata(loaded, info))
     summary.update(path=str(final), int8_bytes=final.stat().st_size, quantization=info)
-    test = _split_or_none(model, "test", data_root, manifest) if compare_on_test else None
+    test = split_or_none(model, "test", data_root, manifest) if compare_on_test else None
     if test:
         summary["accuracy"] = compare_accuracy(fp32, final, *test, split="test")
     return summary

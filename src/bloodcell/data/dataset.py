@@ -141,7 +141,6 @@ class Augment:
         return v2.Compose(steps)
 
 
-
 class ManifestDataset(Dataset):
     """(image tensor, class index) pairs for the rows of one split.
 
