@@ -155,6 +155,8 @@ def test_parquet_killed_then_resumed_has_every_image_once(archive: Path, tmp_pat
     assert table.num_rows == N_IMAGES + 1
     assert table.schema.field("confidence").type == "double"
     assert b"bloodcell" in table.schema.metadata
+    engines = set(table.column("engine").to_pylist())
+    assert engines <= {"torch", "onnx", "onnx-int8", None} and engines - {None}
 
 
 def test_cut_partial_line(tmp_path: Path) -> None:

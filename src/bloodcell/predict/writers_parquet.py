@@ -52,7 +52,7 @@ class ParquetDatasetWriter(Writer):
             ("prediction_set", pa.string()),
         ]
         columns += [(f"prob_{lb}", pa.float64()) for lb in self.labels]
-        columns += [("error", pa.string())]
+        columns += [("engine", pa.string()), ("error", pa.string())]
         self.schema = pa.schema(columns, metadata={"bloodcell": json.dumps(meta)})
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -98,6 +98,7 @@ class ParquetDatasetWriter(Writer):
             "confidence": p.confidence,
             "uncertain": p.uncertain,
             "error": p.error,
+            "engine": p.engine,
             "out_of_scope": p.out_of_scope,
             "ood_score": p.ood_score,
             "prediction_set": "|".join(p.prediction_set) if p.prediction_set else None,
