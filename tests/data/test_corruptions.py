@@ -1,5 +1,5 @@
 """Corruptions: deterministic under a seed, keep shape/mode/range, change the image, and sit at
-the severities issue 7 names."""
+the reference severities (x0.6, x1.4, JPEG 30, half size in the middle)."""
 
 from __future__ import annotations
 
