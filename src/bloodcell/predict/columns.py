@@ -1,33 +1,50 @@
-"""The CSV columns of a prediction and of a folder summary (also what `--resume` checks)."""
+"""The CSV columns of a prediction (also the Parquet ones) and of a folder summary (also what
+`--resume` checks)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
-from bloodcell.predict.records import Prediction
+from bloodcell.predict.records import BOOL, FLOAT, JOINED, PER_LABEL, Prediction
 
-ANSWER_COLUMNS = ["label", "display_name", "confidence", "uncertain"]
-SCOPE_COLUMNS = ["out_of_scope", "ood_score", "prediction_set"]
+
+@dataclass(frozen=True)
+class Column:
+    """One CSV/Parquet column of a prediction, read from the Prediction field `field`."""
+
+    name: str
+    field: str
+    kind: str  # STRING, FLOAT, BOOL or JOINED (`records`)
+    label: str | None = None  # set for a per-label column: the value is field[label]
+
+    def value(self, p: Prediction) -> Any:
+        v = getattr(p, self.field)
+        return v if self.label is None else (v or {}).get(self.label)
+
+
+def prediction_columns(labels: Sequence[str]) -> list[Column]:
+    """The columns in `Prediction` field order; fields that are not columns are skipped."""
+    out = []
+    for f in fields(Prediction):
+        kind, prefix = f.metadata["column"], f.metadata["prefix"]
+        if kind == PER_LABEL:
+            out += [Column(f"{prefix}_{lb}", f.name, FLOAT, lb) for lb in labels]
+        elif kind is not None:
+            out.append(Column(f.name, f.name, kind))
+    return out
 
 
 def csv_header(labels: Sequence[str]) -> list[str]:
-    probs = [f"prob_{lb}" for lb in labels]
-    return ["path", *ANSWER_COLUMNS, *SCOPE_COLUMNS, *probs, "engine", "error"]
+    return [c.name for c in prediction_columns(labels)]
 
 
 def csv_row(p: Prediction, labels: Sequence[str]) -> list[str]:
     """One CSV row; `prediction_set` is its labels joined by '|'."""
-    if not p.ok:
-        return (
-            [p.path]
-            + [""] * (len(ANSWER_COLUMNS) + len(SCOPE_COLUMNS) + len(labels) + 1)
-            + [p.error or ""]
-        )
-    answer = [p.label or "", p.display_name or "", _num(p.confidence), _bool(p.uncertain)]
-    scope = [_bool(p.out_of_scope), _num(p.ood_score), "|".join(p.prediction_set or [])]
-    probs = [_num((p.probabilities or {}).get(lb)) for lb in labels]
-    return [p.path, *answer, *scope, *probs, p.engine or "", ""]
+    if not p.ok:  # an error row says only which file and why
+        p = Prediction(path=p.path, error=p.error)
+    return [_text(c.kind, c.value(p)) for c in prediction_columns(labels)]
 
 
 def group_csv_header(labels: Sequence[str]) -> list[str]:
@@ -45,6 +62,16 @@ def group_csv_row(g: dict[str, Any], labels: Sequence[str]) -> list[Any]:
         + [g["counts"][lb] for lb in labels]
         + [f"{mean[lb]:.6f}" if mean else "" for lb in labels]
     )
+
+
+def _text(kind: str, v: Any) -> str:
+    if kind == FLOAT:
+        return _num(v)
+    if kind == JOINED:
+        return "|".join(v or [])
+    if kind == BOOL:
+        return _bool(v)
+    return "" if v is None else v
 
 
 def _num(v: float | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -18,44 +18,90 @@ OUT_OF_SCOPE_NOTE = (
 )
 
 
+#: Column kinds (`columns`, `writers_parquet`): one column named after the field, holding text,
+#: a float (6 decimals in CSV), a bool (`true`/`false` in CSV) or a list joined by '|'; or
+#: `PER_LABEL`, one float column `<prefix>_<label>` per class label; or None, not a column.
+STRING, FLOAT, BOOL, JOINED, PER_LABEL = "string", "float", "bool", "joined", "per_label"
+
+
+def output(
+    column: str | None,
+    doc: str | None = None,
+    *,
+    api: str | None = "",
+    prefix: str | None = None,
+    default: Any = None,
+) -> Any:
+    """A Prediction field with what every output needs to show it, so a new field is declared
+    once: its CSV/Parquet `column` kind, its `doc` (the API's description), its `api` name
+    ("" = the field's own name, None = not in the API result) and a per-label column `prefix`."""
+    meta = {"column": column, "doc": doc, "api": api, "prefix": prefix}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """The answer for one file: a class with probabilities, or an error reason."""
+    """The answer for one file: a class with probabilities, or an error reason.
 
-    path: str
-    label: str | None = None
-    display_name: str | None = None
-    confidence: float | None = None
-    uncertain: bool | None = None
-    probabilities: dict[str, float] | None = None
-    error: str | None = None
-    out_of_scope: bool | None = None
-    ood_score: float | None = None
-    prediction_set: list[str] | None = None
-    note: str | None = None
-    #: The engine that answered ("onnx-int8", "onnx" or "torch"; `models.engines`).
-    engine: str | None = None
+    The field order is the CSV/Parquet column order and the JSON key order.
+    """
+
+    #: The API names it `filename` and leaves it undescribed.
+    path: str = output(STRING, api="filename", default=MISSING)
+    label: str | None = output(STRING, "The answer; null when the image is out of scope.")
+    display_name: str | None = output(STRING, "The answer in words; null when out of scope.")
+    confidence: float | None = output(
+        FLOAT, "Probability of the predicted class; null when out of scope."
+    )
+    uncertain: bool | None = output(
+        BOOL,
+        "Confidence below the model's threshold: review by hand. Null when out of scope.",
+    )
+    out_of_scope: bool | None = output(
+        BOOL,
+        "True when the image is unlike the smears the model was trained on (another "
+        "magnification, stain, cell type or not a smear): no class is given. Null for a model "
+        "without an out-of-scope detector.",
+    )
+    ood_score: float | None = output(
+        FLOAT,
+        "Out-of-scope score (multi-layer Mahalanobis distance to the training "
+        "images, 0 for a typical one; higher is farther). Above the model's `ood_threshold` "
+        "the image is out of scope.",
+    )
+    prediction_set: list[str] | None = output(
+        JOINED,
+        "Conformal prediction set: every class label the image still fits, holding "
+        "the true class with the model's stated coverage (`conformal_coverage`). Null when out "
+        "of scope or when the model has no sets.",
+    )
+    probabilities: dict[str, float] | None = output(
+        PER_LABEL,
+        "Calibrated probability per class label (listed even when out of scope, "
+        "where they mean little).",
+        prefix="prob",
+    )
+    note: str | None = output(
+        None,
+        "Plain words for a set of two or more classes (e.g. 'Benign or Malignant "
+        "Early Pre-B: ... confirm by flow cytometry') or for an out-of-scope image.",
+    )
+    #: Not in an API result: the response names the engine once for all its results.
+    engine: str | None = output(
+        STRING, 'The engine that answered ("onnx-int8", "onnx" or "torch").', api=None
+    )
+    #: Not in an API result: a file the server cannot read fails the request instead.
+    error: str | None = output(
+        STRING, "Why the file could not be read; null when it was.", api=None
+    )
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object documented in the package docstring."""
-        return {
-            "path": self.path,
-            "label": self.label,
-            "display_name": self.display_name,
-            "confidence": self.confidence,
-            "uncertain": self.uncertain,
-            "probabilities": self.probabilities,
-            "out_of_scope": self.out_of_scope,
-            "ood_score": self.ood_score,
-            "prediction_set": self.prediction_set,
-            "note": self.note,
-            "engine": self.engine,
-            "error": self.error,
-        }
+        """The JSON object documented in the package docstring (values not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def to_predictions(

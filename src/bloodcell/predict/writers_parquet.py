@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.models.backends import Backend
+from bloodcell.predict.columns import Column, prediction_columns
 from bloodcell.predict.grouping import Totals
-from bloodcell.predict.records import Prediction
+from bloodcell.predict.records import BOOL, FLOAT, JOINED, STRING, Prediction
 from bloodcell.predict.writers import Writer
 
 
@@ -41,18 +42,9 @@ class ParquetDatasetWriter(Writer):
         self.buffer: list[Prediction] = []
         self.writer: Any = None
         self.rows_in_part = 0
-        columns = [
-            ("path", pa.string()),
-            ("label", pa.string()),
-            ("display_name", pa.string()),
-            ("confidence", pa.float64()),
-            ("uncertain", pa.bool_()),
-            ("out_of_scope", pa.bool_()),
-            ("ood_score", pa.float64()),
-            ("prediction_set", pa.string()),
-        ]
-        columns += [(f"prob_{lb}", pa.float64()) for lb in self.labels]
-        columns += [("engine", pa.string()), ("error", pa.string())]
+        arrow = {STRING: pa.string(), FLOAT: pa.float64(), BOOL: pa.bool_(), JOINED: pa.string()}
+        self.columns = prediction_columns(self.labels)
+        columns = [(c.name, arrow[c.kind]) for c in self.columns]
         self.schema = pa.schema(columns, metadata={"bloodcell": json.dumps(meta)})
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -90,17 +82,10 @@ class ParquetDatasetWriter(Writer):
         return self.folder / f"part-{self.part:05d}.parquet{suffix}"
 
     def _row(self, p: Prediction) -> dict[str, Any]:
-        probs = p.probabilities or {}
-        return {
-            "path": p.path,
-            "label": p.label,
-            "display_name": p.display_name,
-            "confidence": p.confidence,
-            "uncertain": p.uncertain,
-            "error": p.error,
-            "engine": p.engine,
-            "out_of_scope": p.out_of_scope,
-            "ood_score": p.ood_score,
-            "prediction_set": "|".join(p.prediction_set) if p.prediction_set else None,
-            **{f"prob_{lb}": probs.get(lb) for lb in self.labels},
-        }
+        return {c.name: _cell(c, p) for c in self.columns}
+
+
+def _cell(c: Column, p: Prediction) -> Any:
+    """A column's value; a list is joined by '|' (an empty one is null)."""
+    v = c.value(p)
+    return ("|".join(v) if v else None) if c.kind == JOINED else v

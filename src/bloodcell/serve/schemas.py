@@ -3,9 +3,12 @@ are the OpenAPI spec, so a field's description here is what a lab-system integra
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from bloodcell.predict.records import Prediction as Record
 
 ENGINE_DOC = 'The engine that answers: "onnx-int8" or "onnx" (ONNX Runtime), or "torch".'
 
@@ -70,57 +73,50 @@ class ModelInfo(BaseModel):
     limits: Limits
 
 
-class Prediction(BaseModel):
-    filename: str
-    label: str | None = Field(description="The answer; null when the image is out of scope.")
-    display_name: str | None = Field(description="The answer in words; null when out of scope.")
-    confidence: float | None = Field(
-        description="Probability of the predicted class; null when out of scope."
-    )
-    probabilities: dict[str, float] = Field(
-        description="Calibrated probability per class label (listed even when out of scope, "
-        "where they mean little)."
-    )
-    uncertain: bool | None = Field(
-        description="Confidence below the model's threshold: review by hand. Null when out of "
-        "scope."
-    )
-    out_of_scope: bool | None = Field(
-        default=None,
-        description="True when the image is unlike the smears the model was trained on (another "
-        "magnification, stain, cell type or not a smear): no class is given. Null for a model "
-        "without an out-of-scope detector.",
-    )
-    ood_score: float | None = Field(
-        default=None,
-        description="Out-of-scope score (multi-layer Mahalanobis distance to the training "
-        "images, 0 for a typical one; higher is farther). Above the model's `ood_threshold` "
-        "the image is out of scope.",
-    )
-    prediction_set: list[str] | None = Field(
-        default=None,
-        description="Conformal prediction set: every class label the image still fits, holding "
-        "the true class with the model's stated coverage (`conformal_coverage`). Null when out "
-        "of scope or when the model has no sets.",
-    )
-    note: str | None = Field(
-        default=None,
-        description="Plain words for a set of two or more classes (e.g. 'Benign or Malignant "
-        "Early Pre-B: ... confirm by flow cytometry') or for an out-of-scope image.",
-    )
-    timing_ms: float = Field(
-        description="Time in the server for this request: decoding, waiting for a batch, "
-        "inference (and Grad-CAM)."
-    )
-    heatmap_png: str | None = Field(
-        default=None, description="Grad-CAM overlay, base64 PNG (only with explain=true)."
-    )
+#: Result keys the spec marks required (each is in every result, null where its type allows);
+#: every other field defaults to null, so a new record field needs nothing here.
+_ALWAYS = {"path", "label", "display_name", "confidence", "probabilities", "uncertain"}
+#: Typed tighter than the record: a served image always has probabilities.
+_API_TYPES: dict[str, Any] = {"probabilities": dict[str, float]}
+
+
+def _record_fields() -> dict[str, Any]:
+    """The API fields of a result, taken from the `Prediction` record's fields (`records`)."""
+    hints = get_type_hints(Record)
+    out: dict[str, Any] = {}
+    for f in fields(Record):
+        name = f.metadata["api"]
+        if name is None:  # not in an API result
+            continue
+        kind = _API_TYPES.get(f.name, hints[f.name])
+        doc = f.metadata["doc"]
+        default = Field(description=doc) if f.name in _ALWAYS else Field(None, description=doc)
+        out[name or f.name] = (kind, default)
+    return out
+
+
+#: One result: the record's fields (`path` named `filename`) plus what only the server knows.
+Prediction = create_model(
+    "Prediction",
+    **_record_fields(),
+    timing_ms=(
+        float,
+        Field(
+            description="Time in the server for this request: decoding, waiting for a batch, "
+            "inference (and Grad-CAM)."
+        ),
+    ),
+    heatmap_png=(
+        str | None,
+        Field(None, description="Grad-CAM overlay, base64 PNG (only with explain=true)."),
+    ),
+)
 
 
 class PredictResponse(BaseModel):
     model_version: str
     engine: str = Field(description=ENGINE_DOC + " Heatmaps always come from torch.")
-    results: list[Prediction]
+    results: list[Prediction]  # type: ignore[valid-type]
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
