@@ -32,10 +32,10 @@ JSON schema (`--format json`), one document, written as it goes::
      "tta": bool, "uncertain_threshold": float,
      "predictions": [
         {"path": str, "label": str|null, "display_name": str|null,
-         "confidence": float|null, "uncertain": bool|null,
-         "probabilities": {label: float, ...}|null, "out_of_scope": bool|null,
-         "ood_score": float|null, "prediction_set": [label, ...]|null, "note": str|null,
-         "error": str|null}, ...],
+         "confidence": float|null, "uncertain": bool|null, "out_of_scope": bool|null,
+         "ood_score": float|null, "prediction_set": [label, ...]|null,
+         "probabilities": {label: float, ...}|null, "note": str|null,
+         "engine": "onnx-int8"|"onnx"|"torch"|null, "error": str|null}, ...],
      "groups": [GROUP, ...],          # only with --group-by-folder
      "summary": {"n_files", "n_predicted", "n_errors", "n_uncertain", "n_out_of_scope",
                  "counts": {label: int}}}
@@ -52,10 +52,12 @@ stdout, after one blank line). Read it with `pandas.read_json(path, lines=True)`
 CSV schema (`--format csv`), one row per file, header first::
 
     path,label,display_name,confidence,uncertain,out_of_scope,ood_score,prediction_set,
-    prob_benign,prob_early_pre_b,prob_pre_b,prob_pro_b,error
+    prob_benign,prob_early_pre_b,prob_pre_b,prob_pro_b,engine,error
 
 `uncertain` and `out_of_scope` are `true`/`false`; `prediction_set` is labels joined by `|`;
-on error rows every column but `path` and `error` is empty. With `--group-by-folder`, the
+`engine` is the engine that answered (`models.engines`); on error rows every column but `path`
+and `error` is empty. The columns, the JSON keys and the API's result fields all come from the
+fields of `records.Prediction`: a new field is added there once. With `--group-by-folder`, the
 groups go to `<out stem>.groups.csv` (or, on stdout, after one blank line) with columns
 `folder,n_images,n_errors,n_uncertain,n_out_of_scope,count_<label>...,mean_prob_<label>...`.
 
