@@ -27,7 +27,7 @@ from bloodcell.export import export_onnx, split_or_none
 from bloodcell.models.backends import Backend, OnnxBackend, Outputs, TorchBackend, dataset_outputs
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
 from bloodcell.models.ood import threshold_for
-from bloodcell.models.saved import METRICS_FILE, load_model, write_json
+from bloodcell.models.saved import load_model, update_metrics
 
 #: An engine passes when its labels equal its reference's on at least this share of the
 #: validation images...
@@ -93,7 +93,7 @@ def export_engines(
             "threshold": thresholds["onnx-int8"],
         }
     _drop_failed(loaded.path, records)
-    _record(loaded.path, records)
+    update_metrics(loaded.path, **{ENGINES_KEY: records})
     return records
 
 
@@ -170,15 +170,6 @@ def _drop_failed(model_dir: Path, records: dict[str, Any]) -> None:
         (model_dir / record["file"]).unlink(missing_ok=True)
         record["deleted"] = True
         _say(f"{engine}: failed its check ({TOLERANCE}); {record['file']} deleted")
-
-
-def _record(model_dir: Path, records: dict[str, Any]) -> None:
-    import json
-
-    path = model_dir / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    metrics[ENGINES_KEY] = records
-    write_json(path, metrics)
 
 
 def summary_lines(records: dict[str, Any]) -> list[str]:

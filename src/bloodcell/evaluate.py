@@ -87,11 +87,11 @@ def scope_metrics(
 # --- a run's evaluation ---------------------------------------------------------------------------
 
 
-def open_run_model(model: str | Path, engine: str = "torch") -> tuple[Any, ModelConfig, RunDir]:
+def open_run_model(model: str | Path) -> tuple[Any, ModelConfig, RunDir]:
     """(backend, the saved model's config, its run) for a run/model dir or an `.onnx` file.
 
-    Measurements run the torch model by default: it is the reference the ONNX engines are
-    checked against (`engine_check`); `engine` measures another (`models.engines`).
+    A directory is measured on torch: the reference the ONNX engines are checked against
+    (`engine_check`); an `.onnx` file is measured as it is.
 
     An `.onnx` file lacks the training record; the config beside it (an export inside a model
     directory) supplies the data folder and manifest when there is one.
@@ -101,7 +101,7 @@ def open_run_model(model: str | Path, engine: str = "torch") -> tuple[Any, Model
     from bloodcell.models.saved import CONFIG_FILE
 
     onnx_file = Path(model).suffix.lower() == ".onnx"
-    backend = open_model(model, "auto" if onnx_file else engine)
+    backend = open_model(model, "auto" if onnx_file else "torch")
     if isinstance(backend, TorchBackend):
         return backend, backend.loaded.config, RunDir.of_model(backend.path)
     beside = backend.path.parent / CONFIG_FILE
@@ -126,7 +126,6 @@ def evaluate_run(
     """
     from bloodcell.data.manifest import read_manifest, select
     from bloodcell.models.backends import TorchBackend
-    from bloodcell.models.saved import METRICS_FILE as MODEL_METRICS_FILE
     from bloodcell.models.saved import load_model, write_json
     from bloodcell.report import write_eval_report
 
@@ -159,7 +158,7 @@ def evaluate_run(
     write_json(out / METRICS_FILE, metrics)
     _write_predictions(out / PREDICTIONS_FILE, rows, probs, ood_scores, loaded.labels)
     write_eval_report(metrics, y_true, probs, out, loaded.config)
-    _record_in_model(loaded.path / MODEL_METRICS_FILE, split, metrics)
+    _record_in_model(loaded.path, split, metrics)
     return metrics
 
 
@@ -210,12 +209,12 @@ def _write_predictions(
             )
 
 
-def _record_in_model(path: Path, split: str, metrics: SplitMetrics) -> None:
+def _record_in_model(model_dir: Path, split: str, metrics: SplitMetrics) -> None:
     """Keep the model's own metrics.json up to date, keyed by split (large tables left out)."""
-    existing = json.loads(path.read_text()) if path.is_file() else {}
+    from bloodcell.models.saved import update_metrics
+
     skip = {"calibration_bins", "confusion_matrix"}
-    existing[split] = {k: v for k, v in metrics.items() if k not in skip}
-    path.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    update_metrics(model_dir, **{split: {k: v for k, v in metrics.items() if k not in skip}})
 
 
 def summary_line(metrics: SplitMetrics) -> str:

@@ -119,8 +119,9 @@ def run(
     extra = report_extra(out, config, data, calibration, timings, results, robust, ood)
     report = write_run_report(out.path, results, extra)
     card = write_model_card(out.model)
-    summary = run_summary(out, data, report, card, timings, calibration, results, robust, ood)
-    summary["engines"] = engines
+    summary = run_summary(
+        out, data, report, card, timings, calibration, results, robust, ood, engines
+    )
     out.run_summary.write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary, manifest, results, robust, ood)
     return summary
@@ -136,8 +137,10 @@ def run_summary(
     results: dict[str, SplitMetrics],
     robust: dict[str, Any],
     ood: dict[str, Any] | None,
+    engines: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What `run_summary.json` holds: where everything is and the headline figures."""
+    """What `run_summary.json` holds: where everything is, the headline figures and the ONNX
+    engines' checks (None when not exported)."""
     return {
         "out": str(out.path),
         "data": data,
@@ -146,6 +149,7 @@ def run_summary(
         "model_card": str(card),
         "timings": timings,
         "calibration": calibration,
+        "engines": engines,
         "robustness": {
             "worst_middle": robust["worst_middle"],
             "below_target_middle": robust["below_target_middle"],

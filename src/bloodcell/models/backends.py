@@ -223,7 +223,7 @@ class OnnxBackend(Backend):
                 "create one with `bloodcell export MODEL --format onnx`"
             )
         cfg = {k: json.loads(v) for k, v in meta.items() if k in META_KEYS}
-        self.metadata = self.config = cfg
+        self.config = cfg
         self.architecture = cfg.get("architecture", "?")
         self.labels = list(cfg["labels"])
         self.display_names = dict(cfg.get("display_names") or DISPLAY_NAMES)

@@ -53,18 +53,27 @@ def open_model(path: str | Path, engine: str = "auto", threads: int | None = Non
     and `onnx-int8` ask for one (an error says how to create a missing file). An `.onnx` path is
     opened as it is.
     """
+    return open_with_torch(path, engine, threads)[0]
+
+
+def open_with_torch(
+    path: str | Path, engine: str = "auto", threads: int | None = None
+) -> tuple[Backend, TorchBackend | None]:
+    """`open_model`'s answer and the torch model it was opened beside (None for a lone `.onnx`
+    file): what the server needs for Grad-CAM, without loading the weights twice."""
     check_engine(engine)
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         if engine == "torch":
             raise ModelError(f"{path}: an ONNX file cannot run on the torch engine")
-        return OnnxBackend(path, threads=threads)
+        return OnnxBackend(path, threads=threads), None
     torch_backend = TorchBackend(load_model(path))
     if engine == "torch":
-        return torch_backend
+        return torch_backend, torch_backend
     if engine == "auto":
-        return _fastest_checked(torch_backend, threads) or torch_backend
-    return _open_onnx(torch_backend, engine, threads, engine_records(torch_backend).get(engine))
+        return _fastest_checked(torch_backend, threads) or torch_backend, torch_backend
+    record = engine_records(torch_backend).get(engine)
+    return _open_onnx(torch_backend, engine, threads, record), torch_backend
 
 
 def engine_records(backend: TorchBackend) -> dict[str, Any]:

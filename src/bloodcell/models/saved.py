@@ -122,6 +122,16 @@ def update_config(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
     return config
 
 
+def update_metrics(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
+    """Set top-level entries of a saved model's metrics.json (a split's figures, the engine
+    checks), keeping the others; the file is created when missing."""
+    path = resolve_model_dir(model_dir) / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(changes)
+    write_json(path, metrics)
+    return metrics
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -17,7 +17,7 @@ from bloodcell.data.manifest import file_sha256
 from bloodcell.explain import explain_image
 from bloodcell.model_card import CARD_FILE
 from bloodcell.models.backends import Backend, TorchBackend
-from bloodcell.models.engines import open_model
+from bloodcell.models.engines import open_with_torch
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.predict import predict_images
@@ -69,12 +69,10 @@ def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
     """Load the model once with the chosen engine (`models.engines.open_model`: auto takes the
     fastest checked one), and torch beside it for Grad-CAM."""
     path = Path(model_path)
-    backend = open_model(path, engine)
-    if path.suffix.lower() == ".onnx":
+    backend, torch_backend = open_with_torch(path, engine)
+    if torch_backend is None:  # a lone .onnx file
         info = _model_info(backend, None, path, path.parent)
         return Engine(backend, None, info, path.parent / CARD_FILE)
-    torch_backend = backend if isinstance(backend, TorchBackend) else open_model(path, "torch")
-    assert isinstance(torch_backend, TorchBackend)
     model_dir = torch_backend.path
     info = _model_info(backend, torch_backend, model_dir / WEIGHTS_FILE, model_dir)
     log.info("engine: %s (%s)", backend.kind, backend.path)
@@ -84,7 +82,7 @@ def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
 def _model_info(
     backend: Backend, torch_backend: TorchBackend | None, weights: Path, model_dir: Path
 ) -> dict[str, Any]:
-    config = torch_backend.loaded.config if torch_backend else getattr(backend, "metadata", {})
+    config = backend.config  # the model directory's, or a lone .onnx file's metadata
     metrics = torch_backend.loaded.metrics if torch_backend else _read_metrics(model_dir)
     name = RunDir.of_model(model_dir).path.name
     if weights.suffix == ".onnx":
