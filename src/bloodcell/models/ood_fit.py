@@ -87,14 +87,15 @@ class ScopeRecorder:
     """Records what the detector needs while training caches the frozen front of the model.
 
     `start` is where the cached outputs enter the model (a block index, or "pooled" when the
-    whole backbone is frozen). Taps before it are recorded by forward hooks during caching;
-    the rest are computed after training from the cached outputs by `fit`.
+    whole backbone is frozen), `blocks` are the frozen blocks that caching runs (indexed as
+    in the backbone of `n_blocks` blocks). Taps before `start` are recorded by forward hooks on
+    them during caching; the rest are computed after training from the cached outputs by `fit`.
     """
 
-    def __init__(self, backbone: nn.Sequential, start: int | str) -> None:
-        self.backbone = backbone
-        self.layers = tap_blocks(len(backbone))
-        self.start = len(backbone) if start == "pooled" else int(start)
+    def __init__(self, blocks: nn.Sequential, n_blocks: int, start: int | str) -> None:
+        self.blocks = blocks
+        self.layers = tap_blocks(n_blocks)
+        self.start = n_blocks if start == "pooled" else int(start)
         self.shallow: dict[str, dict[int, list[torch.Tensor]]] = {}
         self.spread: dict[str, list[torch.Tensor]] = {}
         self.cached: dict[str, TensorDataset] = {}
@@ -109,9 +110,9 @@ class ScopeRecorder:
         def pooled(i: int) -> Any:
             return lambda _m, _i, out: taps[i].append(out.mean(dim=(2, 3)).float().cpu())
 
-        handles = [self.backbone[i].register_forward_hook(pooled(i)) for i in taps]
+        handles = [self.blocks[i].register_forward_hook(pooled(i)) for i in taps]
         handles.append(
-            self.backbone[0].register_forward_pre_hook(
+            self.blocks[0].register_forward_pre_hook(
                 lambda _m, args: spread.append(input_spread(args[0]).float().cpu())
             )
         )

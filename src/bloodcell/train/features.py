@@ -37,11 +37,25 @@ def cache_start(config: TrainConfig, n_blocks: int) -> str | int | None:
     return "pooled" if n == n_blocks else n
 
 
-def frozen_stem(model: nn.Module, start: str | int) -> nn.Module:
-    """The frozen front of the model whose outputs are cached."""
-    if start == "pooled":
-        return nn.Sequential(model.backbone, model.pool)
-    return model.backbone[: int(start)]
+def frozen_stem(model: nn.Module, start: str | int) -> nn.Sequential:
+    """An inference copy of the frozen front of the model whose outputs are cached: its blocks
+    (`stem_blocks`), then the pooling when the whole backbone is frozen.
+
+    Each block's BatchNorms are folded into the convolutions before them (torch.fx's `fuse`):
+    frozen BatchNorm is a fixed affine map, so the outputs are the same up to float rounding,
+    and the pass runs about 1.45x faster on a CPU (BENCHMARKS.md). The model itself, whose
+    weights are trained and saved, is left as it is.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    n = len(model.backbone) if start == "pooled" else int(start)
+    blocks = nn.Sequential(*(fuse(block) for block in model.backbone[:n])).eval()
+    return nn.Sequential(blocks, model.pool) if start == "pooled" else nn.Sequential(blocks)
+
+
+def stem_blocks(stem: nn.Sequential) -> nn.Sequential:
+    """The backbone blocks of a `frozen_stem`, indexed as in the backbone (for forward hooks)."""
+    return stem[0]
 
 
 def forward_from(model: nn.Module, x: torch.Tensor, start: str | int | None) -> torch.Tensor:

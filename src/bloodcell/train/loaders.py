@@ -17,7 +17,7 @@ from bloodcell.models.ood_fit import VAL, ScopeRecorder
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, split_datasets
 from bloodcell.train.devices import ValShardSampler, local_device, resolve_device, resolve_workers
-from bloodcell.train.features import compute_features, frozen_stem
+from bloodcell.train.features import compute_features, frozen_stem, stem_blocks
 from bloodcell.train.module import BloodcellModule
 
 
@@ -60,7 +60,7 @@ def cached_datasets(
     stem = frozen_stem(module.model, module.start)
     scope = None
     if config.ood_acceptance is not None:
-        scope = ScopeRecorder(module.model.backbone, module.start)
+        scope = ScopeRecorder(stem_blocks(stem), len(module.model.backbone), module.start)
     compute = partial(
         compute_features,
         stem,
