@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from bloodcell.models.backends import dataset_taps
+from bloodcell.models.fusion import fused_blocks
 from bloodcell.models.ood import DEFAULT_ACCEPTANCE, fit_detector, input_spread, tap_blocks
 from bloodcell.models.saved import load_model, update_config
 
@@ -134,11 +135,14 @@ class ScopeRecorder:
         deep: dict[int, list[torch.Tensor]] = {i: [] for i in self.layers if i >= self.start}
         if deep:
             features = self.cached[name].tensors[0]
-            model.eval()
+            # BatchNorm folded in and channels-last: the same sums, about twice as fast
+            blocks = fused_blocks(model.backbone[self.start :]).to(
+                memory_format=torch.channels_last
+            )
             for b in range(0, len(features), batch_size):
-                h = features[b : b + batch_size]
-                for j in range(self.start, len(model.backbone)):
-                    h = model.backbone[j](h)
+                h = features[b : b + batch_size].contiguous(memory_format=torch.channels_last)
+                for j, block in enumerate(blocks, start=self.start):
+                    h = block(h)
                     if j in deep:
                         deep[j].append(h.mean(dim=(2, 3)).float())
         out = []

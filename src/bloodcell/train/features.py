@@ -9,6 +9,8 @@ trainable rest is trained on them (`forward_from`): the same computation as the 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,17 +41,12 @@ def cache_start(config: TrainConfig, n_blocks: int) -> str | int | None:
 
 def frozen_stem(model: nn.Module, start: str | int) -> nn.Sequential:
     """An inference copy of the frozen front of the model whose outputs are cached: its blocks
-    (`stem_blocks`), then the pooling when the whole backbone is frozen.
-
-    Each block's BatchNorms are folded into the convolutions before them (torch.fx's `fuse`):
-    frozen BatchNorm is a fixed affine map, so the outputs are the same up to float rounding,
-    and the pass runs about 1.45x faster on a CPU (BENCHMARKS.md). The model itself, whose
-    weights are trained and saved, is left as it is.
-    """
-    from torch.fx.experimental.optimization import fuse
+    with BatchNorm folded in (`models.fusion`: the same outputs up to rounding, faster), then
+    the pooling when the whole backbone is frozen. The model itself is left as it is."""
+    from bloodcell.models.fusion import fused_blocks
 
     n = len(model.backbone) if start == "pooled" else int(start)
-    blocks = nn.Sequential(*(fuse(block) for block in model.backbone[:n])).eval()
+    blocks = fused_blocks(model.backbone[:n])
     return nn.Sequential(blocks, model.pool) if start == "pooled" else nn.Sequential(blocks)
 
 
@@ -88,11 +85,33 @@ def compute_features(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
     )
     feats, targets = [], []
-    for x, y in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
+    batches = loader if workers else _made_ahead(loader)
+    for x, y in tqdm(
+        batches, desc=desc, unit="batch", total=len(loader), file=sys.stderr, disable=not progress
+    ):
         x = x.to(device).contiguous(memory_format=layout)
         feats.append(stem(x).float().cpu().contiguous())
         targets.append(torch.as_tensor(y))
     return TensorDataset(torch.cat(feats), torch.cat(targets))
+
+
+def _made_ahead(batches: Iterable[Any]) -> Iterator[Any]:
+    """`batches`, each made by a thread while the caller works on the one before.
+
+    Decoding, corrupting and normalising images run on one core at a time (PIL and NumPy release
+    the GIL); the stem's convolutions use every core but not fully, so making the next batch
+    meanwhile shortens each pass. One thread keeps the order, and so the seeded corruptions'
+    draws, exactly as in a plain loop.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(batches)
+    done = object()
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(next, it, done)
+        while (batch := ahead.result()) is not done:
+            ahead = pool.submit(next, it, done)
+            yield batch
 
 
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,44 @@
+"""models.fusion: BatchNorm folded into inference copies of backbone blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bloodcell.models.fusion import fused_blocks
+from bloodcell.models.registry import create_model
+
+
+def _model_with_real_statistics() -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", pretrained=False).eval()
+    for bn in model.modules():  # non-trivial statistics, so that folding them is tested
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_fused_blocks_give_the_same_outputs_without_batchnorm() -> None:
+    model = _model_with_real_statistics()
+    fused = fused_blocks(model.backbone[:6])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), model.backbone[:6](x), atol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not any(p.requires_grad for p in fused.parameters())
+
+
+def test_fused_blocks_keep_indexing_and_leave_the_model_alone() -> None:
+    model = _model_with_real_statistics().train()  # as during training: fused as in eval
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fused_blocks(model.backbone[:6])
+    seen = []
+    fused[3].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        fused(x)
+        assert torch.allclose(seen[0], model.eval().backbone[:4](x), atol=1e-5)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
