@@ -42,3 +42,17 @@ def test_fused_blocks_keep_indexing_and_leave_the_model_alone() -> None:
     after = model.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_fused_classifier_gives_the_same_logits_and_taps() -> None:
+    from bloodcell.models.fusion import fused_classifier
+
+    model = _model_with_real_statistics()
+    fast = fused_classifier(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        logits, taps = model.forward_with_taps(x, [3, 10])
+        fast_logits, fast_taps = fast.forward_with_taps(x, [3, 10])
+    assert torch.allclose(fast_logits, logits, atol=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_taps, taps, strict=True))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept

@@ -27,6 +27,7 @@ from bloodcell.data.dataset import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.conformal import ConformalSets
+from bloodcell.models.fusion import fused_classifier
 from bloodcell.models.ood import OodDetector, input_spread
 from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD, LoadedModel
 
@@ -162,6 +163,7 @@ class TorchBackend(Backend):
         self.loaded = loaded
         # Channels-last (NHWC): the same sums, faster convolutions on a CPU (BENCHMARKS.md).
         self.model = loaded.model.to(memory_format=torch.channels_last)
+        self._fast: torch.nn.Module | None = None
         self.path = loaded.path
         cfg = loaded.config
         self.config = cfg
@@ -176,13 +178,22 @@ class TorchBackend(Backend):
         self.ood_info = self.ood.to_config() if self.ood else None
         self.conformal = ConformalSets.from_config(cfg.get("conformal"))
 
+    @property
+    def fast(self) -> torch.nn.Module:
+        """What `run` uses: `model` with BatchNorm folded into the convolutions, faster again.
+        Made on first use (an ONNX engine opened beside this one never needs it); `model`
+        stays as trained for Grad-CAM, which needs its gradients."""
+        if self._fast is None:
+            self._fast = fused_classifier(self.model).to(memory_format=torch.channels_last)
+        return self._fast
+
     @torch.inference_mode()
     def run(self, batch: ArrayLike) -> Outputs:
         x = torch.as_tensor(batch, dtype=torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
         if self.ood is None:
-            return Outputs(self.model(x).float().numpy())
-        logits, taps = self.model.forward_with_taps(x, self.ood.layers)
+            return Outputs(self.fast(x).float().numpy())
+        logits, taps = self.fast.forward_with_taps(x, self.ood.layers)
         return Outputs(logits.float().numpy(), self.ood.score(taps, input_spread(x)))
 
 

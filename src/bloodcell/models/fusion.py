@@ -24,3 +24,13 @@ def fused_blocks(blocks: nn.Sequential) -> nn.Sequential:
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused
+
+
+def fused_classifier(model: nn.Module) -> nn.Module:
+    """A frozen inference copy of a registry `Classifier` whose backbone has BatchNorm folded
+    in: the same logits and taps up to float rounding, faster. Grad-CAM keeps the original."""
+    fast = copy.deepcopy(model).eval()
+    fast.backbone = fused_blocks(fast.backbone)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
