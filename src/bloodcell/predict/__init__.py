@@ -102,13 +102,7 @@ from bloodcell.predict.resume import (
     parquet_done_paths,
 )
 from bloodcell.predict.run import run_predict
-from bloodcell.predict.stream import (
-    PREFETCH,
-    predict_images,
-    predict_inputs,
-    predict_paths,
-    prepare_inputs,
-)
+from bloodcell.predict.stream import PREFETCH, predict_images, predict_paths
 from bloodcell.predict.writers import (
     FORMATS,
     CsvWriter,
@@ -150,8 +144,6 @@ __all__ = [
     "make_writer",
     "parquet_done_paths",
     "predict_images",
-    "predict_inputs",
-    "prepare_inputs",
     "predict_paths",
     "read_image",
     "run_predict",

@@ -29,30 +29,13 @@ def predict_images(
     uncertain_threshold: float | None = None,
 ) -> list[Prediction]:
     """Predict already-decoded PIL images (e.g. uploads) in one batch."""
-    return predict_inputs(backend, prepare_inputs(backend, images), names, tta, uncertain_threshold)
-
-
-def prepare_inputs(backend: Backend, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-    """The model inputs of decoded images (the backend's preprocessing). Separate from
-    `predict_inputs` so that a server can prepare each request's images on its own thread
-    while one thread runs the model."""
-    transform = backend.preprocess.transform()
-    return [transform(img.convert("RGB")) for img in images]
-
-
-def predict_inputs(
-    backend: Backend,
-    inputs: Sequence[torch.Tensor],
-    names: Sequence[str] | None = None,
-    tta: bool = False,
-    uncertain_threshold: float | None = None,
-) -> list[Prediction]:
-    """Predict prepared model inputs (`prepare_inputs`) in one batch."""
-    if not inputs:
+    if not images:
         return []
-    names = names or [f"image-{i}" for i in range(len(inputs))]
+    names = names or [f"image-{i}" for i in range(len(images))]
+    transform = backend.preprocess.transform()
+    batch = torch.stack([transform(img.convert("RGB")) for img in images])
     threshold = resolve_threshold(backend, uncertain_threshold)
-    return to_predictions(names, backend.score(torch.stack(list(inputs)), tta), backend, threshold)
+    return to_predictions(names, backend.score(batch, tta), backend, threshold)
 
 
 def predict_paths(

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from bloodcell.data.manifest import file_sha256
@@ -21,22 +20,13 @@ from bloodcell.models.backends import Backend, TorchBackend
 from bloodcell.models.engines import open_with_torch
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
-from bloodcell.predict import predict_inputs, prepare_inputs
+from bloodcell.predict import predict_images
 from bloodcell.run_dir import RunDir
 
 log = logging.getLogger("bloodcell.serve")
 
 #: Heatmaps are sent at most this many pixels on their longer side, to keep responses small.
 HEATMAP_MAX_SIDE = 1024
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One uploaded image: its name, the decoded image (for Grad-CAM) and the model input."""
-
-    name: str
-    image: Image.Image
-    input: torch.Tensor
 
 
 @dataclass
@@ -53,14 +43,10 @@ class Engine:
     def can_explain(self) -> bool:
         return self.torch is not None
 
-    def prepare(self, name: str, image: Image.Image) -> Upload:
-        """A decoded upload with its model input, made on the request's thread so that the
-        batch worker's thread only runs the model."""
-        return Upload(name, image, prepare_inputs(self.backend, [image])[0])
-
-    def classify(self, uploads: Sequence[Upload]) -> list[ImagePrediction]:
-        """Blocking: one model call for prepared uploads (the batch worker's job)."""
-        return predict_inputs(self.backend, [u.input for u in uploads], [u.name for u in uploads])
+    def classify(self, uploads: Sequence[tuple[str, Image.Image]]) -> list[ImagePrediction]:
+        """Blocking: one model call for decoded (name, image) pairs (the batch worker's job)."""
+        names = [name for name, _ in uploads]
+        return predict_images(self.backend, [image for _, image in uploads], names)
 
     def heatmap(self, image: Image.Image, target: str) -> str:
         """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger

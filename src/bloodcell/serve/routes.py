@@ -21,7 +21,7 @@ from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.serve.auth import bearer_scheme
 from bloodcell.serve.batching import Batcher
-from bloodcell.serve.engine import Engine, Upload
+from bloodcell.serve.engine import Engine
 from bloodcell.serve.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
@@ -142,11 +142,9 @@ def _add_predict_route(
             )
         uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
 
-        def decode_all() -> list[Upload]:
+        def decode_all() -> list[tuple[str, Image.Image]]:
             pixels = limits["max_pixels"]
-            return [
-                engine.prepare(name, decode_upload(data, name, pixels)) for name, data in uploads
-            ]
+            return [(name, decode_upload(data, name, pixels)) for name, data in uploads]
 
         decoded, predictions = await batcher.submit(decode_all)
         results = [_result_dict(p) for p in predictions]
@@ -165,7 +163,7 @@ def _add_predict_route(
 async def _add_heatmaps(
     engine: Engine,
     batcher: Batcher,
-    decoded: list[Upload],
+    decoded: list[tuple[str, Image.Image]],
     results: list[dict[str, Any]],
 ) -> None:
     """Put a Grad-CAM heatmap into each result, computed in the threadpool under the lock."""
@@ -173,8 +171,8 @@ async def _add_heatmaps(
     def heatmaps() -> list[str | None]:
         with batcher.model_lock:  # an out-of-scope image has no class to explain
             return [
-                None if r["out_of_scope"] else engine.heatmap(u.image, r["label"])
-                for u, r in zip(decoded, results, strict=True)
+                None if r["out_of_scope"] else engine.heatmap(image, r["label"])
+                for (_, image), r in zip(decoded, results, strict=True)
             ]
 
     for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
