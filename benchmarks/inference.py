@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from bloodcell.benchmark import latency, throughput
+from bloodcell.models.fusion import fused_classifier
 
 
 def build_random_model(out: Path, size: int) -> Path:
@@ -108,11 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return channels_last(x)
 
+    folded = fused_classifier(loaded.model).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def channels_last_folded(x: np.ndarray) -> object:  # what TorchBackend runs
+        return folded(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+
     weights = loaded.path / WEIGHTS_FILE
     rows = [
         ("torch eager fp32", eager, weights),
         ("torch channels-last", channels_last, weights),
         ("torch channels-last bf16", channels_last_bf16, weights),
+        ("torch CL, BN folded", channels_last_folded, weights),
     ]
     for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
         rows.append((f"onnx fp32 {level[4:].lower()}", ort_runner(fp32, level, args.threads), fp32))
