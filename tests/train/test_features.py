@@ -43,7 +43,6 @@ def test_random_dihedral_keeps_shape_and_content() -> None:
         assert torch.equal(y.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
 
 
-
 def test_frozen_stem_computes_the_front_of_the_model() -> None:
     from torch import nn
 
