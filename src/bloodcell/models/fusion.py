@@ -20,17 +20,13 @@ def fused_blocks(blocks: nn.Sequential) -> nn.Sequential:
     from torch.fx.experimental.optimization import fuse
 
     frozen = copy.deepcopy(blocks).eval()  # the running statistics, whatever mode they were in
-    fused = nn.Sequential(*(fuse(block, inplace=True) for block in frozen)).eval()
-    for p in fused.parameters():
-        p.requires_grad_(False)
-    return fused
+    fused = nn.Sequential(*(fuse(block, inplace=True) for block in frozen))
+    return fused.eval().requires_grad_(False)
 
 
 def fused_classifier(model: nn.Module) -> nn.Module:
     """A frozen inference copy of a registry `Classifier` whose backbone has BatchNorm folded
     in: the same logits and taps up to float rounding, faster. Grad-CAM keeps the original."""
-    fast = copy.deepcopy(model).eval()
-    fast.backbone = fused_blocks(fast.backbone)
-    for p in fast.parameters():
-        p.requires_grad_(False)
+    fast = copy.deepcopy(model).eval().requires_grad_(False)
+    fast.backbone = fused_blocks(model.backbone)
     return fast
