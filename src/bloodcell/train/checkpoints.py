@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from bloodcell.errors import ModelError
-from bloodcell.train.paths import CHECKPOINT_DIR, LAST_CKPT
+from bloodcell.run_dir import CHECKPOINT_DIR, LAST_CKPT
 
 
 def checkpoint_callbacks(run: Path) -> list[ModelCheckpoint]:

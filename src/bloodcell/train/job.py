@@ -20,6 +20,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bloodcell.data.manifest import read_manifest
+from bloodcell.run_dir import (
+    CHECKPOINT_DIR,
+    CURVES_FILE,
+    LAST_CKPT,
+    LOG_FILE,
+    MODEL_DIR,
+    TRAIN_SUMMARY_FILE,
+)
 from bloodcell.train.checkpoints import (
     best_checkpoint,
     checkpoint_callbacks,
@@ -33,14 +41,6 @@ from bloodcell.train.epoch_log import EpochLog, log_row, plot_curves
 from bloodcell.train.features import build_model, cache_start
 from bloodcell.train.loaders import loaders
 from bloodcell.train.module import BloodcellModule
-from bloodcell.train.paths import (
-    CHECKPOINT_DIR,
-    CURVES_FILE,
-    LAST_CKPT,
-    LOG_FILE,
-    MODEL_DIR,
-    SUMMARY_FILE,
-)
 from bloodcell.train.prepare import data_record, prepare_run
 from bloodcell.train.scope import fit_scope
 
@@ -87,7 +87,7 @@ def train(
         return run  # rank 0 writes the curves, the summary and the model
     plot_curves(run / LOG_FILE, run / CURVES_FILE)
     model, summary = _chosen_model(config, run, trainer, module, seconds)
-    (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (run / TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     save_model(
         model,
         run / MODEL_DIR,

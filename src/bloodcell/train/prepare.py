@@ -10,9 +10,15 @@ from pathlib import Path
 
 from bloodcell.data.manifest import file_sha256, read_manifest
 from bloodcell.errors import ModelError
+from bloodcell.run_dir import (
+    CHECKPOINT_DIR,
+    LAST_CKPT,
+    MANIFEST_COPY,
+    MODEL_DIR,
+    TRAIN_CONFIG_FILE,
+)
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.devices import is_rank_zero
-from bloodcell.train.paths import CHECKPOINT_DIR, CONFIG_FILE, LAST_CKPT, MANIFEST_COPY, MODEL_DIR
 
 
 def prepare_run(
@@ -37,7 +43,7 @@ def _resumed(
 ) -> tuple[TrainConfig, Path, Path]:
     """The settings and data the run started with; `config` and `manifest`, when given, must
     be the same."""
-    cfg_path = run / CONFIG_FILE
+    cfg_path = run / TRAIN_CONFIG_FILE
     if not cfg_path.is_file():
         raise ModelError(f"cannot resume: {cfg_path} not found; start the run without --resume")
     saved = json.loads(cfg_path.read_text())
@@ -82,7 +88,7 @@ def _started(
         "data": data_record(manifest, data_root),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (run / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (run / TRAIN_CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return config, Path(data_root), Path(manifest)
 
 
