@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloodcell.benchmark import latency, throughput
 from bloodcell.models.fusion import fused_classifier
+from bloodcell.workflows.benchmark import latency, throughput
 
 
 def build_random_model(out: Path, size: int) -> Path:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     _fast_allocator(args.system_malloc)
 
-    from bloodcell.export import export_fp32, onnx_metadata, quantize_int8, set_metadata
+    from bloodcell.export.onnx import export_fp32, onnx_metadata, quantize_int8, set_metadata
     from bloodcell.models.saved import WEIGHTS_FILE, load_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bloodcell-bench-"))
@@ -151,9 +151,9 @@ def _fast_allocator(skip: bool) -> None:
 
 def _calibration(loaded, model_dir: Path, data: str | None, size: int) -> list[np.ndarray]:
     """Train-split images of the run when available, else synthetic smear-like images."""
-    from bloodcell.calibrate import run_split
     from bloodcell.errors import BloodcellError
-    from bloodcell.export import calibration_batches
+    from bloodcell.evaluation.calibrate import run_split
+    from bloodcell.export.onnx import calibration_batches
 
     try:
         rows, root = run_split(model_dir, "train", data)

@@ -72,7 +72,7 @@ def random_onnx(out: Path) -> Path:
     import torch
 
     from bloodcell.data.dataset import Preprocess
-    from bloodcell.export import export_onnx
+    from bloodcell.export.onnx import export_onnx
     from bloodcell.models.registry import create_model
     from bloodcell.models.saved import save_model
 

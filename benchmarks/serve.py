@@ -53,7 +53,7 @@ def make_model(root: Path, onnx: bool) -> Path:
     model = registry.create_model("mobilenet_v2", pretrained=False)
     out = saved.save_model(model, root / "model", "mobilenet_v2", Preprocess(image_size=224))
     if onnx:
-        from bloodcell.export import export_onnx
+        from bloodcell.export.onnx import export_onnx
 
         export_onnx(out)
     return out

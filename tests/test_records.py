@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from tests.train import tiny_run
 
-from bloodcell.calibrate import calibrate_run
-from bloodcell.evaluate import evaluate_run
+from bloodcell.evaluation.calibrate import calibrate_run
+from bloodcell.evaluation.evaluate import evaluate_run
 from bloodcell.records import (
     CalibrationRecord,
     ClassMetrics,

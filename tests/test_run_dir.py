@@ -10,7 +10,7 @@ import pytest
 from tests.train import tiny_run
 
 from bloodcell.errors import DatasetError
-from bloodcell.evaluate import evaluate_run, open_run_model
+from bloodcell.evaluation.evaluate import evaluate_run, open_run_model
 from bloodcell.models.saved import resolve_model_dir
 from bloodcell.run_dir import DATA_ENV, RunDir
 

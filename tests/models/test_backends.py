@@ -51,7 +51,7 @@ def test_not_a_model(tmp_path: Path) -> None:
 
 
 def test_onnx_without_bloodcell_metadata(tmp_path: Path) -> None:
-    from bloodcell.export import export_fp32
+    from bloodcell.export.onnx import export_fp32
     from bloodcell.models.saved import load_model
 
     path = export_fp32(load_model(tiny_model_dir()), tmp_path / "m.onnx")

@@ -14,7 +14,7 @@ from bloodcell.predict.stream import predict_paths
 
 
 def test_onnx_gives_same_labels(backend, mixed: Path, tmp_path: Path) -> None:
-    from bloodcell.export import export_onnx
+    from bloodcell.export.onnx import export_onnx
 
     onnx_path = Path(export_onnx(tiny_model_dir(), out=tmp_path / "m.onnx")["path"])
     buf = io.StringIO()

@@ -264,7 +264,7 @@ def onnx_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """A copy of the model directory with `model.onnx` exported beside the weights."""
     import shutil
 
-    from bloodcell.export import export_onnx
+    from bloodcell.export.onnx import export_onnx
 
     copy = tmp_path_factory.mktemp("onnx") / "run" / "model"
     shutil.copytree(model_dir, copy)
@@ -295,7 +295,7 @@ def test_auto_uses_only_checked_engines(onnx_model: Path, tmp_path: Path) -> Non
     """A hand-exported, unchecked model.onnx is not chosen by auto; a checked int8 one is."""
     from tests.models import make_run
 
-    from bloodcell.engine_check import export_engines
+    from bloodcell.export.check import export_engines
     from bloodcell.serve.app import create_app
 
     with TestClient(create_app(onnx_model.parent)) as c:

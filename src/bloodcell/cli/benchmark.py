@@ -11,8 +11,8 @@ BENCHMARK_SHORTENING = ("pretrained", "epochs", "image_size")
 
 
 def benchmark_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.benchmark import benchmark
     from bloodcell.cli.train_options import given_settings, train_argv
+    from bloodcell.workflows.benchmark import benchmark
 
     benchmark(
         data_dir(args.data),

@@ -119,7 +119,7 @@ def add_export_arg(p: argparse.ArgumentParser) -> None:
 
 def print_engine_checks(records: dict) -> None:
     """The export's verdict on each engine, one line each."""
-    from bloodcell.engine_check import summary_lines
+    from bloodcell.export.check import summary_lines
 
     for line in summary_lines(records):
         print(line)

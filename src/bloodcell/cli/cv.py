@@ -14,7 +14,7 @@ from bloodcell.errors import BloodcellError
 
 def cv_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import SHORTENING, given_settings
-    from bloodcell.cv import CVSettings, compare_protocols, run_cv
+    from bloodcell.evaluation.cv import CVSettings, compare_protocols, run_cv
     from bloodcell.train.config import config_from_options
 
     config = config_from_options(args.recipe, given_settings(args, SHORTENING))

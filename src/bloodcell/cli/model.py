@@ -50,19 +50,19 @@ def train_cmd(args: argparse.Namespace) -> int:
         f"run: {run}\nmodel: {run / 'model'}\nlog: {run / 'log.csv'}, curves: {run / 'curves.png'}"
     )
     if args.export:
-        from bloodcell.engine_check import export_engines
+        from bloodcell.export.check import export_engines
 
         print_engine_checks(export_engines(run, data_root=data, manifest=args.manifest))
     return 0
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.evaluate import evaluate_run, summary_line
-    from bloodcell.model_card import write_model_card
+    from bloodcell.evaluation.evaluate import evaluate_run, summary_line
+    from bloodcell.reporting.model_card import write_model_card
 
     data = data_dir(args.data) if args.data else None
     if args.robustness:
-        from bloodcell.robustness import check_conditions
+        from bloodcell.evaluation.robustness import check_conditions
 
         check_conditions(args.corruptions, args.severities)  # a typo fails before any work
         if Path(args.run).suffix.lower() == ".onnx":
@@ -86,7 +86,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
     """`evaluate --ood DIR...`: score the folders against the split and print the summary."""
-    from bloodcell.ood_eval import evaluate_ood, summary_lines
+    from bloodcell.evaluation.scope import evaluate_ood, summary_lines
 
     r = evaluate_ood(args.run, args.ood, args.split, data, args.manifest)
     for line in summary_lines(r):
@@ -96,7 +96,7 @@ def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
 
 def robustness(args: argparse.Namespace, data: Path | None) -> int:
     """`evaluate --robustness`: run, print a summary and the output paths."""
-    from bloodcell.robustness import (
+    from bloodcell.evaluation.robustness import (
         ROBUSTNESS_CSV,
         ROBUSTNESS_PNG,
         evaluate_robustness,

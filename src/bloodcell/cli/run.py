@@ -9,8 +9,8 @@ from bloodcell.cli.common import Parser, add_data_arg, add_export_arg, data_dir
 
 def run_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import SHORTENING, given_settings
-    from bloodcell.pipeline import run
     from bloodcell.train.config import config_from_options
+    from bloodcell.workflows.run import run
 
     run(
         data_dir(args.data),

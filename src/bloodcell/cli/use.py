@@ -9,7 +9,7 @@ from bloodcell.cli.common import add_data_arg, add_engine_arg, print_engine_chec
 
 
 def calibrate_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.calibrate import calibrate_run, set_ood_acceptance
+    from bloodcell.evaluation.calibrate import calibrate_run, set_ood_acceptance
     from bloodcell.models.conformal import check_coverage
     from bloodcell.models.ood import check_acceptance
     from bloodcell.models.saved import update_config
@@ -60,7 +60,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
 
 
 def explain_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.explain import run_explain
+    from bloodcell.evaluation.explain import run_explain
 
     results = run_explain(args.model, args.images, args.out)
     for image, png, error in results:
@@ -69,10 +69,10 @@ def explain_cmd(args: argparse.Namespace) -> int:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.export import export_onnx
+    from bloodcell.export.onnx import export_onnx
 
     if args.check:
-        from bloodcell.engine_check import export_engines
+        from bloodcell.export.check import export_engines
 
         print_engine_checks(export_engines(args.model, args.data, args.manifest, progress=True))
         return 0

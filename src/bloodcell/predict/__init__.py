@@ -14,7 +14,7 @@ that cannot be decoded becomes an *error row* (path + reason) and the rest goes 
 
 `confidence` is the calibrated (temperature-scaled) top-class probability; `uncertain` is true
 when it is below the threshold (model config `uncertain_threshold`, default 0.8, see
-`bloodcell.calibrate`). With TTA the probabilities are the mean over the 8 dihedral views
+`bloodcell.evaluation.calibrate`). With TTA the probabilities are the mean over the 8 dihedral views
 (4 rotations x optional flip): smears have no orientation.
 
 `out_of_scope` is true when the image is unlike the training smears (`models.ood`: its

@@ -14,13 +14,13 @@ from typing import Any
 from PIL import Image
 
 from bloodcell.data.manifest import file_sha256
-from bloodcell.explain import explain_image
-from bloodcell.model_card import CARD_FILE
+from bloodcell.evaluation.explain import explain_image
 from bloodcell.models.backends import Backend, TorchBackend
 from bloodcell.models.engines import open_with_torch
 from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.predict import predict_images
+from bloodcell.reporting.model_card import CARD_FILE
 from bloodcell.run_dir import RunDir
 
 log = logging.getLogger("bloodcell.serve")

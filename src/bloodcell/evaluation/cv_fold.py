@@ -1,0 +1,105 @@
+"""One fold of a cross-validation (`cv`): its manifest, its training run and its out-of-fold
+predictions, each written so that a killed process leaves either the whole file or none.
+
+  FOLD/manifest.csv      the fold's split (test = this fold); an existing one must match
+  FOLD/run/              the fold's training run (`run_dir.RunDir`)
+  FOLD/predictions.csv   its out-of-fold predictions, written last: a fold with it is done
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from bloodcell.data.manifest import ManifestRow, select, write_manifest
+from bloodcell.errors import DatasetError, ModelError
+from bloodcell.labels import LABELS
+from bloodcell.run_dir import RunDir
+from bloodcell.train import TrainConfig
+
+MANIFEST_FILE = "manifest.csv"
+RUN_DIR = "run"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only when the block finishes, so a
+    killed process never leaves a half-written file under the real name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
+    """Write the fold's manifest; an existing one must be byte-identical (same data, seed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic(path) as tmp:
+        write_manifest(rows, tmp)
+        if path.is_file() and path.read_bytes() != tmp.read_bytes():
+            raise DatasetError(
+                f"{path}: the data changed since this cross-validation started (the fold's "
+                "manifest would differ); choose another --out"
+            )
+
+
+def run_fold(
+    fold_dir: Path,
+    rows: list[ManifestRow],
+    data_root: Path,
+    config: TrainConfig,
+    calibrate: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Train (or finish training) on the fold's manifest, calibrate, and write its
+    out-of-fold predictions; returns the predictions file."""
+    from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.evaluation.calibrate import calibrate_run
+    from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
+    from bloodcell.models.saved import load_model
+    from bloodcell.train import train
+
+    run = RunDir(fold_dir / RUN_DIR)
+    if not run.model.is_dir():
+        resume = run.train_config.is_file()  # killed mid-training: go on from last.ckpt
+        train(
+            config, data_root, fold_dir / MANIFEST_FILE, run.path, resume=resume, progress=progress
+        )
+    if calibrate:
+        calibrate_run(run.path)  # fits on uncalibrated logits, so a rerun gives the same value
+    model = TorchBackend(load_model(run.path))
+    if list(model.labels) != list(LABELS):
+        raise ModelError(f"{run.path}: model labels {model.labels} differ from {list(LABELS)}")
+    test = select(rows, "test")
+    dataset = ManifestDataset(test, data_root, model.preprocess.transform())
+    outputs, _ = dataset_outputs(model, dataset, progress="predict test" if progress else None)
+    probs = softmax(outputs.logits, model.temperature)
+    path = fold_dir / PREDICTIONS_FILE
+    with atomic(path) as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["path", "label", "group", "predicted", *[f"p_{lab}" for lab in LABELS]])
+        for row, p in zip(test, probs, strict=True):
+            w.writerow(
+                [row.path, row.label, row.group, LABELS[int(p.argmax())]] + [f"{v:.6f}" for v in p]
+            )
+    return path
+
+
+def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Paths, true class indices and class probabilities of a fold's predictions file."""
+    with path.open(newline="") as fh:
+        recs = list(csv.DictReader(fh))
+    if not recs:
+        raise DatasetError(f"{path}: no predictions in it; delete it to redo the fold")
+    paths = [r["path"] for r in recs]
+    y = np.array([LABELS.index(r["label"]) for r in recs], dtype=int)
+    probs = np.array([[float(r[f"p_{lab}"]) for lab in LABELS] for r in recs], dtype=float)
+    return paths, y, probs

@@ -1,0 +1,190 @@
+"""Write the ONNX engines beside a model and check them before anything may choose them.
+
+`export_engines(run)` exports `model.onnx` (fp32) and `model.int8.onnx`, runs the torch model and
+both files over the validation split, and records under `"engines"` in the model's
+`metrics.json` how often each file's labels equal its reference's (fp32 against torch, int8
+against fp32), their accuracies, and whether the file passed the tolerance below. A file that
+fails is deleted, so the model directory holds only engines that `--engine auto` may use.
+
+int8 moves the out-of-scope scores a little (the tapped activations are quantised), so the int8
+record also holds a threshold refitted on the int8 file's own validation scores at the same
+acceptance; `models.engines` applies it. The test split, when present, is measured the same way
+and recorded for the report, but the decision is taken on validation only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bloodcell.data.dataset import ManifestDataset
+from bloodcell.data.manifest import ManifestRow
+from bloodcell.evaluation.calibrate import run_split
+from bloodcell.export.onnx import export_onnx, split_or_none
+from bloodcell.models.backends import Backend, OnnxBackend, Outputs, TorchBackend, dataset_outputs
+from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
+from bloodcell.models.ood import threshold_for
+from bloodcell.models.saved import load_model, update_metrics
+
+#: An engine passes when its labels equal its reference's on at least this share of the
+#: validation images...
+MIN_AGREEMENT = 0.995
+#: ...and it gets at most this many more validation images wrong than its reference.
+MAX_EXTRA_ERRORS = 1
+TOLERANCE = (
+    f"labels equal the reference's on >= {MIN_AGREEMENT:.1%} of validation images and at most "
+    f"{MAX_EXTRA_ERRORS} more of them wrong"
+)
+#: Each engine is checked against the next one up: int8 against fp32, fp32 against torch.
+REFERENCE = {"onnx": "torch", "onnx-int8": "onnx"}
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def export_engines(
+    run: str | Path,
+    data_root: str | Path | None = None,
+    manifest: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Export fp32 and int8 ONNX beside the model, check both on val, keep what passes.
+
+    Returns the record written under "engines" in metrics.json. Needs the run's data (for
+    int8 calibration and the check); without it nothing is exported and DatasetError says so.
+    """
+    val = run_split(run, "val", data_root, manifest)
+    summary = export_onnx(
+        run, quantize="int8", data_root=data_root, manifest=manifest, compare_on_test=False
+    )
+    loaded = load_model(run)
+    backends: dict[str, Backend] = {
+        "torch": TorchBackend(loaded),
+        "onnx": OnnxBackend(summary["fp32"]),
+        "onnx-int8": OnnxBackend(summary["path"]),
+    }
+    outputs = {"val": _outputs(backends, *val, progress)}
+    test = split_or_none(run, "test", data_root, manifest)
+    if test:
+        outputs["test"] = _outputs(backends, *test, progress)
+    thresholds = _thresholds(backends, outputs["val"], loaded.config.get("ood"))
+    digest = weights_digest(loaded.path)
+    records: dict[str, Any] = {"tolerance": TOLERANCE, "checked_on": "val"}
+    for engine, reference in REFERENCE.items():
+        record = {
+            "file": ENGINE_FILES[engine],
+            "bytes": (loaded.path / ENGINE_FILES[engine]).stat().st_size,
+            "reference": reference,
+            "weights_sha256": digest,
+        }
+        for split, out in outputs.items():
+            record[split] = compare(out[engine], out[reference], out["targets"])
+            record[split].update(_flags(out, engine, reference, thresholds))
+        record["verified"] = passes(record["val"])
+        records[engine] = record
+    if thresholds.get("onnx-int8") is not None:
+        acceptance = loaded.config["ood"]["acceptance"]
+        records["onnx-int8"]["ood"] = {
+            "acceptance": acceptance,
+            "threshold": thresholds["onnx-int8"],
+        }
+    _drop_failed(loaded.path, records)
+    update_metrics(loaded.path, **{ENGINES_KEY: records})
+    return records
+
+
+def compare(candidate: Outputs, reference: Outputs, targets: np.ndarray) -> dict[str, Any]:
+    """How an engine's labels compare with its reference's on one split."""
+    mine, theirs = candidate.logits.argmax(1), reference.logits.argmax(1)
+    n = len(targets)
+    return {
+        "n": n,
+        "agreement": float((mine == theirs).mean()) if n else None,
+        "labels_changed": int((mine != theirs).sum()),
+        "accuracy": float((mine == targets).mean()) if n else None,
+        "reference_accuracy": float((theirs == targets).mean()) if n else None,
+        "extra_errors": int((mine != targets).sum() - (theirs != targets).sum()),
+    }
+
+
+def passes(check: dict[str, Any]) -> bool:
+    """The tolerance, applied to one split's comparison."""
+    agreement = check["agreement"]
+    return (
+        agreement is not None
+        and agreement >= MIN_AGREEMENT
+        and check["extra_errors"] <= MAX_EXTRA_ERRORS
+    )
+
+
+def _thresholds(
+    backends: dict[str, Backend], val: dict[str, Any], ood: dict[str, Any] | None
+) -> dict[str, float | None]:
+    """The out-of-scope threshold each engine uses: the model's, and for int8 one refitted on
+    its own validation scores at the model's acceptance."""
+    torch_threshold = backends["torch"].ood_threshold
+    thresholds: dict[str, float | None] = {"torch": torch_threshold, "onnx": torch_threshold}
+    scores = val["onnx-int8"].ood_score
+    refit = ood and scores is not None and torch_threshold is not None
+    thresholds["onnx-int8"] = threshold_for(scores, ood["acceptance"]) if refit else None
+    return thresholds
+
+
+def _flags(
+    out: dict[str, Any], engine: str, reference: str, thresholds: dict[str, float | None]
+) -> dict[str, Any]:
+    """How many images change between in and out of scope from the reference to the engine."""
+    mine, theirs = out[engine].ood_score, out[reference].ood_score
+    if mine is None or theirs is None or thresholds[engine] is None:
+        return {}
+    flagged = mine > thresholds[engine]
+    return {
+        "out_of_scope": int(flagged.sum()),
+        "scope_changed": int((flagged != (theirs > thresholds[reference])).sum()),
+    }
+
+
+def _outputs(
+    backends: dict[str, Backend], rows: list[ManifestRow], root: Path, progress: bool
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, backend in backends.items():
+        ds = ManifestDataset(rows, root, backend.preprocess.transform())
+        bar = f"check {name}" if progress else None
+        result[name], result["targets"] = dataset_outputs(backend, ds, 32, progress=bar)
+    return result
+
+
+def _drop_failed(model_dir: Path, records: dict[str, Any]) -> None:
+    """Delete files that failed (and int8 when its fp32 source did), saying why."""
+    if not records["onnx"]["verified"]:
+        records["onnx-int8"]["verified"] = False
+    for engine in REFERENCE:
+        record = records[engine]
+        if record["verified"]:
+            continue
+        (model_dir / record["file"]).unlink(missing_ok=True)
+        record["deleted"] = True
+        _say(f"{engine}: failed its check ({TOLERANCE}); {record['file']} deleted")
+
+
+def summary_lines(records: dict[str, Any]) -> list[str]:
+    """One console line per engine: its check on val (and test when measured)."""
+    lines = []
+    for engine in REFERENCE:
+        r = records.get(engine)
+        if not r:
+            continue
+        verdict = "kept" if r["verified"] else "failed, deleted"
+        parts = [
+            f"{split} {r[split]['agreement']:.1%} agree with {r['reference']} "
+            f"({r[split]['labels_changed']} changed, accuracy {r[split]['accuracy']:.1%})"
+            for split in ("val", "test")
+            if r.get(split) and r[split]["n"]
+        ]
+        lines.append(f"{engine}: {verdict}; " + "; ".join(parts))
+    return lines

@@ -1,0 +1,42 @@
+"""Markdown pieces shared by every report: percentages, intervals, and putting a section into
+an existing `report.md` without duplicating it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal ('n/a' for None)."""
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def ci_range(ci: Sequence[float] | None, percent: bool = True) -> str:
+    """'95.6%–98.8%' (or '0.953–0.988' with `percent=False`); 'n/a' without an interval."""
+    if not ci:
+        return "n/a"
+    return f"{pct(ci[0])}–{pct(ci[1])}" if percent else f"{ci[0]:.3f}–{ci[1]:.3f}"
+
+
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def upsert_section(path: Path, title: str, lines: Sequence[str]) -> Path:
+    """Put `## title` into a markdown file, replacing an earlier one; before the data
+    provenance section when there is one, else at the end (creating the file if needed)."""
+    text = path.read_text() if path.is_file() else "# Robustness\n"
+    block = "\n".join([f"## {title}", "", *lines, "", ""])
+    heading = f"\n## {title}\n"
+    if heading in text:
+        start = text.index(heading) + 1
+        nxt = text.find("\n## ", start)
+        text = text[:start] + (text[nxt + 1 :] if nxt >= 0 else "")
+    anchor = text.find("\n## Data provenance\n")
+    if anchor >= 0:
+        text = text[: anchor + 1] + block + text[anchor + 1 :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text.rstrip("\n") + "\n")
+    return path

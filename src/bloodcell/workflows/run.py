@@ -1,0 +1,276 @@
+"""`bloodcell run`: the main job end to end with defaults.
+
+discover -> verify (unreadable files are reported and left out) -> grouped split
+(`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
+`bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
+detector) -> calibrate (temperature and conformal prediction sets on val) -> ONNX engines
+(fp32 and int8 written and checked on val; `export=False` skips) -> evaluate val and test ->
+robustness on test (middle severities) -> out-of-scope folders (`ood_dirs`, if given) -> top-level
+`OUT/report.md` and the model card `OUT/model/README.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bloodcell.records import SplitMetrics
+from bloodcell.run_dir import RunDir
+from bloodcell.train import DEFAULT_RECIPE, TrainConfig, recipe
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple[Path, dict]:
+    """Verify and split the data; returns the manifest path and a summary of the data step."""
+    from bloodcell.data.discover import discover
+    from bloodcell.data.manifest import write_manifest
+    from bloodcell.data.show import write_figures
+    from bloodcell.data.split import format_counts, make_split
+    from bloodcell.data.verify import verify
+
+    run = RunDir(out)
+    index = discover(data_root)
+    report = verify(index, progress=progress)
+    run.data_dir.mkdir(parents=True, exist_ok=True)
+    run.verify.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    for bad in report.unreadable:
+        _say(f"left out (unreadable): {bad['path']}: {bad['reason']}")
+    rows = make_split(report, seed=seed)
+    manifest = write_manifest(rows, run.manifest_copy)
+    _say(format_counts(rows))
+    figures = write_figures(rows, index.root, run.figures)
+    return manifest, {
+        "layout": index.layout,
+        "files": len(index.samples),
+        "readable": report.total,
+        "unreadable": len(report.unreadable),
+        "verify": str(run.verify),
+        "manifest": str(manifest),
+        "figures": [str(f) for f in figures],
+    }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Record how many seconds the block took under `step`."""
+    t = time.perf_counter()
+    yield
+    timings[step] = time.perf_counter() - t
+
+
+def run(
+    data_root: str | Path,
+    out_dir: str | Path = "runs/latest",
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    ood_dirs: list[str | Path] | None = None,
+    export: bool = True,
+) -> dict[str, Any]:
+    """Run the whole job into `out_dir`; returns a summary (paths, timings, metrics per split).
+
+    Re-running into the same folder resumes an unfinished training of the same settings.
+    """
+    from bloodcell.data.corruptions import MIDDLE_SEVERITY
+    from bloodcell.evaluation.calibrate import calibrate_run
+    from bloodcell.evaluation.evaluate import evaluate_run
+    from bloodcell.evaluation.robustness import evaluate_robustness
+    from bloodcell.evaluation.scope import evaluate_ood
+    from bloodcell.export.check import export_engines
+    from bloodcell.reporting.eval_report import write_run_report
+    from bloodcell.reporting.model_card import write_model_card
+
+    out = RunDir(Path(out_dir))
+    out.path.mkdir(parents=True, exist_ok=True)
+    config = replace(config or recipe(DEFAULT_RECIPE), seed=seed)
+    timings: dict[str, float] = {}
+    with _timed(timings, "data"):
+        manifest, data = prepare_data(Path(data_root).expanduser(), out.path, seed, progress)
+    with _timed(timings, "train"):
+        train_once(out, config, data_root, manifest, progress)
+    with _timed(timings, "calibrate"):
+        calibration = calibrate_run(out.path)
+    engines = None
+    if export:  # after calibration, so the files carry the final temperature and sets
+        with _timed(timings, "export"):
+            engines = export_engines(out.path, progress=progress)
+    results = {}
+    for split in ("val", "test"):
+        with _timed(timings, f"evaluate_{split}"):
+            results[split] = evaluate_run(out.path, split, progress=progress)
+    with _timed(timings, "robustness"):
+        robust = evaluate_robustness(
+            out.path, "test", severities=[MIDDLE_SEVERITY], progress=progress
+        )
+    ood = None
+    if ood_dirs:
+        with _timed(timings, "ood"):
+            ood = evaluate_ood(out.path, ood_dirs, progress=progress)
+    timings = {k: round(v, 1) for k, v in timings.items()}
+    extra = report_extra(out, config, data, calibration, timings, results, robust, ood)
+    report = write_run_report(out.path, results, extra)
+    card = write_model_card(out.model)
+    summary = run_summary(
+        out, data, report, card, timings, calibration, results, robust, ood, engines
+    )
+    out.run_summary.write_text(json.dumps(summary, indent=2) + "\n")
+    print_summary(summary, manifest, results, robust, ood)
+    return summary
+
+
+def run_summary(
+    out: RunDir,
+    data: dict[str, Any],
+    report: Path,
+    card: Path,
+    timings: dict[str, float],
+    calibration: dict[str, Any],
+    results: dict[str, SplitMetrics],
+    robust: dict[str, Any],
+    ood: dict[str, Any] | None,
+    engines: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What `run_summary.json` holds: where everything is, the headline figures and the ONNX
+    engines' checks (None when not exported)."""
+    return {
+        "out": str(out.path),
+        "data": data,
+        "model": str(out.model),
+        "report": str(report),
+        "model_card": str(card),
+        "timings": timings,
+        "calibration": calibration,
+        "engines": engines,
+        "robustness": {
+            "worst_middle": robust["worst_middle"],
+            "below_target_middle": robust["below_target_middle"],
+        },
+        "metrics": {
+            s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in results.items()
+        },
+        "out_of_scope": {s: m["out_of_scope"] for s, m in results.items()},
+        "prediction_sets": results["test"]["prediction_sets"],
+        "ood_folders": [
+            {k: v for k, v in r.items() if k != "scores"} for r in (ood or {}).get("folders", [])
+        ],
+    }
+
+
+def train_once(
+    out: RunDir, config: TrainConfig, data_root: str | Path, manifest: Path, progress: bool
+) -> None:
+    """Train into the run unless it holds a model; go on from the last checkpoint of an
+    unfinished training."""
+    from bloodcell.train import train
+
+    resume = out.last_checkpoint.exists() and not out.model.exists()
+    if out.model.exists():
+        _say(f"{out.model} exists: keeping the trained model (delete it to retrain)")
+    else:
+        train(config, data_root, manifest, out.path, resume=resume, progress=progress)
+
+
+def report_extra(
+    out: RunDir,
+    config: TrainConfig,
+    data: dict[str, Any],
+    calibration: dict[str, Any],
+    timings: dict[str, float],
+    results: dict[str, SplitMetrics],
+    robust: dict[str, Any],
+    ood: dict[str, Any] | None,
+) -> list[str]:
+    """The run report's lines after its table: where everything is, calibration, timings,
+    robustness, refusals, prediction sets and (when measured) the out-of-scope folders."""
+    from bloodcell.evaluation.scope import report_lines as ood_report_lines
+    from bloodcell.reporting.eval_report import conformal_lines, scope_lines
+    from bloodcell.reporting.robustness_report import report_lines
+
+    extra = [
+        f"Data: {data['readable']} readable of {data['files']} files "
+        f"({data['unreadable']} unreadable, left out; see `{out.link(out.verify)}`). "
+        f"Split: `{out.link(out.manifest_copy)}` (duplicate groups kept within one split). "
+        f"Sample images: `{out.link(out.figures)}/`.",
+        "",
+        f"Training: recipe `{config.recipe}` (`{out.link(out.train_config)}`), "
+        f"`{out.link(out.log)}`, `{out.link(out.curves)}`; model: `{out.link(out.model)}/`.",
+        "",
+        f"Calibration: temperature {calibration['temperature']:.3f} fitted on the validation "
+        f"split; validation ECE {calibration['ece_before']:.4f} before, "
+        f"{calibration['ece_after']:.4f} after (the ECE in the split reports is after scaling).",
+        "",
+        f"Timings (s): {json.dumps(timings)}",
+        "",
+        f"![training curves]({out.link(out.curves)})",
+        "",
+        "## Robustness",
+        "",
+        *report_lines(robust, image=out.link(out.robustness_png("test"))),
+        "",
+        "## Out of scope (test split)",
+        "",
+        *scope_lines(results["test"]),
+        "",
+        "## Prediction sets (test split)",
+        "",
+        *conformal_lines(results["test"]),
+    ]
+    if ood is not None:
+        ood_lines = ood_report_lines(ood, out.link(out.ood_png))
+        extra += ["", "## Out-of-scope folders", "", *ood_lines]
+    return extra
+
+
+def print_summary(
+    summary: dict[str, Any],
+    manifest: Path,
+    results: dict[str, SplitMetrics],
+    robust: dict[str, Any],
+    ood: dict[str, Any] | None,
+) -> None:
+    """What the console shows at the end: where things are, and the headline figures."""
+    from bloodcell.evaluation.evaluate import summary_line
+    from bloodcell.evaluation.robustness import summary_lines
+    from bloodcell.evaluation.scope import summary_lines as ood_summary_lines
+    from bloodcell.export.check import summary_lines as engine_lines
+
+    print(f"manifest: {manifest}")
+    print(f"model:    {summary['model']}")
+    print(f"report:   {summary['report']}")
+    print(f"card:     {summary['model_card']}")
+    for m in results.values():
+        print(summary_line(m))
+    for line in summary_lines(robust):
+        print(line)
+    for line in engine_lines(summary["engines"]) if summary.get("engines") else []:
+        print(line)
+    for line in scope_summary(results["test"]) + (ood_summary_lines(ood) if ood else []):
+        print(line)
+
+
+def scope_summary(metrics: SplitMetrics) -> list[str]:
+    """Two lines for the console: refused in-scope images and the prediction sets at 95%."""
+    lines = []
+    scope = metrics.get("out_of_scope")
+    if scope:
+        lines.append(
+            f"out of scope ({metrics.get('split')}): {scope['flagged']}/{scope['n']} in-scope "
+            f"images refused ({scope['flagged_rate']:.1%})"
+        )
+    sets = metrics.get("prediction_sets")
+    if sets:
+        row = sets["levels"][f"{sets['default_coverage']:.2f}"]
+        lines.append(
+            f"prediction sets at {row['coverage_target']:.0%}: coverage {row['coverage']:.1%}, "
+            f"mean size {row['mean_set_size']:.3f}, {row['multi_class_share']:.1%} with 2+ classes"
+        )
+    return lines
