@@ -3,7 +3,9 @@ finds a run's data (given, else recorded, else the run's own copy or $BLOODCELL_
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from tests.train import tiny_run
 from bloodcell.errors import DatasetError
 from bloodcell.evaluation.evaluate import evaluate_run, open_run_model
 from bloodcell.models.saved import resolve_model_dir
-from bloodcell.run_dir import DATA_ENV, RunDir
+from bloodcell.run_dir import DATA_ENV, RunDir, atomic
 
 
 def test_training_and_evaluation_write_where_the_run_dir_says(tmp_path: Path) -> None:
@@ -95,3 +97,41 @@ def test_recorded_data_root_then_the_environment(
         run.find_data(recorded)
     with pytest.raises(DatasetError, match="not recorded"):
         run.find_data({"manifest": recorded["manifest"]})
+
+
+def _like_mkstemp(tmp: Path, text: str) -> None:
+    """Write `text` the way a library's own atomic save does: a 0o600 mkstemp file renamed
+    onto the given path (safetensors' save_file leaves 0o600 so)."""
+    fd, name = tempfile.mkstemp(dir=tmp.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(name, tmp)
+
+
+def test_atomic_files_get_the_mode_of_a_new_file(tmp_path: Path) -> None:
+    """A file written atomically has 0o666 less the umask, like any new file, whatever mode
+    the temporary had; a block that fails leaves the old file and nothing else."""
+    old = os.umask(0o022)
+    try:
+        for write in (Path.write_text, _like_mkstemp):
+            target = tmp_path / f"{write.__name__}.txt"
+            with atomic(target) as tmp:
+                write(tmp, "new")
+            assert target.read_text() == "new"
+            assert target.stat().st_mode & 0o7777 == 0o644 == 0o666 & ~0o022, write
+        os.umask(0o027)
+        with atomic(tmp_path / "group.txt") as tmp:
+            _like_mkstemp(tmp, "x")
+        assert (tmp_path / "group.txt").stat().st_mode & 0o7777 == 0o640
+    finally:
+        os.umask(old)
+    target = tmp_path / "write_text.txt"
+    with pytest.raises(RuntimeError), atomic(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "_like_mkstemp.txt",
+        "group.txt",
+        "write_text.txt",
+    ]

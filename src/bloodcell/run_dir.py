@@ -8,17 +8,22 @@
   RUN/log.csv, RUN/curves.png  one row per epoch, and its plot
   RUN/train_summary.json       how training went (`records.TrainSummary`)
   RUN/model/                   the saved model (`models.saved`), its metrics.json and card
-  RUN/eval/<split>/            metrics.json, predictions.csv, pictures, report.md, robustness.*
+  RUN/eval/<split>/            metrics.json, predictions.csv, pictures, report.md, robustness.*,
+                               audit.json, audit.png
   RUN/eval/ood/                ood.json, ood_scores.png
   RUN/data/, report.md, run_summary.json   what `bloodcell run` adds
 
 Every module reads and writes these paths through `RunDir`, so each name is spelled once. It
-imports nothing but the error types and the records, so the model layer can use it too.
+imports nothing but the error types and the records, so the model layer can use it too; that is
+also why the one helper for writing a file atomically (`atomic`) lives here.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +52,9 @@ PREDICTIONS_FILE = "predictions.csv"
 ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_CSV = "robustness.csv"
 ROBUSTNESS_PNG = "robustness.png"
+#: The shortcut audit (`evaluation.audit`), in RUN/eval/<split>/.
+AUDIT_JSON = "audit.json"
+AUDIT_PNG = "audit.png"
 #: RUN/eval/ood/ holds the out-of-scope folders' scores (not a split).
 OOD_DIR = "ood"
 OOD_JSON = "ood.json"
@@ -126,6 +134,9 @@ class RunDir:
 
     def robustness_png(self, split: str) -> Path:
         return self.eval_dir(split) / ROBUSTNESS_PNG
+
+    def audit_png(self, split: str) -> Path:
+        return self.eval_dir(split) / AUDIT_PNG
 
     @property
     def ood_dir(self) -> Path:
@@ -210,3 +221,27 @@ class RunDir:
             f"{self.path}: dataset folder {recorded.get('data_root') or '(not recorded)'} not "
             f"found; pass --data DIR or set {DATA_ENV}"
         )
+
+
+@contextmanager
+def atomic(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only when the block finishes, so a
+    killed process never leaves a half-written file under the real name.
+
+    The file ends up with the mode any new file gets (0o666 less the umask, e.g. 0o644), not
+    the 0o600 a temporary file usually has (`tempfile.mkstemp`, and safetensors' own atomic
+    save): the temporary is created here with 0o666, so the kernel applies the umask (and any
+    default ACL) without changing the process's umask, and that mode is restored on it before
+    the rename in case the writer replaced it with a file of its own.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        mode = os.fstat(fd).st_mode & 0o7777
+        os.close(fd)
+        yield tmp
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,6 +1,13 @@
 """Large-archive prediction: a run killed with SIGKILL half-way and then resumed has every image
 exactly once in its CSV or Parquet output; a JSON Lines output resumed after a cut; plus the
-pieces resuming relies on."""
+pieces resuming relies on.
+
+What a resumed run promises (`bloodcell.predict.resume`), against one run without a kill: the
+rows already written are kept byte for byte; every file is in the output once, in the same
+order; every field but the scores is equal (label, display name, uncertain, out_of_scope,
+prediction set, note, engine, error); the scores (probabilities, confidence, ood_score) are
+equal within `SCORE_TOLERANCE` (1e-4, absolute or relative), not bit for bit, because the
+resumed run batches the remaining images differently."""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import synthetic_image
 from tests.models import tiny_model_dir
-from tests.predict import BLOODCELL
+from tests.predict import BLOODCELL, scores_within_tolerance
 
 from bloodcell.cli import main
 from bloodcell.errors import BloodcellError
@@ -178,6 +185,9 @@ def test_resume_refuses_what_it_cannot_continue(archive: Path, tmp_path: Path) -
 
 
 def test_jsonl_cut_mid_line_then_resumed_equals_one_run(mixed: Path, tmp_path: Path) -> None:
+    """The resumed output is the one-run output: the kept rows byte for byte, then the same
+    files in the same order with the same answers, and scores within the tolerance (the rest
+    is predicted in other batches, so their float sums may differ in the 6th decimal)."""
     out = tmp_path / "results.jsonl"
     whole = io.StringIO()
     run_predict(tiny_model_dir(), [mixed], fmt="jsonl", stdout=whole, progress=False)
@@ -185,9 +195,15 @@ def test_jsonl_cut_mid_line_then_resumed_equals_one_run(mixed: Path, tmp_path: P
     out.write_text("".join(lines[:6]) + lines[6][:25])  # what a kill in the middle leaves
     totals = run_predict(tiny_model_dir(), [mixed], out=out, resume=True, progress=False)
     assert totals.n_skipped == 6 and totals.n_files == len(lines) - 6
-    assert out.read_text().splitlines(keepends=True) == lines  # every file once, in order
+    resumed = out.read_text().splitlines(keepends=True)
+    assert resumed[:6] == lines[:6]  # what the killed run wrote is kept as it was
+    assert all(line.endswith("\n") for line in resumed)  # the cut line is gone, rows are whole
+    got, want = ([json.loads(line) for line in text] for text in (resumed, lines))
+    assert [r["path"] for r in got] == [r["path"] for r in want]  # every file once, in order
+    assert got == [scores_within_tolerance(r) for r in want]
     again = run_predict(tiny_model_dir(), [mixed], out=out, resume=True, progress=False)
     assert again.n_files == 0 and again.n_skipped == len(lines)
+    assert out.read_text().splitlines(keepends=True) == resumed  # nothing appended
 
 
 def test_jsonl_resume_refuses_other_content(mixed: Path, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from bloodcell.errors import BloodcellError, ModelError
+from bloodcell.run_dir import atomic
 
 OOD_FILE = "ood.safetensors"
 #: Share of in-scope (validation) images the threshold lets through unless told otherwise.
@@ -135,7 +136,8 @@ class OodDetector:
         for i, (mu, precision) in enumerate(zip(self.means, self.precisions, strict=True)):
             tensors[f"mean.{i}"], tensors[f"precision.{i}"] = mu, precision
         tensors = {k: v.contiguous().float() for k, v in tensors.items()}
-        save_file(tensors, Path(model_dir) / OOD_FILE, metadata={"method": METHOD})
+        with atomic(Path(model_dir) / OOD_FILE) as tmp:
+            save_file(tensors, tmp, metadata={"method": METHOD})
         return self.to_config()
 
     @classmethod

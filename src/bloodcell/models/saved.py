@@ -21,7 +21,7 @@ from bloodcell.data.dataset import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
 from bloodcell.models.registry import Classifier, create_model
-from bloodcell.run_dir import MODEL_DIR
+from bloodcell.run_dir import MODEL_DIR, atomic
 
 FORMAT = "bloodcell-model/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -94,7 +94,8 @@ def save_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out / WEIGHTS_FILE, metadata={"format": FORMAT, "architecture": architecture})
+    with atomic(out / WEIGHTS_FILE) as tmp:  # whole or absent, and readable by the group
+        save_file(state, tmp, metadata={"format": FORMAT, "architecture": architecture})
     config = {
         "format": FORMAT,
         "architecture": architecture,

@@ -1,4 +1,25 @@
-"""`--resume`: which paths a killed run already wrote, after cutting off what it left unfinished."""
+"""`--resume`: which paths a killed run already wrote, after cutting off what it left unfinished.
+
+What a resumed run promises, against one run of the same command that was never killed (same
+model and engine, same inputs; CSV, JSON Lines or Parquet output):
+
+- the complete rows the killed run wrote are kept byte for byte; a partial last line (CSV, JSON
+  Lines) or the unfinished `.tmp` part (Parquet) is dropped and those files predicted again;
+- every file is in the output exactly once, in the same order (Parquet: reading the parts in
+  name order), and a resume of a finished output appends nothing;
+- every field but the scores is the same: path, label, display name, uncertain, out_of_scope,
+  prediction set, note, engine, error (and any other non-score field of `records.Prediction`);
+- the scores (the probabilities, the confidence and the ood_score) are equal within 1e-4,
+  absolute or relative to the score where that is larger, not bit for bit: the resumed run
+  batches the remaining images differently, and the model's float sums depend on the batch
+  (and on the CPU), so a 6-decimal score can move in its last digits (0.021393 against
+  0.021391 on an AMD EPYC).
+
+The answers are decided from those scores, so an image whose score lies within that float noise
+of a threshold (the uncertain threshold, the out-of-scope threshold, the conformal cut-off, or a
+tie between two classes) could in principle be decided the other way; that is the only way a
+label, flag or set can differ. `tests/predict/test_resume.py` tests exactly this promise.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
+from bloodcell.run_dir import atomic
+
 if TYPE_CHECKING:
     from bloodcell.train.module import BloodcellModule
 
@@ -39,13 +41,11 @@ def read_log(path: str | Path) -> list[dict[str, float]]:
 def append_log_row(path: Path, row: dict[str, float]) -> None:
     """Add an epoch's row, dropping rows of that epoch and later (repeated after a resume)."""
     rows = [r for r in read_log(path) if r["epoch"] < row["epoch"]] + [row]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (int(r[k]) if k == "epoch" else r[k]) for k in LOG_COLUMNS})
-    tmp.replace(path)
 
 
 def plot_curves(log_path: Path, out: Path) -> Path | None:
