@@ -81,3 +81,34 @@ def shared_data() -> Path:
     if not (path / "Original").is_dir():
         pytest.skip(f"real dataset not found at {path}")
     return path
+
+
+#: Colours of a synthetic smear: a yellowish background, pink red cells, and white cells with
+#: a dark purple nucleus (as in Early/Pre/Benign) or a lilac one (as in Pro).
+SMEAR_BACKGROUND = (236, 226, 196)
+RED_CELL = (222, 170, 170)
+PURPLE_NUCLEUS = (110, 60, 160)
+LILAC_NUCLEUS = (190, 120, 200)
+
+
+def smear_field(
+    seed: int,
+    size: int = 224,
+    cells: tuple[tuple[int, int, int, tuple[int, int, int]], ...] = (),
+    red_cells: int = 12,
+    background: tuple[int, int, int] = SMEAR_BACKGROUND,
+) -> Image.Image:
+    """A synthetic smear field: red-cell discs over a flat background, and white cells drawn
+    as (row, col, radius, nucleus colour) discs, so a finder can be checked against them."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = background
+    yy, xx = np.ogrid[:size, :size]
+    r_red = max(2, size // 22)
+    for _ in range(red_cells):
+        cy, cx = rng.integers(r_red, size - r_red, size=2)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r_red**2] = RED_CELL
+    for cy, cx, r, colour in cells:
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = colour
+    noise = rng.integers(-4, 5, size=img.shape)
+    return Image.fromarray(np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8))

@@ -253,3 +253,47 @@ class SplitMetrics(Metrics, total=False):
 #: `model/metrics.json`: split name -> that split's metrics, and under "engines" the ONNX
 #: engines' checks (`engine_check`), which is why the values are not all SplitMetrics.
 ModelMetrics = dict[str, Any]
+
+
+class AuditVariant(TypedDict, total=False):
+    """One variant of the shortcut audit (`evaluation.audit`): how many images, the share
+    refused (no white cell found, or out of scope) and answered, and the top class's accuracy
+    over all of them and over the answered."""
+
+    n: int
+    refused: float
+    answered: float
+    accuracy: float
+    answered_accuracy: float | None
+    #: Only for swaps: answered swaps, and the shares of them whose label is the cells' class,
+    #: the background's class, or neither.
+    n_answered: int
+    follows_cells: float | None
+    follows_background: float | None
+    follows_neither: float | None
+
+
+class SwapShares(TypedDict):
+    """Swaps of one class's cells: how many, answered, and what the label followed."""
+
+    n: int
+    n_answered: int
+    follows_cells: float | None
+    follows_background: float | None
+    follows_neither: float | None
+
+
+class AuditResult(TypedDict):
+    """`eval/<split>/audit.json`, and `audit` in `model/metrics.json`."""
+
+    split: str
+    n_images: int
+    model: str
+    backend: str
+    seed: int
+    #: "original", "erased", "alone", "swapped", "corner" -> AuditVariant, and
+    #: "swapped_per_class" -> {label: SwapShares}.
+    variants: dict[str, Any]
+    #: Pass marks: erased_refused, swaps_answered, swaps_follow_cells, swaps_follow_background.
+    targets: dict[str, bool | None]
+    seconds: float

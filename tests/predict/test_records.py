@@ -36,5 +36,5 @@ def test_every_column_field_reaches_csv_and_parquet(tmp_path: Path) -> None:
             expected.append(f.name)
     assert header == expected
     not_columns = {f.name for f in fields(Prediction) if f.metadata["column"] is None}
-    assert not_columns == {"note"}
+    assert not_columns == {"note", "cell_boxes"}
     assert {"probabilities", "note"} < set(Prediction(path="x").to_dict())

@@ -81,7 +81,45 @@ def test_openapi(client: TestClient) -> None:
     assert {"/health", "/v1/model", "/v1/predict"} <= set(spec["paths"])
     predict = spec["paths"]["/v1/predict"]["post"]
     assert "multipart/form-data" in predict["requestBody"]["content"]
-    assert {"400", "413", "422"} <= set(predict["responses"])
+    assert {"200", "207", "400", "413", "422"} <= set(predict["responses"])
+    # The status codes of a batch are documented where an integrator reads them.
+    for words in ("**200**", "**207**", "`error`", "413"):
+        assert words in predict["description"], words
+    assert {p["name"] for p in predict["parameters"]} == {"explain", "explain_class"}
+    result = spec["components"]["schemas"]["Prediction"]["properties"]
+    assert "could not be classified" in result["error"]["description"]
+    assert "not a time per image" in result["timing_ms"]["description"]
+
+
+def test_model_info_gives_the_csv_columns_of_predict(client: TestClient) -> None:
+    """The page writes its CSV from these: the command line's columns, in API keys."""
+    from bloodcell.predict.columns import csv_header, group_csv_header
+
+    spec = client.get("/v1/model").json()["csv"]
+    assert [c["name"] for c in spec["columns"]] == csv_header(LABELS)
+    by_name = {c["name"]: c for c in spec["columns"]}
+    assert by_name["path"]["key"] == "filename" and by_name["path"]["kind"] == "string"
+    assert by_name["prob_pre_b"] == {
+        "name": "prob_pre_b",
+        "key": "probabilities",
+        "kind": "float",
+        "label": "pre_b",
+    }
+    assert by_name["uncertain"]["kind"] == "bool" and by_name["prediction_set"]["kind"] == "joined"
+    result = client.post("/v1/predict", files=[image_part()]).json()["results"][0]
+    for column in spec["columns"]:  # every key is in a result, but the response's `engine`
+        assert column["key"] in result or column["key"] == "engine", column
+    groups = spec["group_columns"]
+    assert [c["name"] for c in groups] == group_csv_header(LABELS)
+    assert {c["key"] for c in groups} == {
+        "folder",
+        "n_images",
+        "n_errors",
+        "n_uncertain",
+        "n_out_of_scope",
+        "counts",
+        "mean_probabilities",
+    }
 
 
 def test_page_and_static_files(client: TestClient) -> None:
@@ -107,6 +145,8 @@ def test_predict_one(client: TestClient) -> None:
     assert result["confidence"] == max(probs.values())
     assert result["uncertain"] is (result["confidence"] < 0.8)
     assert result["timing_ms"] > 0 and result["heatmap_png"] is None
+    assert result["error"] is None and result["heatmap_class"] is None
+    assert body["detail"] is None
 
 
 def test_predict_many_keeps_order(client: TestClient) -> None:
@@ -122,8 +162,34 @@ def test_predict_explain_returns_heatmap_of_input_size(client: TestClient) -> No
     data = png_bytes(size=96)
     r = client.post("/v1/predict", params={"explain": "true"}, files=[image_part(data=data)])
     assert r.status_code == 200, r.text
-    heatmap = Image.open(io.BytesIO(base64.b64decode(r.json()["results"][0]["heatmap_png"])))
+    result = r.json()["results"][0]
+    heatmap = Image.open(io.BytesIO(base64.b64decode(result["heatmap_png"])))
     assert heatmap.format == "PNG" and heatmap.size == (96, 96)
+    assert result["heatmap_class"] == result["label"]  # the predicted class by default
+
+
+def test_explain_class_picks_the_class_the_heatmap_explains(
+    client: TestClient, model_dir: Path
+) -> None:
+    from bloodcell.data.decode import decode_image
+    from bloodcell.evaluation.explain import explain_image, torch_backend
+
+    data = png_bytes("pro_b", 4, size=80)
+    first = client.post("/v1/predict", files=[image_part(data=data)]).json()["results"][0]
+    other = next(lb for lb in LABELS if lb != first["label"])
+    r = client.post("/v1/predict", params={"explain_class": other}, files=[image_part(data=data)])
+    assert r.status_code == 200, r.text
+    result = r.json()["results"][0]
+    assert result["heatmap_class"] == other  # explain_class alone implies explain=true
+    assert result["label"] == first["label"]  # the answer itself does not change
+    want = explain_image(torch_backend(model_dir), decode_image(data), target=other)
+    assert base64.b64decode(result["heatmap_png"]) == want.overlay_png()
+
+
+def test_unknown_explain_class_is_400(client: TestClient) -> None:
+    r = client.post("/v1/predict", params={"explain_class": "blast"}, files=[image_part()])
+    assert_plain_error(r, 400, "unknown class", "'blast'", "early_pre_b")
+    assert "results" not in r.json() or r.json()["results"] is None
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -140,12 +206,51 @@ def test_predict_explain_returns_heatmap_of_input_size(client: TestClient) -> No
     ],
 )
 def test_bad_files_are_400(client: TestClient, name: str, data: bytes, words: tuple) -> None:
-    assert_plain_error(client.post("/v1/predict", files=[image_part(name, data)]), 400, *words)
+    r = client.post("/v1/predict", files=[image_part(name, data)])
+    assert_plain_error(r, 400, *words)  # as before per-file results: clients keep working
+    (result,) = r.json()["results"]
+    assert result["filename"] == name and result["error"] in r.json()["detail"]
+    assert result["label"] is None and result["probabilities"] is None
 
 
-def test_one_bad_file_names_itself(client: TestClient) -> None:
-    files = [image_part("good.png"), image_part("bad.png", b"garbage")]
-    assert_plain_error(client.post("/v1/predict", files=files), 400, "bad.png")
+def test_a_bad_file_is_reported_and_the_others_classified(client: TestClient) -> None:
+    """Four good smears and a text file named .jpg: 207, five results, one error."""
+    files = [image_part(f"good-{i}.png", png_bytes(LABELS[i], i)) for i in range(4)]
+    files.insert(2, image_part("notes.jpg", b"this is a text file, not an image"))
+    r = client.post("/v1/predict", files=files)
+    assert r.status_code == 207, r.text
+    body = r.json()
+    names = ["good-0.png", "good-1.png", "notes.jpg", "good-2.png", "good-3.png"]
+    assert [x["filename"] for x in body["results"]] == names
+    bad = body["results"][2]
+    assert bad["error"].startswith("not an image") and bad["label"] is None
+    assert bad["probabilities"] is None and bad["confidence"] is None
+    good = [x for x in body["results"] if x["filename"] != "notes.jpg"]
+    assert all(x["error"] is None and x["label"] in LABELS for x in good)
+    assert all(list(x["probabilities"]) == list(LABELS) for x in good)
+    assert body["detail"].startswith("1 of 5 files could not be classified: notes.jpg: not an")
+    # Each good answer is the one the file gets alone: the bad file shifts nothing.
+    alone = client.post("/v1/predict", files=[files[4]]).json()["results"][0]
+    for label, prob in alone["probabilities"].items():
+        assert body["results"][4]["probabilities"][label] == pytest.approx(prob, abs=1e-5)
+
+
+def test_explain_skips_the_bad_file(client: TestClient) -> None:
+    files = [image_part("bad.png", b"garbage"), image_part("good.png")]
+    r = client.post("/v1/predict", params={"explain": "true"}, files=files)
+    assert r.status_code == 207
+    bad, good = r.json()["results"]
+    assert bad["heatmap_png"] is None and bad["heatmap_class"] is None and bad["error"]
+    assert good["heatmap_png"] and good["heatmap_class"] == good["label"]
+
+
+def test_every_file_bad_is_400_with_each_error(client: TestClient) -> None:
+    files = [image_part("a.png", b"garbage"), image_part("b.png", b"")]
+    r = client.post("/v1/predict", files=files)
+    assert_plain_error(r, 400, "no file could be classified", "a.png", "b.png")
+    a, b = r.json()["results"]
+    assert a["filename"] == "a.png" and "not an image" in a["error"]
+    assert b["filename"] == "b.png" and "empty" in b["error"]
 
 
 def test_decompression_bomb_is_refused_before_decoding(client: TestClient) -> None:
@@ -154,6 +259,11 @@ def test_decompression_bomb_is_refused_before_decoding(client: TestClient) -> No
     assert len(buf.getvalue()) < 100_000
     r = client.post("/v1/predict", files=[image_part("bomb.png", buf.getvalue())])
     assert_plain_error(r, 413, "bomb.png", "pixels")
+    # Beside a good file, the bomb is that file's error and the good one is answered.
+    r = client.post("/v1/predict", files=[image_part("bomb.png", buf.getvalue()), image_part()])
+    assert r.status_code == 207
+    bomb, good = r.json()["results"]
+    assert "pixels" in bomb["error"] and good["label"] in LABELS
 
 
 @pytest.mark.parametrize(

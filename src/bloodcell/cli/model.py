@@ -118,6 +118,21 @@ def robustness(args: argparse.Namespace, data: Path | None) -> int:
     return 0
 
 
+def audit_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.evaluation.audit import audit_run
+    from bloodcell.reporting.audit_report import summary_lines
+    from bloodcell.reporting.model_card import write_model_card
+
+    data = data_dir(args.data) if args.data else None
+    result = audit_run(args.run, args.split, data, args.manifest, seed=args.seed)
+    for line in summary_lines(result):
+        print(line)
+    print(f"audit: {RunDir.of_model(result['model']).eval_dir(args.split)}/audit.json, audit.png")
+    if Path(args.run).suffix.lower() != ".onnx":
+        print(f"model card: {write_model_card(result['model'])}")
+    return 0
+
+
 def severity_list(text: str) -> list[int] | None:
     """An argparse type: "1,2,3" -> [1, 2, 3] (sorted, no repeats); "" -> None (all)."""
     try:
@@ -238,7 +253,33 @@ def _add_evaluate_extras(ev: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    au = sub.add_parser(
+        "audit",
+        help="what the model looks at: white cells erased, alone, swapped; scale bar masked",
+        description="The shortcut audit on one split: the white cells the finder marks are "
+        "painted over with the background (nothing the label should come from is left), shown "
+        "alone on grey, pasted on the cell-free background of an image of each other class "
+        "(seeded), and the scale-bar corner is masked. Reports per variant the share refused "
+        "(no white cell found, or out of scope) and the accuracy, and for swaps whether the "
+        "label follows the cells or the background, per class. Writes RUN/eval/SPLIT/"
+        "{audit.json,audit.png}, a report.md section, `audit` in RUN/model/metrics.json and "
+        "the model card's 'What the model looks at'.",
+    )
+    au.add_argument("run", metavar="RUN", help="run directory (or its model/ directory)")
+    au.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
+    au.add_argument(
+        "--data", metavar="DIR", help="dataset folder (default: the one used for training)"
+    )
+    au.add_argument(
+        "--manifest", metavar="FILE", help="manifest (default: the one used for training)"
+    )
+    au.add_argument("--seed", type=int, default=0, help="which backgrounds swaps use (default 0)")
+    au.set_defaults(func=audit_cmd)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_weights(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_audit(sub)

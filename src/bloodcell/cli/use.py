@@ -54,6 +54,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
         resume=args.resume,
         workers=args.workers,
         parquet_part_rows=args.parquet_part_rows,
+        cell_guard=args.cell_guard,
     )
     print(format_totals(totals), file=sys.stderr)
     return 0 if totals.n_files > totals.n_errors or totals.n_skipped else 1
@@ -186,6 +187,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_predict_tuning(p)
     add_engine_arg(p)
     _threshold_arg(p, "")
+    p.add_argument(
+        "--no-cell-guard",
+        dest="cell_guard",
+        action="store_false",
+        help="answer images in which the white-cell finder sees no white cell too (by default "
+        "they are refused: out_of_scope true, reason 'no white cell found')",
+    )
     p.set_defaults(func=predict_cmd)
 
 

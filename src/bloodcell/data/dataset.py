@@ -1,8 +1,8 @@
 """Torch datasets over a split manifest, and the image transforms shared by training and inference.
 
 The preprocessing is described by a small dict (`Preprocess.to_dict`) that is saved with every
-model, so prediction, ONNX export and the server stain-normalise (when training did), resize and
-normalise exactly as training did.
+model, so prediction, ONNX export and the server stain-normalise (when training did), keep only
+the white cells (when training did), resize and normalise exactly as training did.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from bloodcell.data.cells import CellFinder, Cells, KeepCells, keep_cells
 from bloodcell.data.decode import decode_image
 from bloodcell.data.manifest import ManifestRow
 from bloodcell.data.stain import StainNormalizer
@@ -51,8 +52,9 @@ NORMALIZATIONS = ("imagenet", "per_image")
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an RGB image becomes a model input: optionally stain-normalise, resize to a square,
-    scale to [0,1], normalise."""
+    """How an RGB image becomes a model input: optionally stain-normalise, optionally keep only
+    the white cells (everything else neutral grey), resize to a square, scale to [0,1],
+    normalise."""
 
     image_size: int = 224
     mean: tuple[float, ...] = IMAGENET_MEAN
@@ -61,12 +63,17 @@ class Preprocess:
     #: A fitted `StainNormalizer.to_dict()`, applied first; None = no stain normalisation.
     #: Left out of the hash (a dict cannot be hashed); equality still compares it.
     stain: dict | None = field(default=None, hash=False)
+    #: A `CellFinder.to_dict()`: the model sees only what it marks as white cells, the rest set
+    #: to neutral grey, so the slide around them cannot decide the answer; None = whole field.
+    cells: dict | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
         if self.stain is not None:  # check it now, and keep a private copy (frozen in spirit)
             object.__setattr__(self, "stain", StainNormalizer.from_dict(self.stain).to_dict())
+        if self.cells is not None:
+            object.__setattr__(self, "cells", CellFinder.from_dict(self.cells).to_dict())
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -79,11 +86,44 @@ class Preprocess:
             std=tuple(d["std"]),
             normalize=d.get("normalize", "imagenet"),  # models saved before the option existed
             stain=d.get("stain"),  # likewise
+            cells=d.get("cells"),  # likewise
         )
 
     def stain_steps(self) -> list[Callable]:
         """The stain normaliser as the first step of a transform (none if not configured)."""
         return [] if self.stain is None else [StainNormalizer.from_dict(self.stain)]
+
+    def finder(self) -> CellFinder:
+        """The white-cell finder this model's preprocessing uses (the default one when the
+        model sees the whole field): also what the no-white-cell guard asks."""
+        return CellFinder() if self.cells is None else CellFinder.from_dict(self.cells)
+
+    def image_steps(self) -> list[Callable]:
+        """PIL -> PIL steps before resizing: stain normalisation, then keeping only the cells."""
+        keep = [] if self.cells is None else [KeepCells(self.finder())]
+        return [*self.stain_steps(), *keep]
+
+    def tensor_steps(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The rest of the eval transform: resize, scale to [0, 1], normalise."""
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((self.image_size, self.image_size), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                self.normalizer(),
+            ]
+        )
+
+    def prepare(self, image: Image.Image, guard: bool = True) -> tuple[torch.Tensor, Cells | None]:
+        """One image -> (model input, the white cells found). The finder runs once: its cells
+        both decide what the model sees (`cells`) and feed the no-white-cell guard (`guard`);
+        None when neither needs it."""
+        for step in self.stain_steps():
+            image = step(image)
+        cells = self.finder().find(image) if (guard or self.cells is not None) else None
+        if self.cells is not None and cells is not None:
+            image = keep_cells(image, cells)
+        return self.tensor_steps()(image), cells
 
     def normalizer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The last step, on a float tensor in [0, 1]."""
@@ -93,15 +133,7 @@ class Preprocess:
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """The deterministic eval transform: PIL image -> normalised float tensor (3, S, S)."""
-        return v2.Compose(
-            [
-                *self.stain_steps(),
-                v2.ToImage(),
-                v2.Resize((self.image_size, self.image_size), antialias=True),
-                v2.ToDtype(torch.float32, scale=True),
-                self.normalizer(),
-            ]
-        )
+        return v2.Compose([*self.image_steps(), self.tensor_steps()])
 
 
 class RandomRot90:
@@ -124,7 +156,7 @@ class Augment:
 
     def transform(self, pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
         steps: list[Callable] = [
-            *pre.stain_steps(),  # before the colour jitter, which must still vary the colours
+            *pre.image_steps(),  # before the colour jitter, which must still vary the colours
             v2.ToImage(),
             v2.RandomResizedCrop(
                 (pre.image_size, pre.image_size), scale=self.scale, ratio=(0.9, 1.1), antialias=True

@@ -49,17 +49,18 @@ from bloodcell.data.manifest import ManifestRow, file_sha256, select
 from bloodcell.data.split import group_id, split_counts
 from bloodcell.data.verify import VerifyReport
 from bloodcell.errors import ModelError
+from bloodcell.evaluation.audit import pool as pool_audits
 from bloodcell.evaluation.cv_fold import (
     MANIFEST_FILE,
     PREDICTIONS_FILE,
-    atomic,
+    RUN_DIR,
     read_predictions,
     run_fold,
     write_fold_manifest,
 )
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.labels import LABELS
-from bloodcell.run_dir import REPORT_MD
+from bloodcell.run_dir import AUDIT_JSON, REPORT_MD, RunDir, atomic
 from bloodcell.train import TrainConfig
 
 SETTINGS_FILE = "cv_config.json"
@@ -153,10 +154,12 @@ def _summarise_seed(
             acc.append(part)
     groups, y, probs = (np.concatenate(p) for p in pooled)
     accs = np.array([m["accuracy"] for m in per_fold])
+    audits = [_fold_audit(out / f"seed-{seed}" / f"fold-{i + 1}") for i in range(len(folds))]
     return {
         "seed": seed,
         "folds": per_fold,
         "pooled": cv_metrics(y, probs, list(groups)),
+        "audit": pool_audits([a for a in audits if a]) if all(audits) else None,
         "fold_accuracy": {
             "mean": float(accs.mean()),
             "sd": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
@@ -164,6 +167,12 @@ def _summarise_seed(
             "max": float(accs.max()),
         },
     }
+
+
+def _fold_audit(fold_dir: Path) -> dict[str, Any] | None:
+    """The audit summary of a fold's test part (None for a fold audited before audits)."""
+    path = RunDir(fold_dir / RUN_DIR).eval_dir("test") / AUDIT_JSON
+    return json.loads(path.read_text())["variants"] if path.is_file() else None
 
 
 def _verified(data_root: Path, progress: bool) -> VerifyReport:

@@ -2,16 +2,14 @@
 predictions, each written so that a killed process leaves either the whole file or none.
 
   FOLD/manifest.csv      the fold's split (test = this fold); an existing one must match
-  FOLD/run/              the fold's training run (`run_dir.RunDir`)
+  FOLD/run/              the fold's training run (`run_dir.RunDir`), with the shortcut audit of
+                         its test part in run/eval/test/audit.json
   FOLD/predictions.csv   its out-of-fold predictions, written last: a fold with it is done
 """
 
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +17,12 @@ import numpy as np
 from bloodcell.data.manifest import ManifestRow, select, write_manifest
 from bloodcell.errors import DatasetError, ModelError
 from bloodcell.labels import LABELS
-from bloodcell.run_dir import RunDir
+from bloodcell.run_dir import RunDir, atomic
 from bloodcell.train import TrainConfig
 
 MANIFEST_FILE = "manifest.csv"
 RUN_DIR = "run"
 PREDICTIONS_FILE = "predictions.csv"
-
-
-@contextmanager
-def atomic(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` that replaces it only when the block finishes, so a
-    killed process never leaves a half-written file under the real name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
@@ -59,9 +45,10 @@ def run_fold(
     calibrate: bool = True,
     progress: bool = True,
 ) -> Path:
-    """Train (or finish training) on the fold's manifest, calibrate, and write its
-    out-of-fold predictions; returns the predictions file."""
+    """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
+    (`evaluation.audit`), and write its out-of-fold predictions; returns the predictions file."""
     from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.evaluation.audit import audit_run
     from bloodcell.evaluation.calibrate import calibrate_run
     from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
     from bloodcell.models.saved import load_model
@@ -82,6 +69,7 @@ def run_fold(
     dataset = ManifestDataset(test, data_root, model.preprocess.transform())
     outputs, _ = dataset_outputs(model, dataset, progress="predict test" if progress else None)
     probs = softmax(outputs.logits, model.temperature)
+    audit_run(run.path, "test", data_root, fold_dir / MANIFEST_FILE, progress=progress)
     path = fold_dir / PREDICTIONS_FILE
     with atomic(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")

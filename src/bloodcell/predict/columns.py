@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from bloodcell.predict.records import BOOL, FLOAT, JOINED, PER_LABEL, Prediction
+from bloodcell.predict.records import BOOL, FLOAT, INT, JOINED, PER_LABEL, Prediction
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Column:
 
     name: str
     field: str
-    kind: str  # STRING, FLOAT, BOOL or JOINED (`records`)
+    kind: str  # STRING, FLOAT, BOOL, INT or JOINED (`records`)
     label: str | None = None  # set for a per-label column: the value is field[label]
 
     def value(self, p: Prediction) -> Any:
@@ -71,6 +71,8 @@ def _text(kind: str, v: Any) -> str:
         return "|".join(v or [])
     if kind == BOOL:
         return _bool(v)
+    if kind == INT:
+        return "" if v is None else str(int(v))
     return "" if v is None else v
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bloodcell.data.cells import Cells
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.models.conformal import describe_set, set_labels
 
@@ -16,12 +17,22 @@ OUT_OF_SCOPE_NOTE = (
     "outside what this model was trained on (not a B-ALL smear image like its training data): "
     "no class is given"
 )
+#: The two reasons an image gets no class (`Prediction.reason`).
+NO_CELL_REASON = "no white cell found"
+UNLIKE_TRAINING_REASON = "unlike the training images"
+#: What a row refused for having no white cell says instead of a class.
+NO_CELL_NOTE = (
+    "no white cell was found in the image: the class must come from the white cells, so no "
+    "class is given"
+)
 
 
 #: Column kinds (`columns`, `writers_parquet`): one column named after the field, holding text,
 #: a float (6 decimals in CSV), a bool (`true`/`false` in CSV) or a list joined by '|'; or
 #: `PER_LABEL`, one float column `<prefix>_<label>` per class label; or None, not a column.
 STRING, FLOAT, BOOL, JOINED, PER_LABEL = "string", "float", "bool", "joined", "per_label"
+#: An integer count column.
+INT = "int"
 
 
 def output(
@@ -63,6 +74,16 @@ class Prediction:
         "magnification, stain, cell type or not a smear): no class is given. Null for a model "
         "without an out-of-scope detector.",
     )
+    reason: str | None = output(
+        STRING,
+        f"Why no class is given: '{NO_CELL_REASON}' (the white-cell finder saw none) or "
+        f"'{UNLIKE_TRAINING_REASON}' (the out-of-scope detector); null when answered.",
+    )
+    cells: int | None = output(
+        INT,
+        "White cells the finder marked in the image (the answer must come from them); null "
+        "when the finder was not run.",
+    )
     ood_score: float | None = output(
         FLOAT,
         "Out-of-scope score (multi-layer Mahalanobis distance to the training "
@@ -86,6 +107,11 @@ class Prediction:
         "Plain words for a set of two or more classes (e.g. 'Benign or Malignant "
         "Early Pre-B: ... confirm by flow cytometry') or for an out-of-scope image.",
     )
+    #: Boxes (top, left, bottom, right, in the image's pixels) of the white cells found; the
+    #: page outlines them. Not a column.
+    cell_boxes: list[list[int]] | None = output(
+        None, "Boxes [top, left, bottom, right] of the white cells found, in image pixels."
+    )
     #: Not in an API result: the response names the engine once for all its results.
     engine: str | None = output(
         STRING, 'The engine that answered ("onnx-int8", "onnx" or "torch").', api=None
@@ -105,29 +131,41 @@ class Prediction:
 
 
 def to_predictions(
-    names: Sequence[str], scored: Scored, backend: Backend, threshold: float
+    names: Sequence[str],
+    scored: Scored,
+    backend: Backend,
+    threshold: float,
+    cells: Sequence[Cells | None] | None = None,
 ) -> list[Prediction]:
     """Turn a scored batch into Prediction records.
 
     An out-of-scope image gets no class (label, confidence and set are empty; the probabilities
-    stay for the record). Otherwise the answer is the top class, flagged `uncertain` below the
-    threshold, with the conformal set of the classes that remain possible.
+    stay for the record): one in which the white-cell finder saw no cell (`cells`, one per
+    image, None where the guard is off), or one the detector scores as unlike the training
+    images. Otherwise the answer is the top class, flagged `uncertain` below the threshold,
+    with the conformal set of the classes that remain possible.
     """
     flags = backend.out_of_scope(scored.ood_score)
+    found = list(cells) if cells is not None else [None] * len(names)
     sets = None
     if backend.conformal is not None:
         sets = set_labels(backend.conformal.sets(scored.probs), backend.labels)
     out = []
     for j, (name, row) in enumerate(zip(names, scored.probs, strict=True)):
+        no_cell = found[j] is not None and found[j].count == 0
+        unlike = flags is not None and bool(flags[j])
         common = {
             "path": name,
             "engine": backend.kind,
             "probabilities": dict(zip(backend.labels, _rounded(row), strict=True)),
-            "out_of_scope": None if flags is None else bool(flags[j]),
+            "out_of_scope": True if no_cell else (None if flags is None else unlike),
+            "reason": NO_CELL_REASON if no_cell else (UNLIKE_TRAINING_REASON if unlike else None),
             "ood_score": None if scored.ood_score is None else round(float(scored.ood_score[j]), 6),
+            **_cell_fields(found[j]),
         }
-        if flags is not None and flags[j]:
-            out.append(Prediction(**common, note=OUT_OF_SCOPE_NOTE))
+        if no_cell or unlike:
+            note = NO_CELL_NOTE if no_cell else OUT_OF_SCOPE_NOTE
+            out.append(Prediction(**common, note=note))
             continue
         i = int(np.argmax(row))
         label = backend.labels[i]
@@ -144,6 +182,12 @@ def to_predictions(
             )
         )
     return out
+
+
+def _cell_fields(cells: Cells | None) -> dict[str, Any]:
+    if cells is None:
+        return {}
+    return {"cells": cells.count, "cell_boxes": [list(map(int, b)) for b in cells.boxes]}
 
 
 def _rounded(row: np.ndarray) -> list[float]:

@@ -33,12 +33,14 @@ def run_predict(
     workers: int | None = None,
     parquet_part_rows: int = 4096,
     engine: str = "auto",
+    cell_guard: bool = True,
 ) -> Totals:
     """What `bloodcell predict` does: predict, write in the chosen format, return the totals.
 
     With `resume`, files already in the CSV, JSON Lines or Parquet output `out` are skipped and
     the rest is appended (see the package docstring). `engine` chooses how a model path is
-    run (`models.engines.open_model`); every row names the engine that answered.
+    run (`models.engines.open_model`); every row names the engine that answered. With
+    `cell_guard` (the default) an image with no white cell found is refused.
     """
     backend = model if isinstance(model, Backend) else open_model(model, engine)
     out_path = Path(out) if out else None
@@ -56,7 +58,15 @@ def run_predict(
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     try:
         for batch in predict_paths(
-            backend, paths, batch_size, tta, threshold, workers, progress=progress, skip=done
+            backend,
+            paths,
+            batch_size,
+            tta,
+            threshold,
+            workers,
+            progress=progress,
+            skip=done,
+            cell_guard=cell_guard,
         ):
             writer.write(batch)
             totals.add(batch)

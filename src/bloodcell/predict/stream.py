@@ -12,10 +12,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from bloodcell.data.cells import Cells
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend
 from bloodcell.predict.paths import iter_image_paths, read_image
 from bloodcell.predict.records import Prediction, to_predictions
+
+#: A decoded file: its model input and the white cells found (None with the guard off).
+Prepared = tuple[torch.Tensor, Cells | None]
 
 #: Batches decoded ahead of the one the model is working on.
 PREFETCH = 2
@@ -27,15 +31,18 @@ def predict_images(
     names: Sequence[str] | None = None,
     tta: bool = False,
     uncertain_threshold: float | None = None,
+    cell_guard: bool = True,
 ) -> list[Prediction]:
-    """Predict already-decoded PIL images (e.g. uploads) in one batch."""
+    """Predict already-decoded PIL images (e.g. uploads) in one batch. With `cell_guard`, an
+    image in which the white-cell finder sees no cell gets no class (`records.NO_CELL_REASON`)."""
     if not images:
         return []
     names = names or [f"image-{i}" for i in range(len(images))]
-    transform = backend.preprocess.transform()
-    batch = torch.stack([transform(img.convert("RGB")) for img in images])
+    prepared = [backend.preprocess.prepare(img.convert("RGB"), cell_guard) for img in images]
+    batch = torch.stack([x for x, _ in prepared])
     threshold = resolve_threshold(backend, uncertain_threshold)
-    return to_predictions(names, backend.score(batch, tta), backend, threshold)
+    cells = [c for _, c in prepared] if cell_guard else None
+    return to_predictions(names, backend.score(batch, tta), backend, threshold, cells)
 
 
 def predict_paths(
@@ -47,21 +54,21 @@ def predict_paths(
     workers: int = 2,
     progress: bool | None = False,
     skip: Container[str] = (),
+    cell_guard: bool = True,
 ) -> Iterator[list[Prediction]]:
     """Stream predictions for files and folders: yields one list per batch, in file order.
 
     Files are found lazily and decoded by `workers` threads up to `PREFETCH` batches ahead of
     the model, so decoding overlaps inference and memory stays flat however many files there
     are. Files whose path (as `str`) is in `skip` are left out (`--resume`). Error rows come in
-    the batch their file was in.
+    the batch their file was in. `cell_guard` as in `predict_images`.
     """
     paths = list(paths)  # the arguments, not the files: small, and walked twice for the bar
     threshold = resolve_threshold(backend, uncertain_threshold)
-    transform = backend.preprocess.transform()
 
-    def load(path: Path) -> torch.Tensor | str:
+    def load(path: Path) -> Prepared | str:
         try:
-            return transform(read_image(path))
+            return backend.preprocess.prepare(read_image(path), cell_guard)
         except BloodcellError as exc:
             return str(exc)
 
@@ -104,21 +111,22 @@ def _finish_chunk(
 def _predict_chunk(
     backend: Backend,
     chunk: list[Path],
-    loaded: list[torch.Tensor | str],
+    loaded: list[Prepared | str],
     tta: bool,
     threshold: float,
 ) -> list[Prediction]:
-    good = [i for i, x in enumerate(loaded) if isinstance(x, torch.Tensor)]
+    good = [i for i, x in enumerate(loaded) if not isinstance(x, str)]
     results: dict[int, Prediction] = {
-        i: Prediction(path=str(chunk[i]), error=str(x))
+        i: Prediction(path=str(chunk[i]), error=x)
         for i, x in enumerate(loaded)
-        if not isinstance(x, torch.Tensor)
+        if isinstance(x, str)
     }
     if good:
-        batch = torch.stack([loaded[i] for i in good])
-        preds = to_predictions(
-            [str(chunk[i]) for i in good], backend.score(batch, tta), backend, threshold
-        )
+        batch = torch.stack([loaded[i][0] for i in good])
+        cells = [loaded[i][1] for i in good]
+        names = [str(chunk[i]) for i in good]
+        scored = backend.score(batch, tta)
+        preds = to_predictions(names, scored, backend, threshold, cells)
         results.update(zip(good, preds, strict=True))
     return [results[i] for i in range(len(chunk))]
 

@@ -10,7 +10,7 @@ from typing import Any
 from bloodcell.models.backends import Backend
 from bloodcell.predict.columns import Column, prediction_columns
 from bloodcell.predict.grouping import Totals
-from bloodcell.predict.records import BOOL, FLOAT, JOINED, STRING, Prediction
+from bloodcell.predict.records import BOOL, FLOAT, INT, JOINED, STRING, Prediction
 from bloodcell.predict.writers import Writer
 
 
@@ -42,7 +42,13 @@ class ParquetDatasetWriter(Writer):
         self.buffer: list[Prediction] = []
         self.writer: Any = None
         self.rows_in_part = 0
-        arrow = {STRING: pa.string(), FLOAT: pa.float64(), BOOL: pa.bool_(), JOINED: pa.string()}
+        arrow = {
+            STRING: pa.string(),
+            FLOAT: pa.float64(),
+            BOOL: pa.bool_(),
+            INT: pa.int64(),
+            JOINED: pa.string(),
+        }
         self.columns = prediction_columns(self.labels)
         columns = [(c.name, arrow[c.kind]) for c in self.columns]
         self.schema = pa.schema(columns, metadata={"bloodcell": json.dumps(meta)})

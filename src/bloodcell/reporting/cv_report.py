@@ -219,7 +219,24 @@ def _seed_section(seed: dict[str, Any], out: Path) -> list[str]:
              "Pooled confusion matrix (all out-of-fold predictions):", "",
              f"![pooled confusion matrix]({png})", "", "Fold manifests:", ""]  # fmt: skip
     lines += [f"- `{f['manifest']}` sha256 `{f['manifest_sha256']}`" for f in seed["folds"]]
-    return [*lines, ""]
+    return [*lines, "", *_audit_section(seed)]
+
+
+def _audit_section(seed: dict[str, Any]) -> list[str]:
+    """The shortcut audit of every fold's test part, pooled (none for folds run before it)."""
+    from bloodcell.evaluation.audit import targets
+    from bloodcell.reporting.audit_report import SECTION, report_lines
+
+    audit = seed.get("audit")
+    if not audit:
+        return []
+    result = {
+        "split": "out-of-fold test",
+        "n_images": seed["pooled"]["n"],
+        "variants": audit,
+        "targets": targets(audit),
+    }
+    return [f"### {SECTION} (pooled over folds)", "", *report_lines(result), ""]
 
 
 def plot_protocols(result: dict[str, Any], out: Path) -> Path:

@@ -21,10 +21,11 @@ from bloodcell.evaluation.scope import report_lines as ood_lines
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.saved import CONFIG_FILE, METRICS_FILE, resolve_model_dir
 from bloodcell.records import ModelConfig, ModelMetrics, SplitMetrics
+from bloodcell.reporting.audit_report import report_lines as audit_lines
 from bloodcell.reporting.eval_report import conformal_lines
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.robustness_report import report_lines as robustness_lines
-from bloodcell.run_dir import RunDir
+from bloodcell.run_dir import AUDIT_PNG, RunDir
 
 CARD_FILE = "README.md"
 #: The Kaggle data set the models are trained on (its handle, as `bloodcell download` uses it).
@@ -127,6 +128,7 @@ def render_card(
         ("Training recipe", _training(config)),
         ("Metrics", _metrics(metrics)),
         ("Calibration", _calibration(config)),
+        ("What the model looks at", _looks_at(metrics.get("audit"))),
         ("Robustness", _robustness(robustness)),
         ("Out of scope", _scope(config, test, ood)),
         ("Prediction sets", _sets(config, test)),
@@ -284,6 +286,18 @@ def _calibration(config: ModelConfig) -> list[str]:
         f"reports are after scaling; below {config.get('uncertain_threshold', 0.8):.0%} top-class "
         "probability an answer is flagged uncertain.",
     ]
+
+
+def _looks_at(audit: dict[str, Any] | None) -> list[str]:
+    if audit is None:
+        return [
+            not_measured(
+                "whether the answer comes from the white cells or from the slide "
+                "(`bloodcell audit RUN`)"
+            )
+        ]
+    image = RUN_FROM_CARD.eval_dir(audit.get("split", "test")) / AUDIT_PNG
+    return audit_lines(audit, image=image.as_posix())
 
 
 def _robustness(result: dict[str, Any] | None) -> list[str]:

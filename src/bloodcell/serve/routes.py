@@ -2,7 +2,9 @@
 
 Uploads are decoded in the threadpool (dimensions checked before any pixel is read) and
 classified by the batch worker; Grad-CAM runs under the batcher's model lock so it never shares
-the model with a batch.
+the model with a batch. Each file of a batch gets its own answer: a file that cannot be read
+becomes a result with an `error` and the others are classified (`schemas.PREDICT_STATUS_DOC`
+says which status code a batch gets).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, Query, Security, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Response, Security, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -21,10 +23,12 @@ from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.serve.auth import bearer_scheme
 from bloodcell.serve.batching import Batcher
+from bloodcell.serve.columns import csv_spec
 from bloodcell.serve.engine import Engine
 from bloodcell.serve.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
+    PREDICT_STATUS_DOC,
     ErrorResponse,
     Health,
     ModelInfo,
@@ -82,7 +86,9 @@ def _add_model_routes(
     )
     async def model() -> dict[str, Any]:
         card = CARD_PATH if engine.card and engine.card.is_file() else None
-        return {**engine.info, "model_card": card, "limits": limits}
+        return {**engine.info, "model_card": card, "limits": limits, "csv": csv}
+
+    csv = csv_spec(engine.backend.labels)
 
     @app.get(  # the default (JSON) response class: the 4xx answers are JSON like everywhere
         CARD_PATH,
@@ -114,14 +120,18 @@ def _add_predict_route(
     auth: list[Any],
     auth_responses: dict[int | str, dict[str, Any]],
 ) -> None:
+    labels = list(engine.backend.labels)
+
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
         responses={**ERROR_RESPONSES, **auth_responses},
         dependencies=auth,
         summary="Classify one or more smear images",
+        description=PREDICT_STATUS_DOC,
     )
     async def predict(
+        response: Response,
         files: Annotated[
             list[UploadFile],
             File(min_length=1, description="One or more images (JPEG, PNG, BMP, TIFF, WebP)."),
@@ -129,35 +139,80 @@ def _add_predict_route(
         explain: Annotated[
             bool, Query(description="Add a Grad-CAM heatmap (base64 PNG) to each result.")
         ] = False,
+        explain_class: Annotated[
+            str | None,
+            Query(
+                description="The class label the heatmaps explain (one of the model's labels; "
+                "default: each image's predicted class). Implies explain=true.",
+                max_length=64,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         if len(files) > limits["max_files"]:
             raise HTTPException(
                 400, f"too many files: {len(files)} sent, at most {limits['max_files']} per request"
             )
+        if explain_class is not None:
+            if explain_class not in labels:
+                raise HTTPException(
+                    400,
+                    f"unknown class {explain_class!r} for explain_class: one of "
+                    + ", ".join(labels),
+                )
+            explain = True
         if explain and not engine.can_explain:
             raise HTTPException(
                 400,
                 "explanations need the torch model: serve the model directory, not a lone .onnx",
             )
         uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
+        failures: dict[int, ImageDecodeError] = {}
 
         def decode_all() -> list[tuple[str, Image.Image]]:
-            pixels = limits["max_pixels"]
-            return [(name, decode_upload(data, name, pixels)) for name, data in uploads]
+            """The images that decode; each one that does not is kept in `failures`."""
+            good = []
+            for i, (name, data) in enumerate(uploads):
+                try:
+                    good.append((name, decode_image(data, name, max_pixels=limits["max_pixels"])))
+                except ImageDecodeError as exc:
+                    failures[i] = exc
+            return good
 
         decoded, predictions = await batcher.submit(decode_all)
-        results = [_result_dict(p) for p in predictions]
+        classified = [_result_dict(p) for p in predictions]
         if explain:
-            await _add_heatmaps(engine, batcher, decoded, results)
+            await _add_heatmaps(engine, batcher, decoded, classified, explain_class)
+        answers = iter(classified)
+        results = [
+            _error_dict(name, failures[i]) if i in failures else next(answers)
+            for i, (name, _) in enumerate(uploads)
+        ]
         elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
         for result in results:
             result["timing_ms"] = elapsed_ms
+        response.status_code, detail = _batch_status(failures, len(uploads))
         return {
             "model_version": engine.info["version"],
             "engine": engine.backend.kind,
             "results": results,
+            "detail": detail,
         }
+
+
+def _batch_status(failures: dict[int, ImageDecodeError], n_files: int) -> tuple[int, str | None]:
+    """200 when every file was classified, 207 when some were, else 400 (413: all too large)."""
+    if not failures:
+        return 200, None
+    errors = [str(failures[i]) for i in sorted(failures)]
+    if len(failures) < n_files:
+        return 207, f"{len(failures)} of {n_files} files could not be classified: " + "; ".join(
+            errors
+        )
+    too_large = all(e.kind == "too_large" for e in failures.values())
+    if n_files == 1:
+        return (413 if too_large else 400), errors[0]
+    return (413 if too_large else 400), "no file could be classified: " + "; ".join(errors)
 
 
 async def _add_heatmaps(
@@ -165,29 +220,23 @@ async def _add_heatmaps(
     batcher: Batcher,
     decoded: list[tuple[str, Image.Image]],
     results: list[dict[str, Any]],
+    target: str | None,
 ) -> None:
-    """Put a Grad-CAM heatmap into each result, computed in the threadpool under the lock."""
+    """Put a Grad-CAM heatmap into each result, computed in the threadpool under the lock:
+    of `target` when given, else of the predicted class."""
 
     def heatmaps() -> list[str | None]:
-        with batcher.model_lock:  # an out-of-scope image has no class to explain
+        with batcher.model_lock:  # an image without a class (out of scope) has none to explain
             return [
-                None if r["out_of_scope"] else engine.heatmap(image, r["label"])
+                None
+                if r["out_of_scope"] or r["label"] is None
+                else engine.heatmap(image, target or r["label"])
                 for (_, image), r in zip(decoded, results, strict=True)
             ]
 
     for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
         result["heatmap_png"] = png
-
-
-def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode untrusted bytes as RGB, refusing oversized images before their pixels are read.
-
-    The shared decoder's refusals are the client's problem: 413 for too many pixels, else 400.
-    """
-    try:
-        return decode_image(data, name, max_pixels=max_pixels)
-    except ImageDecodeError as exc:
-        raise HTTPException(413 if exc.kind == "too_large" else 400, str(exc)) from None
+        result["heatmap_class"] = None if png is None else (target or result["label"])
 
 
 def _upload_name(upload: UploadFile, index: int) -> str:
@@ -199,3 +248,9 @@ def _result_dict(prediction: ImagePrediction) -> dict[str, Any]:
     result = prediction.to_dict()
     result["filename"] = result.pop("path")
     return result
+
+
+def _error_dict(name: str, exc: ImageDecodeError) -> dict[str, Any]:
+    """The result of a file that could not be read: its name and why (the reason alone, as
+    the file is named beside it); every answer field null."""
+    return _result_dict(ImagePrediction(path=name, error=exc.reason))

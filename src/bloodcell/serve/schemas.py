@@ -46,6 +46,34 @@ class Limits(BaseModel):
     max_files: int = Field(description="Most images in one request.")
 
 
+class CsvColumn(BaseModel):
+    name: str = Field(description="The column's header.")
+    key: str = Field(
+        description="Where its value is: this key of an API result (`engine`: the response's "
+        "`engine`), or of a group summary for the group columns."
+    )
+    kind: str = Field(
+        description='How the value is written: "string" as is, "float" with 6 decimals, '
+        '"bool" as true/false, "joined" as the list joined by "|", "int" as a number; '
+        "empty when null."
+    )
+    label: str | None = Field(
+        default=None, description="A per-class column: the value is `result[key][label]`."
+    )
+
+
+class CsvSpec(BaseModel):
+    """The columns of `bloodcell predict --format csv`, so a client writes the same table."""
+
+    columns: list[CsvColumn] = Field(
+        description="One row per file, in this order. An error row fills only the file's "
+        "column (`path`) and `error`."
+    )
+    group_columns: list[CsvColumn] = Field(
+        description="One row per group (folder, case or slide): `predict --group-by-folder`."
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     architecture: str
@@ -71,13 +99,20 @@ class ModelInfo(BaseModel):
         "has none.",
     )
     limits: Limits
+    csv: CsvSpec = Field(description="The CSV columns of `bloodcell predict --format csv`.")
 
 
 #: Result keys the spec marks required (each is in every result, null where its type allows);
 #: every other field defaults to null, so a new record field needs nothing here.
 _ALWAYS = {"path", "label", "display_name", "confidence", "probabilities", "uncertain"}
-#: Typed tighter than the record: a served image always has probabilities.
-_API_TYPES: dict[str, Any] = {"probabilities": dict[str, float]}
+#: Typed for the API: probabilities are always per label (null only for a file not read).
+_API_TYPES: dict[str, Any] = {"probabilities": dict[str, float] | None}
+
+ERROR_DOC = (
+    "Why this file could not be classified (not an image, corrupt, empty, too many pixels), "
+    "in plain words; null when it was. A result with an error has no answer: every field but "
+    "`filename`, `error` and `timing_ms` is null."
+)
 
 
 def _record_fields() -> dict[str, Any]:
@@ -92,6 +127,9 @@ def _record_fields() -> dict[str, Any]:
         doc = f.metadata["doc"]
         default = Field(description=doc) if f.name in _ALWAYS else Field(None, description=doc)
         out[name or f.name] = (kind, default)
+    # Each file of a batch gets its own answer, so a file that could not be read is a result
+    # with an `error` (the record keeps its error out of the API: added here unless it is in).
+    out.setdefault("error", (str | None, Field(None, description=ERROR_DOC)))
     return out
 
 
@@ -102,26 +140,87 @@ Prediction = create_model(
     timing_ms=(
         float,
         Field(
-            description="Time in the server for this request: decoding, waiting for a batch, "
-            "inference (and Grad-CAM)."
+            description="Time in the server for the whole request (the same in each of its "
+            "results, not a time per image): decoding, waiting for a batch, inference (and "
+            "Grad-CAM)."
         ),
     ),
     heatmap_png=(
         str | None,
-        Field(None, description="Grad-CAM overlay, base64 PNG (only with explain=true)."),
+        Field(
+            None,
+            description="Grad-CAM overlay, base64 PNG at the image's size or at most 1024 "
+            "pixels on its longer side (only with explain=true; null for a file not read or an "
+            "out-of-scope image).",
+        ),
+    ),
+    heatmap_class=(
+        str | None,
+        Field(
+            None,
+            description="The class label the heatmap explains: `explain_class` when given, "
+            "else the predicted class; null without a heatmap.",
+        ),
     ),
 )
+
+RESULTS_DOC = "One result per file, in the order sent; a file that could not be read has `error`."
 
 
 class PredictResponse(BaseModel):
     model_version: str
     engine: str = Field(description=ENGINE_DOC + " Heatmaps always come from torch.")
-    results: list[Prediction]  # type: ignore[valid-type]
+    results: list[Prediction] = Field(description=RESULTS_DOC)  # type: ignore[valid-type]
+    detail: str | None = Field(
+        default=None,
+        description="Null when every file was classified; otherwise which files were not, "
+        "and why, in one sentence.",
+    )
+
+
+class FailedPredictResponse(ErrorResponse):
+    """No file was classified: `detail` says why; `results` when the files were received."""
+
+    model_version: str | None = None
+    engine: str | None = None
+    results: list[Prediction] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description=RESULTS_DOC + " Absent when the request itself was refused (too many "
+        "files, an unknown `explain_class`, no heatmaps on this server).",
+    )
+
+
+#: How `POST /v1/predict` answers a batch, for its OpenAPI description.
+PREDICT_STATUS_DOC = """Each file gets its own answer: a class, an out-of-scope answer, or an
+`error` saying why that file could not be read. The status code says whether all succeeded:
+
+- **200**: every file was read and answered, with a class or, out of scope, without one
+  (`detail` is null).
+- **207** (Multi-Status): some files were classified and some could not be read. `results` still
+  has one entry per file, in order; check each result's `error`. `detail` names the failures.
+- **400** or **413**: no file could be classified (413 when every file was over the pixel
+  limit), `detail` says why, as it always has; `results` then lists the per-file errors. A request
+  refused as a whole (too many files, an unknown `explain_class`, a body over the size limit)
+  has only `detail`.
+
+A client that treats only 200 as success keeps working: a batch with a bad file was refused
+before (400) and is not 200 now either. A client that accepts every 2xx must read `error`."""
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Not an image, corrupt, empty or too many."},
-    413: {"model": ErrorResponse, "description": "Upload or image over the size limit."},
+    207: {
+        "model": PredictResponse,
+        "description": "Some files classified, some not: each result has its answer or `error`.",
+    },
+    400: {
+        "model": FailedPredictResponse,
+        "description": "No file could be classified (not an image, corrupt, empty), or the "
+        "request was refused (too many files, unknown class).",
+    },
+    413: {
+        "model": FailedPredictResponse,
+        "description": "Upload over the size limit, or every image over the pixel limit.",
+    },
     422: {"model": ErrorResponse, "description": "Missing or malformed fields."},
 }
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {

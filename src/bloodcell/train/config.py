@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from bloodcell.data.cells import CellFinder
 from bloodcell.data.dataset import NORMALIZATIONS, Preprocess
 from bloodcell.data.stain import METHODS as STAIN_METHODS
 from bloodcell.data.stain import StainNormalizer
@@ -137,6 +138,16 @@ class TrainConfig:
             "metavar": "FILE",
         },
     )
+    #: The model sees only the white cells (`data.cells`): everything the finder does not mark
+    #: is set to neutral grey, in training and at every inference, so that background, red
+    #: cells and the scale bar (which differ by slide batch, and so by class) cannot decide.
+    cells_only: bool = field(
+        default=False,
+        metadata={
+            "help": "show the model only the white cells the finder marks (the rest neutral "
+            "grey), in training and inference alike; saved with the model's preprocessing"
+        },
+    )
     #: With cached block outputs, also flip and turn them by 90 degrees (smears have no
     #: orientation); free augmentation that needs no second pass through the frozen blocks.
     feature_aug: bool = field(
@@ -249,6 +260,7 @@ class TrainConfig:
             image_size=self.image_size,
             normalize=self.normalize,
             stain=stain.to_dict() if stain else None,
+            cells=CellFinder().to_dict() if self.cells_only else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +314,9 @@ RECIPES: dict[str, TrainConfig] = {
         recipe="fast",
     ),
 }
+# The `fast` recipe on the white cells alone: the finder's cells on neutral grey, in training
+# and at inference, so that the slide around them cannot decide (BENCHMARKS.md, "See the cells").
+RECIPES["cells"] = replace(RECIPES["fast"], cells_only=True, recipe="cells")
 DEFAULT_RECIPE = "fast"
 
 

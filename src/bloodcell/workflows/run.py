@@ -5,8 +5,9 @@ discover -> verify (unreadable files are reported and left out) -> grouped split
 `bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
 detector) -> calibrate (temperature and conformal prediction sets on val) -> ONNX engines
 (fp32 and int8 written and checked on val; `export=False` skips) -> evaluate val and test ->
-robustness on test (middle severities) -> out-of-scope folders (`ood_dirs`, if given) -> top-level
-`OUT/report.md` and the model card `OUT/model/README.md`.
+robustness on test (middle severities) -> the shortcut audit on test (what the model looks
+at: cells erased, alone, swapped, scale bar masked) -> out-of-scope folders (`ood_dirs`, if
+given) -> top-level `OUT/report.md` and the model card `OUT/model/README.md`.
 """
 
 from __future__ import annotations
@@ -81,11 +82,15 @@ def run(
     Re-running into the same folder resumes an unfinished training of the same settings.
     """
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
+    from bloodcell.evaluation.audit import audit_run
     from bloodcell.evaluation.calibrate import calibrate_run
     from bloodcell.evaluation.evaluate import evaluate_run
     from bloodcell.evaluation.robustness import evaluate_robustness
     from bloodcell.evaluation.scope import evaluate_ood
     from bloodcell.export.check import export_engines
+    from bloodcell.reporting.audit_report import SECTION as AUDIT_SECTION
+    from bloodcell.reporting.audit_report import report_lines as audit_lines
+    from bloodcell.reporting.audit_report import summary_lines as audit_summary_lines
     from bloodcell.reporting.eval_report import write_run_report
     from bloodcell.reporting.model_card import write_model_card
 
@@ -111,19 +116,25 @@ def run(
         robust = evaluate_robustness(
             out.path, "test", severities=[MIDDLE_SEVERITY], progress=progress
         )
+    with _timed(timings, "audit"):
+        audit = audit_run(out.path, "test", progress=progress)
     ood = None
     if ood_dirs:
         with _timed(timings, "ood"):
             ood = evaluate_ood(out.path, ood_dirs, progress=progress)
     timings = {k: round(v, 1) for k, v in timings.items()}
     extra = report_extra(out, config, data, calibration, timings, results, robust, ood)
+    extra += ["", f"## {AUDIT_SECTION}", "", *audit_lines(audit, out.link(out.audit_png("test")))]
     report = write_run_report(out.path, results, extra)
     card = write_model_card(out.model)
     summary = run_summary(
         out, data, report, card, timings, calibration, results, robust, ood, engines
     )
+    summary["audit"] = {"variants": audit["variants"], "targets": audit["targets"]}
     out.run_summary.write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary, manifest, results, robust, ood)
+    for line in audit_summary_lines(audit):
+        print(line)
     return summary
 
 

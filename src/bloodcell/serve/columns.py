@@ -1,0 +1,52 @@
+"""The CSV columns of `bloodcell predict --format csv`, told to clients in API terms.
+
+The page writes its CSV download from this list (`/v1/model` -> `csv`), so its table has the
+columns, the order and the formatting of the command line's: one source of truth,
+`predict.columns`. Each column says which key of an API result holds its value (`path` is
+`filename` there; `engine` is the response's, once for all its results).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from bloodcell.predict.columns import group_csv_header, prediction_columns
+from bloodcell.predict.records import Prediction
+
+
+def _api_keys() -> dict[str, str]:
+    """Record field name -> the key of an API result that holds it (its own name when the
+    record keeps it out of the API: the client has it from elsewhere, e.g. `engine`)."""
+    return {f.name: f.metadata["api"] or f.name for f in fields(Prediction)}
+
+
+def csv_columns(labels: Sequence[str]) -> list[dict[str, Any]]:
+    keys = _api_keys()
+    return [
+        {"name": c.name, "key": keys[c.field], "kind": c.kind, "label": c.label}
+        for c in prediction_columns(labels)
+    ]
+
+
+def group_csv_columns(labels: Sequence[str]) -> list[dict[str, Any]]:
+    """The `--group-by-folder` columns as keys of a group summary (`grouping.FolderSummary`):
+    `folder`, the `n_*` counts, `counts[label]` and `mean_probabilities[label]`."""
+    out = []
+    for name in group_csv_header(labels):
+        column: dict[str, Any] = {"name": name, "key": name, "kind": "int", "label": None}
+        for prefix, key, kind in (
+            ("count_", "counts", "int"),
+            ("mean_prob_", "mean_probabilities", "float"),
+        ):
+            if name.startswith(prefix) and name[len(prefix) :] in labels:
+                column = {"name": name, "key": key, "kind": kind, "label": name[len(prefix) :]}
+        if name == "folder":
+            column["kind"] = "string"
+        out.append(column)
+    return out
+
+
+def csv_spec(labels: Sequence[str]) -> dict[str, Any]:
+    return {"columns": csv_columns(labels), "group_columns": group_csv_columns(labels)}

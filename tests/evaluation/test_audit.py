@@ -1,0 +1,138 @@
+"""The shortcut audit: its image variants on synthetic smears, its shares, and the command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from tests.conftest import LILAC_NUCLEUS, PURPLE_NUCLEUS, smear_field
+
+from bloodcell.data.cells import CellFinder, background_colour
+from bloodcell.evaluation.audit import (
+    CORNER,
+    Answer,
+    Case,
+    alone,
+    corner_masked,
+    erased,
+    make_cases,
+    pool,
+    summarise,
+    swapped,
+    targets,
+)
+
+FINDER = CellFinder()
+BLOODCELL = Path(sys.executable).with_name("bloodcell")
+
+
+def _field(seed: int, colour=PURPLE_NUCLEUS, where=(70, 80)):
+    return smear_field(seed, cells=((where[0], where[1], 16, colour),))
+
+
+def test_erased_leaves_no_cell_pixels_and_nothing_to_find():
+    for colour in (PURPLE_NUCLEUS, LILAC_NUCLEUS):
+        img = _field(1, colour)
+        cells = FINDER.find(img)
+        assert cells.count >= 1
+        out = np.asarray(erased(img, cells))
+        bg = np.array(background_colour(img, cells))
+        assert np.abs(out[cells.mask].astype(int) - bg).max() <= 1
+        assert FINDER.find(out).count == 0
+
+
+def test_alone_keeps_the_cells_and_greys_the_rest():
+    img = _field(2)
+    cells = FINDER.find(img)
+    out = np.asarray(alone(img, cells))
+    assert np.array_equal(out[cells.mask], np.asarray(img)[cells.mask])
+    outside = out[~cells.mask]
+    assert (outside == outside[0]).all()  # one flat colour
+
+
+def test_swapped_keeps_the_cell_pixels_on_the_other_background():
+    a, b = _field(3, where=(60, 60)), _field(4, LILAC_NUCLEUS, where=(150, 160))
+    ca, cb = FINDER.find(a), FINDER.find(b)
+    out = np.asarray(swapped(a, ca, b, cb))
+    assert np.array_equal(out[ca.mask], np.asarray(a)[ca.mask])
+    found = FINDER.find(out)
+    assert found.mask[60, 60] and not found.mask[150, 160]  # a's cell in, b's cell gone
+
+
+def test_corner_masked_paints_only_the_corner():
+    img = _field(5)
+    cells = FINDER.find(img)
+    out = np.asarray(corner_masked(img, cells))
+    h, w = out.shape[:2]
+    top, left = int(h * (1 - CORNER[1])), int(w * (1 - CORNER[0]))
+    assert (out[top:, left:] == np.array(background_colour(img, cells))).all()
+    assert np.array_equal(out[:top], np.asarray(img)[:top])
+
+
+def test_make_cases_pairs_every_image_with_each_other_class():
+    images = [_field(10 + i) for i in range(6)] + [smear_field(99)]  # the last: no white cell
+    y = np.array([0, 0, 1, 1, 2, 3, 3])
+    cases = make_cases(images, y, FINDER, seed=0)
+    kinds = [c.variant for c in cases]
+    assert kinds.count("original") == 7
+    assert kinds.count("erased") == 6  # none for the image without a cell
+    swaps = [c for c in cases if c.variant == "swapped"]
+    assert len(swaps) == 6 * 3
+    assert all(c.background != c.true for c in swaps)
+    again = make_cases(images, y, FINDER, seed=0)
+    assert [c.background for c in again] == [c.background for c in cases]
+
+
+def test_summarise_counts_what_the_labels_follow():
+    img = _field(20)
+    cases = [
+        Case("erased", img, 0),
+        Case("erased", img, 1),
+        Case("swapped", img, 0, background=1),
+        Case("swapped", img, 0, background=2),
+        Case("swapped", img, 1, background=0),
+        Case("swapped", img, 1, background=2),
+    ]
+    answers = [
+        Answer(0, refused=True),
+        Answer(2, refused=False),
+        Answer(0, False),  # follows cells
+        Answer(2, False),  # follows background
+        Answer(3, False),  # neither
+        Answer(1, True),  # refused
+    ]
+    s = summarise(cases, answers, ["a", "b", "c", "d"])
+    assert s["erased"]["refused"] == 0.5 and s["erased"]["accuracy"] == 0.5
+    assert s["swapped"]["n_answered"] == 3
+    assert s["swapped"]["follows_cells"] == round(1 / 3, 4)
+    assert s["swapped"]["follows_background"] == round(1 / 3, 4)
+    assert s["swapped_per_class"]["a"]["follows_cells"] == 0.5
+    t = targets(s)
+    assert t["erased_refused"] is False and t["swaps_follow_cells"] is False
+    pooled = pool([s, s])
+    assert pooled["swapped"]["n"] == 8 and pooled["swapped"]["follows_cells"] == round(1 / 3, 4)
+
+
+def test_audit_command_writes_its_outputs(tmp_path: Path):
+    from tests.train import tiny_run
+
+    # A registered architecture: the command runs in its own process.
+    run = tiny_run(tmp_path, model="mobilenet_v2", image_size=64, epochs=1)
+    proc = subprocess.run(
+        [str(BLOODCELL), "audit", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = run / "eval" / "test"
+    result = json.loads((out / "audit.json").read_text())
+    assert {"original", "erased", "alone", "swapped", "corner"} <= set(result["variants"])
+    assert (out / "audit.png").stat().st_size > 1000
+    assert "## What the model looks at" in (out / "report.md").read_text()
+    metrics = json.loads((run / "model" / "metrics.json").read_text())
+    assert metrics["audit"]["variants"]["erased"]["n"] == result["variants"]["erased"]["n"]
+    assert "What the model looks at" in (run / "model" / "README.md").read_text()
