@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from tests.conftest import make_dataset
 
+from bloodcell.labels import LABELS
+
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
 
@@ -29,7 +31,7 @@ def data(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("cmd", ["download", "verify", "split", "show"])
+@pytest.mark.parametrize("cmd", ["download", "verify", "split", "show", "cells"])
 def test_help(cmd: str) -> None:
     out = run("data", cmd, "--help")
     assert out.returncode == 0 and "usage: bloodcell data " + cmd in out.stdout
@@ -143,3 +145,12 @@ def test_download_offline_message() -> None:
     if out.returncode == 0:
         pytest.skip("online: the download worked")
     assert out.returncode == 2 and "BLOODCELL_DATA" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cells_contact_sheets_skip_an_unreadable_file(data: Path, tmp_path: Path) -> None:
+    out = run("data", "cells", "--data", str(data), "--out", str(tmp_path / "sheets"),
+              "--per-class", "20")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "broken.jpg" in out.stderr  # reported, and the rest goes on
+    names = sorted(p.name for p in (tmp_path / "sheets").iterdir())
+    assert names == [f"cells_{lab}.png" for lab in sorted(LABELS)]

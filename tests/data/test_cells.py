@@ -351,6 +351,14 @@ def test_tiny_and_empty_inputs(shape: tuple[int, int, int]) -> None:
     arr[..., 1] = 100  # purple-ish, but nothing to stand out from
     cells = find_cells(arr)
     assert cells.mask.shape == shape[:2] and cells.count == 0 and cells.fraction == 0.0
+    img = Image.fromarray(arr) if arr.size else Image.new("RGB", shape[1::-1])
+    assert find_cells(img).mask.shape == shape[:2]
+    for out in (
+        keep_cells(img, cells),
+        erase_cells(img, cells),
+        paste_cells(img, cells, Image.new("RGB", (4, 4))),
+    ):
+        assert out.size == img.size and out.mode == "RGB"
 
 
 def test_cells_count_is_boxes() -> None:

@@ -85,7 +85,7 @@ def test_openapi(client: TestClient) -> None:
     # The status codes of a batch are documented where an integrator reads them.
     for words in ("**200**", "**207**", "`error`", "413"):
         assert words in predict["description"], words
-    assert {p["name"] for p in predict["parameters"]} == {"explain", "explain_class"}
+    assert {p["name"] for p in predict["parameters"]} == {"explain", "explain_class", "cell_guard"}
     result = spec["components"]["schemas"]["Prediction"]["properties"]
     assert "could not be classified" in result["error"]["description"]
     assert "not a time per image" in result["timing_ms"]["description"]
@@ -147,6 +147,30 @@ def test_predict_one(client: TestClient) -> None:
     assert result["timing_ms"] > 0 and result["heatmap_png"] is None
     assert result["error"] is None and result["heatmap_class"] is None
     assert body["detail"] is None
+
+
+def test_a_smear_without_white_cells_is_refused_with_its_reason(client: TestClient) -> None:
+    """Red cells and background only: out of scope, 'no white cell found', no class; a field
+    with a white cell beside it is answered, with its cells; cell_guard=false answers both."""
+    from tests.conftest import PURPLE_NUCLEUS, smear_field
+
+    def part(name: str, image: Image.Image) -> tuple:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return ("files", (name, buf.getvalue(), "image/png"))
+
+    empty = smear_field(11, size=128, red_cells=10)
+    cell = smear_field(12, size=128, cells=((64, 64, 14, PURPLE_NUCLEUS),))
+    files = [part("empty.png", empty), part("cell.png", cell)]
+    refused, answered = client.post("/v1/predict", files=files).json()["results"]
+    assert refused["out_of_scope"] is True and refused["reason"] == "no white cell found"
+    assert refused["label"] is None and refused["cells"] == 0
+    assert answered["cells"] >= 1 and answered["reason"] != "no white cell found"
+    top, left, bottom, right = answered["cell_boxes"][0]
+    assert top <= 64 < bottom and left <= 64 < right
+    off = client.post("/v1/predict", params={"cell_guard": "false"}, files=files).json()
+    assert all(r["reason"] != "no white cell found" for r in off["results"])
+    assert all(r["cells"] is None for r in off["results"])
 
 
 def test_predict_many_keeps_order(client: TestClient) -> None:

@@ -75,6 +75,14 @@ def show_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cells_cmd(args: argparse.Namespace) -> int:
+    from bloodcell.data.cells import write_contact_sheets
+
+    for path in write_contact_sheets(data_dir(args.data), args.out, args.per_class, args.seed):
+        print(path)
+    return 0
+
+
 def _add_verify_args(p: argparse.ArgumentParser) -> None:
     add_data_arg(p)
     p.add_argument(
@@ -192,14 +200,34 @@ def _add_show(dsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=show_cmd)
 
 
+def _add_cells(dsub: argparse._SubParsersAction) -> None:
+    p = dsub.add_parser(
+        "cells",
+        help="write contact sheets of the white cells the finder marks, per class",
+        description="Check the white-cell finder by eye: for a seeded sample of each class, "
+        "every image with the outline of the white cells found and their count, one PNG per "
+        "class (cells_<label>.png) in --out. The model of the cells recipe sees only these "
+        "cells, and an image with none is refused.",
+    )
+    add_data_arg(p)
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files")
+    p.add_argument(
+        "--per-class", type=int, default=12, metavar="K", help="images per class (default: 12)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="which images are picked (default: 0)")
+    p.set_defaults(func=cells_cmd)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser(
         "data",
         help="download, verify, split and show the dataset",
-        description="Dataset pipeline: download -> verify -> split (manifest.csv) -> show.",
+        description="Dataset pipeline: download -> verify -> split (manifest.csv) -> show; "
+        "cells: contact sheets of the white-cell finder.",
     )
     dsub = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
     _add_download(dsub)
     _add_verify(dsub)
     _add_split(dsub)
     _add_show(dsub)
+    _add_cells(dsub)

@@ -29,6 +29,16 @@ log = logging.getLogger("bloodcell.serve")
 HEATMAP_MAX_SIDE = 1024
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One decoded upload on its way to the batch worker: its name, the image, and whether an
+    image with no white cell found is refused (the request's `cell_guard`)."""
+
+    name: str
+    image: Image.Image
+    cell_guard: bool = True
+
+
 @dataclass
 class Engine:
     """The model, loaded once: the fastest backend for probabilities, torch for Grad-CAM."""
@@ -43,10 +53,18 @@ class Engine:
     def can_explain(self) -> bool:
         return self.torch is not None
 
-    def classify(self, uploads: Sequence[tuple[str, Image.Image]]) -> list[ImagePrediction]:
-        """Blocking: one model call for decoded (name, image) pairs (the batch worker's job)."""
-        names = [name for name, _ in uploads]
-        return predict_images(self.backend, [image for _, image in uploads], names)
+    def classify(self, uploads: Sequence[Upload]) -> list[ImagePrediction]:
+        """Blocking: one model call per guard setting for decoded uploads (the batch worker's
+        job); answers in upload order."""
+        answers: dict[int, ImagePrediction] = {}
+        for guard in (True, False):
+            picked = [i for i, u in enumerate(uploads) if u.cell_guard is guard]
+            if picked:
+                images = [uploads[i].image for i in picked]
+                names = [uploads[i].name for i in picked]
+                preds = predict_images(self.backend, images, names, cell_guard=guard)
+                answers.update(zip(picked, preds, strict=True))
+        return [answers[i] for i in range(len(uploads))]
 
     def heatmap(self, image: Image.Image, target: str) -> str:
         """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, HTTPException, Query, Response, Security, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from bloodcell.data.decode import ImageDecodeError, decode_image
@@ -24,7 +23,7 @@ from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.serve.auth import bearer_scheme
 from bloodcell.serve.batching import Batcher
 from bloodcell.serve.columns import csv_spec
-from bloodcell.serve.engine import Engine
+from bloodcell.serve.engine import Engine, Upload
 from bloodcell.serve.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
@@ -147,6 +146,13 @@ def _add_predict_route(
                 max_length=64,
             ),
         ] = None,
+        cell_guard: Annotated[
+            bool,
+            Query(
+                description="Refuse an image in which the white-cell finder sees no white cell "
+                "(out_of_scope true, reason 'no white cell found'); false answers it anyway."
+            ),
+        ] = True,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         if len(files) > limits["max_files"]:
@@ -169,12 +175,13 @@ def _add_predict_route(
         uploads = [(_upload_name(f, i), await f.read()) for i, f in enumerate(files)]
         failures: dict[int, ImageDecodeError] = {}
 
-        def decode_all() -> list[tuple[str, Image.Image]]:
+        def decode_all() -> list[Upload]:
             """The images that decode; each one that does not is kept in `failures`."""
             good = []
             for i, (name, data) in enumerate(uploads):
                 try:
-                    good.append((name, decode_image(data, name, max_pixels=limits["max_pixels"])))
+                    image = decode_image(data, name, max_pixels=limits["max_pixels"])
+                    good.append(Upload(name, image, cell_guard))
                 except ImageDecodeError as exc:
                     failures[i] = exc
             return good
@@ -218,7 +225,7 @@ def _batch_status(failures: dict[int, ImageDecodeError], n_files: int) -> tuple[
 async def _add_heatmaps(
     engine: Engine,
     batcher: Batcher,
-    decoded: list[tuple[str, Image.Image]],
+    decoded: list[Upload],
     results: list[dict[str, Any]],
     target: str | None,
 ) -> None:
@@ -230,8 +237,8 @@ async def _add_heatmaps(
             return [
                 None
                 if r["out_of_scope"] or r["label"] is None
-                else engine.heatmap(image, target or r["label"])
-                for (_, image), r in zip(decoded, results, strict=True)
+                else engine.heatmap(upload.image, target or r["label"])
+                for upload, r in zip(decoded, results, strict=True)
             ]
 
     for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
