@@ -51,3 +51,20 @@ def test_bad_ood_acceptance_fails_before_any_work() -> None:
 
     with pytest.raises(BloodcellError, match="ood_acceptance"):
         config_from_options("fast", {"ood_acceptance": 2.0})
+
+
+def test_cells_recipe_trains_a_model_that_sees_only_the_cells(tmp_path: Path) -> None:
+    """The cells recipes are the fast one with the cells-only (and grey) preprocessing, and a
+    model trained so records it, so that every inference applies it too."""
+    from tests.train import tiny_run
+
+    from bloodcell.models.engines import open_model
+    from bloodcell.train.config import recipe
+
+    assert recipe("cells").cells_only and not recipe("fast").cells_only
+    assert recipe("cells_gray").grayscale and recipe("cells_gray").freeze == recipe("fast").freeze
+    run = Path(tiny_run(tmp_path, cells_only=True, grayscale=True))
+    pre = json.loads((run / "model" / "config.json").read_text())["preprocess"]
+    assert pre["cells"] and pre["grayscale"] is True
+    backend = open_model(run, "torch")
+    assert backend.preprocess.cells == pre["cells"] and backend.preprocess.grayscale

@@ -66,6 +66,9 @@ class Preprocess:
     #: A `CellFinder.to_dict()`: the model sees only what it marks as white cells, the rest set
     #: to neutral grey, so the slide around them cannot decide the answer; None = whole field.
     cells: dict | None = field(default=None, hash=False)
+    #: After that, drop the colour (luminance copied to the three channels): the model then
+    #: reads shape and texture, not the stain's hue, which differs by slide batch.
+    grayscale: bool = False
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
@@ -87,6 +90,7 @@ class Preprocess:
             normalize=d.get("normalize", "imagenet"),  # models saved before the option existed
             stain=d.get("stain"),  # likewise
             cells=d.get("cells"),  # likewise
+            grayscale=bool(d.get("grayscale", False)),  # likewise
         )
 
     def stain_steps(self) -> list[Callable]:
@@ -99,9 +103,11 @@ class Preprocess:
         return CellFinder() if self.cells is None else CellFinder.from_dict(self.cells)
 
     def image_steps(self) -> list[Callable]:
-        """PIL -> PIL steps before resizing: stain normalisation, then keeping only the cells."""
+        """PIL -> PIL steps before resizing: stain normalisation, keeping only the cells, then
+        dropping the colour."""
         keep = [] if self.cells is None else [KeepCells(self.finder())]
-        return [*self.stain_steps(), *keep]
+        gray = [v2.Grayscale(num_output_channels=3)] if self.grayscale else []
+        return [*self.stain_steps(), *keep, *gray]
 
     def tensor_steps(self) -> Callable[[Image.Image], torch.Tensor]:
         """The rest of the eval transform: resize, scale to [0, 1], normalise."""
@@ -123,6 +129,8 @@ class Preprocess:
         cells = self.finder().find(image) if (guard or self.cells is not None) else None
         if self.cells is not None and cells is not None:
             image = keep_cells(image, cells)
+        if self.grayscale:
+            image = image.convert("L").convert("RGB")
         return self.tensor_steps()(image), cells
 
     def normalizer(self) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -148,6 +148,15 @@ class TrainConfig:
             "grey), in training and inference alike; saved with the model's preprocessing"
         },
     )
+    #: Drop the colour after that (luminance in all three channels): shape and texture stay,
+    #: the stain's hue (which differs by slide batch) goes.
+    grayscale: bool = field(
+        default=False,
+        metadata={
+            "help": "drop the colour before the model (luminance in all three channels), in "
+            "training and inference alike"
+        },
+    )
     #: With cached block outputs, also flip and turn them by 90 degrees (smears have no
     #: orientation); free augmentation that needs no second pass through the frozen blocks.
     feature_aug: bool = field(
@@ -261,6 +270,7 @@ class TrainConfig:
             normalize=self.normalize,
             stain=stain.to_dict() if stain else None,
             cells=CellFinder().to_dict() if self.cells_only else None,
+            grayscale=self.grayscale,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,6 +327,8 @@ RECIPES: dict[str, TrainConfig] = {
 # The `fast` recipe on the white cells alone: the finder's cells on neutral grey, in training
 # and at inference, so that the slide around them cannot decide (BENCHMARKS.md, "See the cells").
 RECIPES["cells"] = replace(RECIPES["fast"], cells_only=True, recipe="cells")
+# The same without colour: the cells' shape and texture, not their stain's hue.
+RECIPES["cells_gray"] = replace(RECIPES["cells"], grayscale=True, recipe="cells_gray")
 DEFAULT_RECIPE = "fast"
 
 
