@@ -59,7 +59,7 @@ def print_seeds(result: dict[str, Any]) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cv",
-        populate=lambda p: add_shortening(p, "fast"),
+        populate=add_shortening,
         help="grouped, stratified K-fold cross-validation of a recipe (and the leakage study)",
         description="Cross-validate a training recipe: K folds stratified by class, every "
         "duplicate group (with --group block, every block of neighbouring file numbers) inside "

@@ -23,11 +23,13 @@ def run_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_shortening(p: Parser, recipe: str) -> None:
-    """`--recipe` and the training options `run` and `cv` offer for quick looks and tests."""
+def add_shortening(p: Parser) -> None:
+    """`--recipe` (default: the default recipe) and the training options `run` and `cv` offer
+    for quick looks and tests."""
     from bloodcell.cli.train_options import SHORTENING, add_recipe_option, add_train_options
+    from bloodcell.train.config import DEFAULT_RECIPE
 
-    add_recipe_option(p, recipe)
+    add_recipe_option(p, DEFAULT_RECIPE)
     quick = p.add_argument_group("shortening (quick looks and tests; defaults are the recipe's)")
     add_train_options(quick, SHORTENING)
 
@@ -35,7 +37,7 @@ def add_shortening(p: Parser, recipe: str) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        populate=lambda p: add_shortening(p, "fast"),
+        populate=add_shortening,
         help="the main job: verify, split, train mobilenet_v2, calibrate, evaluate val and test, "
         "report",
         description="Run everything with the default settings and print where it all went: "

@@ -386,6 +386,13 @@ def _engines(metrics: ModelMetrics) -> list[str]:
 
 def _limits() -> list[str]:
     return [
+        "- **Each class comes from its own slides.** In this dataset background, red cells, "
+        "stain and the scale bar differ by class, so accuracy on it can come from recognising "
+        "the slide rather than the white cells. 'What the model looks at' above measures how "
+        "much; a model that has not passed that audit will not carry over to another lab. The "
+        "cells recipes show the model only the white cells the finder marks, and an image in "
+        "which it finds none is refused. The cells' own stain still differs by slide batch; "
+        "the grey variant (`cells_gray`) also drops the colour.",
         "- **No external-site validation.** Every image comes from one laboratory, one staining "
         "protocol and one camera; the figures above say nothing about another hospital. The "
         "robustness table simulates such changes, it does not replace them.",
