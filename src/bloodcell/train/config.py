@@ -297,7 +297,7 @@ class TrainConfig:
 
 RECIPES: dict[str, TrainConfig] = {
     "reference": TrainConfig(),
-    # The default of `bloodcell run` before the cells recipes: ImageNet MobileNetV2 with its first 14
+    # The default of `bloodcell run` before the cells recipes: ImageNet MobileNetV2, its first 14
     # blocks frozen and their outputs cached once; the last 5 blocks and the head are fine-tuned
     # with AdamW + one-cycle and label smoothing, on flipped/turned feature maps, each epoch
     # drawing every image from the clean split or one of two cached copies under a random
