@@ -73,6 +73,10 @@ def test_cv_tests_every_image_once_reports_and_skips_finished_folds(tmp_path: Pa
     assert "| **pooled** | 38 |" in text and "| 3 |" in text
     for png in ("folds.png", "confusion_matrix_seed-0.png"):
         assert f"({png})" in text and (out / png).stat().st_size > 1000
+    # every fold's test part is audited, and the audits are pooled
+    audit = saved["seeds"][0]["audit"]
+    assert audit["original"]["n"] == 38 and audit["swapped"]["n"] > 0
+    assert "What the model looks at (pooled over folds)" in text
     # the fold manifests are ordinary manifests that `bloodcell train` can use
     manifest = out / "seed-0" / "fold-2" / "manifest.csv"
     assert {r.split for r in read_manifest(manifest)} == {"train", "val", "test"}
