@@ -32,7 +32,6 @@ import torch
 from PIL import Image
 
 from bloodcell.data.cells import CellFinder, Cells, erase_cells, keep_cells, paste_cells
-from bloodcell.errors import DatasetError
 from bloodcell.models.backends import Backend
 from bloodcell.records import AuditResult, AuditVariant, SwapShares
 
@@ -218,23 +217,15 @@ def audit_run(
     `audit` in the model's metrics.json; return the result."""
     import time
 
-    from bloodcell.data.manifest import read_manifest, select
-    from bloodcell.evaluation.evaluate import open_run_model
-    from bloodcell.evaluation.robustness import load_images
+    from bloodcell.evaluation.evaluate import open_split_images
 
-    backend, config, run = open_run_model(model)
-    data = run.find_data(config.get("data"), data_root, manifest)
-    rows = select(read_manifest(data.manifest), split)
-    if not rows:
-        raise DatasetError(f"{data.manifest}: no {split} rows to audit")
-    labels = list(backend.labels)
-    y_true = np.array([labels.index(r.label) for r in rows])
-    images = load_images(rows, data.root, progress)
+    s = open_split_images(model, split, data_root, manifest, progress)
+    backend, run = s.backend, s.run
     t0 = time.perf_counter()
-    summary, cases, answers = audit_images(backend, images, y_true, seed, progress=progress)
+    summary, cases, answers = audit_images(backend, s.images, s.y_true, seed, progress=progress)
     result: AuditResult = {
         "split": split,
-        "n_images": len(rows),
+        "n_images": len(s.rows),
         "model": str(backend.path),
         "backend": backend.kind,
         "seed": seed,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -107,6 +109,45 @@ def open_run_model(model: str | Path) -> tuple[Any, ModelConfig, RunDir]:
     beside = backend.path.parent / CONFIG_FILE
     config = json.loads(beside.read_text()) if beside.is_file() else {}
     return backend, config, RunDir.of_model(backend.path.parent)
+
+
+@dataclass(frozen=True)
+class SplitImages:
+    """One split of a run's data, decoded: what the image studies (robustness, the audit) ask
+    the model about."""
+
+    backend: Any
+    run: RunDir
+    data: RunData
+    rows: list[Any]
+    y_true: np.ndarray
+    images: list[Any]
+
+
+def open_split_images(
+    model: str | Path,
+    split: str,
+    data_root: str | Path | None = None,
+    manifest: str | Path | None = None,
+    progress: bool = True,
+) -> SplitImages:
+    """The model (`open_run_model`) and its split's rows, true classes and decoded images;
+    a DatasetError when the split is empty."""
+    from tqdm import tqdm
+
+    from bloodcell.data.decode import decode_image
+    from bloodcell.data.manifest import read_manifest, select
+
+    backend, config, run = open_run_model(model)
+    data = run.find_data(config.get("data"), data_root, manifest)
+    rows = select(read_manifest(data.manifest), split)
+    if not rows:
+        raise DatasetError(f"{data.manifest}: no {split} rows")
+    labels = list(backend.labels)
+    y_true = np.array([labels.index(r.label) for r in rows])
+    paths = tqdm(rows, desc="decode", unit="img", file=sys.stderr, disable=not progress)
+    images = [decode_image(data.root / r.path) for r in paths]
+    return SplitImages(backend, run, data, rows, y_true, images)
 
 
 def evaluate_run(

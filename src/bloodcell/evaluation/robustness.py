@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image
 
 from bloodcell.data.corruptions import MIDDLE_SEVERITY, Corruption, get
-from bloodcell.errors import DatasetError
 from bloodcell.evaluation.metrics import (
     accuracy,
     balanced_accuracy,
@@ -47,18 +46,6 @@ Condition = tuple[Corruption | None, int]
 
 
 # --- the model and the data ----------------------------------------------------------------------
-
-
-def load_images(rows: Sequence[Any], data_root: Path, progress: bool) -> list[Image.Image]:
-    """Decode every image of the split once (a 224-px split of ~300 images is ~45 MB)."""
-    from tqdm import tqdm
-
-    from bloodcell.data.decode import decode_image
-
-    return [
-        decode_image(data_root / r.path)
-        for r in tqdm(rows, desc="decode", unit="img", file=sys.stderr, disable=not progress)
-    ]
 
 
 def _rng(seed: int, name: str, severity: int, index: int) -> np.random.Generator:
@@ -168,19 +155,12 @@ def evaluate_robustness(
 ) -> dict[str, Any]:
     """Evaluate `model` (run dir, model dir or `.onnx`) on `split` clean and under each
     corruption and severity; write JSON, CSV, plot and the report section; return the result."""
-    from bloodcell.data.manifest import read_manifest, select
-    from bloodcell.evaluation.evaluate import open_run_model
+    from bloodcell.evaluation.evaluate import open_split_images
 
     chosen = get(corruptions)
     todo = conditions(chosen, severities)
-    backend, config, run = open_run_model(model)
-    data = run.find_data(config.get("data"), data_root, manifest)
-    rows = select(read_manifest(data.manifest), split)
-    if not rows:
-        raise DatasetError(f"{data.manifest}: no {split} rows to evaluate")
-    labels = list(backend.labels)
-    y_true = np.array([labels.index(r.label) for r in rows])
-    images = load_images(rows, data.root, progress)
+    s = open_split_images(model, split, data_root, manifest, progress)
+    backend, run, data, rows, y_true, images = s.backend, s.run, s.data, s.rows, s.y_true, s.images
     t0 = time.perf_counter()
     results = score_conditions(backend, images, y_true, todo, seed, batch_size, progress)
     result = {
