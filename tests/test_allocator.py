@@ -52,3 +52,17 @@ def test_reexec_sets_the_environment_in_the_child() -> None:
     )
     # The child is `python -m bloodcell.cli --version` with the tuned allocator.
     assert out.stdout.strip().startswith("bloodcell ")
+
+
+def test_which_commands_reexecute() -> None:
+    """Training-like commands always; predict and serve only on the torch engine, where the
+    allocator pays; the ONNX start-up path does not pay for a second interpreter."""
+    from bloodcell.cli import wants_fast_allocator
+
+    assert wants_fast_allocator(["train", "--data", "d"]) and wants_fast_allocator(["run"])
+    assert not wants_fast_allocator(["predict", "RUN", "x.jpg"])
+    assert not wants_fast_allocator(["predict", "RUN", "x.jpg", "--engine", "onnx"])
+    assert wants_fast_allocator(["predict", "RUN", "x.jpg", "--engine", "torch"])
+    assert wants_fast_allocator(["serve", "RUN", "--engine=torch"])
+    assert not wants_fast_allocator(["serve", "RUN"]) and not wants_fast_allocator(["--help"])
+    assert not wants_fast_allocator(["data", "verify"])

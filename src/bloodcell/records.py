@@ -11,7 +11,7 @@ use `.get` for those keys.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 #: A 95% interval [low, high]; None where a resample never defined the figure.
 Interval = list[float]
@@ -45,6 +45,8 @@ class ConformalRecord(TypedDict):
     method: str
     coverage: float
     scores: list[float]
+    #: `models.conformal.quantile_of(scores, coverage)`; absent in models calibrated before it.
+    quantile: NotRequired[float]
 
 
 class OodRecord(TypedDict):

@@ -59,6 +59,9 @@ AUDIT_PNG = "audit.png"
 OOD_DIR = "ood"
 OOD_JSON = "ood.json"
 OOD_PNG = "ood_scores.png"
+#: The model card, in RUN/model/ (`reporting.model_card.CARD_FILE`, which imports the whole
+#: reporting layer; the server needs only the name).
+CARD_FILE = "README.md"
 #: The dataset folder when neither the command line nor the run names one that exists.
 DATA_ENV = "BLOODCELL_DATA"
 

@@ -106,3 +106,24 @@ def make_run(tmp_path: Path, n_per_class: int = 6) -> Path:
     manifest = write_manifest(rows, run / "manifest.csv")
     update_config(run, data={"data_root": str(data), "manifest": str(manifest)})
     return run
+
+
+def export_checked_onnx(model_dir: Path) -> None:
+    """Write model.onnx and record it as checked for these weights, as `bloodcell export
+    --check` does when it passes (the check itself is tested in tests/export), so that
+    `--engine auto` takes it: a few seconds instead of the check's quantisation and passes."""
+    from bloodcell.export.onnx import export_onnx
+    from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
+    from bloodcell.models.saved import update_metrics
+
+    export_onnx(model_dir)
+    record = {"verified": True, "weights_sha256": weights_digest(model_dir)}
+    update_metrics(model_dir, **{ENGINES_KEY: {"onnx": {**record, "file": ENGINE_FILES["onnx"]}}})
+
+
+def onnx_run_dir(tmp_path: Path) -> Path:
+    """A run folder holding the tiny model with a checked ONNX engine (what `auto` picks)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir(), run / "model")
+    export_checked_onnx(run / "model")
+    return run

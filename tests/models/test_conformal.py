@@ -70,3 +70,46 @@ def test_plain_words() -> None:
 def test_saved_model_carries_its_sets() -> None:
     b = open_model(tiny_model_dir())
     assert b.conformal is not None and b.conformal.coverage == 0.95
+
+
+@pytest.mark.parametrize("coverage", [0.5, 0.8, 0.9, 0.95, 0.99, 0.999])
+@pytest.mark.parametrize("n", [3, 20, 281, 1000])
+def test_stored_quantile_gives_crepes_sets(coverage: float, n: int) -> None:
+    """The set from the stored quantile is crepes' set, on every class of every image, also
+    where test scores tie calibration scores exactly (probabilities on a coarse grid)."""
+    probs, y = noisy_probs(n, n)
+    probs = np.round(probs, 2)  # many exact ties between test and calibration scores
+    probs /= probs.sum(1, keepdims=True)
+    stored = ConformalSets.from_config(fit_conformal(probs, y, coverage).to_config())
+    assert stored is not None and stored.quantile is not None
+    test_p, _ = noisy_probs(500, n + 1)
+    test_p = np.vstack([test_p, probs])  # the calibration images themselves: ties
+    reference = stored.crepes_sets(test_p, coverage)
+    fast = (1.0 - test_p) <= stored.quantile
+    assert np.array_equal(fast, reference)
+    legacy = ConformalSets(stored.scores, stored.coverage)  # a model stored before the quantile
+    assert np.array_equal(stored.sets(test_p), legacy.sets(test_p))
+
+
+def test_sets_at_the_stored_coverage_import_no_conformal_library() -> None:
+    import subprocess
+    import sys
+
+    probs, y = noisy_probs(300, 0)
+    config = fit_conformal(probs, y, 0.9).to_config()
+    code = (
+        "import json, sys, numpy as np\n"
+        "from bloodcell.models.conformal import ConformalSets\n"
+        f"s = ConformalSets.from_config(json.loads({json_text(config)!r}))\n"
+        "member = s.sets(np.array([[0.7, 0.1, 0.1, 0.1], [0.4, 0.4, 0.1, 0.1]]))\n"
+        "assert member.shape == (2, 4) and member[:, 0].all()\n"
+        "print('crepes' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def json_text(obj: object) -> str:
+    import json
+
+    return json.dumps(obj)

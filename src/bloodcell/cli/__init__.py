@@ -18,9 +18,12 @@ from bloodcell.errors import BloodcellError
 
 #: Commands that do heavy tensor work and so re-execute under the fast allocator.
 HEAVY_COMMANDS = frozenset(
-    {"train", "evaluate", "calibrate", "predict", "explain", "export", "serve", "run", "cv"}
-    | {"benchmark"}
+    {"train", "evaluate", "calibrate", "explain", "export", "run", "cv", "benchmark"}
 )
+#: Commands that re-execute only when they run torch eager (`--engine torch`): with an ONNX
+#: engine the re-execution costs more start-up than the allocator saves (BENCHMARKS.md,
+#: "Start-up and whole-folder predict").
+TORCH_ONLY_COMMANDS = frozenset({"predict", "serve"})
 
 
 def build_parser() -> Parser:
@@ -41,11 +44,24 @@ def command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def wants_fast_allocator(argv: Sequence[str]) -> bool:
+    """Whether this command line pays for the re-execution under the fast allocator."""
+    command = command_of(argv)
+    if command in HEAVY_COMMANDS:
+        return True
+    if command in TORCH_ONLY_COMMANDS:
+        args = list(argv)
+        pairs = zip(args, [*args[1:], ""], strict=True)
+        return "--engine=torch" in args or any(a == "--engine" and b == "torch" for a, b in pairs)
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Run as a program (argv None), heavy commands re-execute once under a fast
     memory allocator (see `bloodcell.allocator`) before parsing, since parsing the training
-    options already loads torch; called in-process with argv, they never do."""
-    if argv is None and command_of(sys.argv[1:]) in HEAVY_COMMANDS:
+    options already loads torch (`predict` and `serve` only on the torch engine); called
+    in-process with argv, they never do."""
+    if argv is None and wants_fast_allocator(sys.argv[1:]):
         from bloodcell.allocator import reexec_with_fast_allocator
 
         reexec_with_fast_allocator(sys.argv[1:])
@@ -60,4 +76,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["HEAVY_COMMANDS", "build_parser", "main"]
+__all__ = ["HEAVY_COMMANDS", "TORCH_ONLY_COMMANDS", "build_parser", "main", "wants_fast_allocator"]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,13 @@ class StainNormalizer:
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
             out = self.normalize_array(rgb)
             return img if out is rgb and img.mode == "RGB" else Image.fromarray(out, "RGB")
-        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
+        torch = sys.modules.get("torch")  # a tensor means torch is loaded; never import it here
+        if (
+            torch is None
+            or not isinstance(img, torch.Tensor)
+            or img.dtype != torch.uint8
+            or img.ndim != 3
+        ):
             raise TypeError("StainNormalizer takes a PIL image or a uint8 (3, H, W) tensor")
         rgb = img.permute(1, 2, 0).cpu().numpy()
         out = self.normalize_array(rgb)

@@ -8,6 +8,10 @@ only this interface, so an `.onnx` file is a drop-in replacement for the torch m
 
 The ONNX file carries what the model directory's `config.json` carries, as `metadata_props`
 (keys in `META_KEYS`, values JSON-encoded), so the file alone is enough to predict.
+
+This module imports no torch: an ONNX engine answers with NumPy and ONNX Runtime alone.
+`TorchBackend` and the dataset loops (`dataset_outputs`, ...) are in `models.torch_backend`;
+importing them from here still works, and loads torch then.
 """
 
 from __future__ import annotations
@@ -20,16 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.conformal import ConformalSets
-from bloodcell.models.fusion import fused_classifier
-from bloodcell.models.ood import OodDetector, input_spread
-from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD, LoadedModel
+from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD
 
 #: Names of the ONNX graph's input and output.
 ONNX_INPUT = "input"
@@ -51,7 +51,8 @@ META_KEYS = (
 )
 ONNX_FORMAT = "bloodcell-onnx/1"
 
-ArrayLike = np.ndarray | torch.Tensor
+#: A preprocessed batch (N, 3, S, S): a NumPy array, or a torch tensor from a DataLoader.
+ArrayLike = Any
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -78,11 +79,19 @@ class Scored:
     ood_score: np.ndarray | None = None
 
 
-def dihedral_views(batch: torch.Tensor) -> Iterator[torch.Tensor]:
-    """The 8 flips/90-degree rotations of an (N, C, H, W) batch, identity first."""
-    for flipped in (batch, batch.flip(-1)):
+def as_array(batch: ArrayLike) -> np.ndarray:
+    """A batch as a contiguous float32 NumPy array (a torch tensor is viewed, not imported)."""
+    if hasattr(batch, "detach"):  # a torch tensor
+        batch = batch.detach().cpu().numpy()
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def dihedral_views(batch: np.ndarray) -> Iterator[np.ndarray]:
+    """The 8 flips/90-degree rotations of an (N, C, H, W) batch, identity first (the order and
+    direction of `torch.rot90`)."""
+    for flipped in (batch, batch[..., ::-1]):
         for k in range(4):
-            yield torch.rot90(flipped, k, dims=(-2, -1)).contiguous()
+            yield np.ascontiguousarray(np.rot90(flipped, k, axes=(-2, -1)))
 
 
 class Backend:
@@ -127,7 +136,7 @@ class Backend:
 
         With `tta`, both are the mean over the 8 dihedral views (smears have no orientation).
         """
-        batch = torch.as_tensor(batch, dtype=torch.float32)
+        batch = as_array(batch)
         views = list(dihedral_views(batch)) if tta else [batch]
         probs = np.zeros((batch.shape[0], len(self.labels)), dtype=np.float64)
         scores: np.ndarray | None = None
@@ -152,49 +161,6 @@ class Backend:
             "ood": self.ood_info,
             "conformal_coverage": self.conformal.coverage if self.conformal else None,
         }
-
-
-class TorchBackend(Backend):
-    """A saved model run by torch eager on the CPU (also what Grad-CAM needs)."""
-
-    kind = "torch"
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.loaded = loaded
-        # Channels-last (NHWC): the same sums, faster convolutions on a CPU (BENCHMARKS.md).
-        self.model = loaded.model.to(memory_format=torch.channels_last)
-        self._fast: torch.nn.Module | None = None
-        self.path = loaded.path
-        cfg = loaded.config
-        self.config = cfg
-        self.architecture = loaded.architecture
-        self.labels = loaded.labels
-        self.display_names = dict(cfg.get("display_names") or DISPLAY_NAMES)
-        self.preprocess = loaded.preprocess
-        self.temperature = loaded.temperature
-        self.uncertain_threshold = loaded.uncertain_threshold
-        self.ood = OodDetector.load(loaded.path, cfg.get("ood"))
-        self.ood_threshold = self.ood.threshold if self.ood else None
-        self.ood_info = self.ood.to_config() if self.ood else None
-        self.conformal = ConformalSets.from_config(cfg.get("conformal"))
-
-    @property
-    def fast(self) -> torch.nn.Module:
-        """What `run` uses: `model` with BatchNorm folded into the convolutions, faster again.
-        Made on first use (an ONNX engine opened beside this one never needs it); `model`
-        stays as trained for Grad-CAM, which needs its gradients."""
-        if self._fast is None:
-            self._fast = fused_classifier(self.model).to(memory_format=torch.channels_last)
-        return self._fast
-
-    @torch.inference_mode()
-    def run(self, batch: ArrayLike) -> Outputs:
-        x = torch.as_tensor(batch, dtype=torch.float32)
-        x = x.contiguous(memory_format=torch.channels_last)
-        if self.ood is None:
-            return Outputs(self.fast(x).float().numpy())
-        logits, taps = self.fast.forward_with_taps(x, self.ood.layers)
-        return Outputs(logits.float().numpy(), self.ood.score(taps, input_spread(x)))
 
 
 def onnx_session_options(threads: int | None = None) -> Any:
@@ -252,31 +218,42 @@ class OnnxBackend(Backend):
         self.conformal = ConformalSets.from_config(cfg.get("conformal"))
 
     def run(self, batch: ArrayLike) -> Outputs:
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        x = as_array(batch)
         if self.ood_info is None:
             return Outputs(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0])
         logits, scores = self.session.run([ONNX_OUTPUT, ONNX_OOD_SCORE], {ONNX_INPUT: x})
         return Outputs(logits, scores.astype(np.float64))
 
     def use_calibration_of(self, other: Backend, check: dict[str, Any] | None = None) -> None:
-        """Take temperature, thresholds and prediction sets from the model directory: they are
-        refitted (`bloodcell calibrate`) after an export, and the directory is the truth.
+        """`use_calibration` with the model directory's values as `other` (a backend opened on
+        it) holds them."""
+        self.use_calibration(other.config, other.ood_info, check)
+
+    def use_calibration(
+        self,
+        config: dict[str, Any],
+        ood: dict[str, Any] | None,
+        check: dict[str, Any] | None = None,
+    ) -> None:
+        """Take temperature, thresholds and prediction sets from the model directory's
+        `config` (its out-of-scope detector `ood`, None without one): they are refitted
+        (`bloodcell calibrate`) after an export, and the directory is the truth.
 
         `check` is the export's record for this file; int8 shifts the out-of-scope scores a
         little, so when the record holds a threshold refitted on this file's own validation
         scores at the directory's acceptance, that one is kept.
         """
-        self.config = other.config
-        self.temperature = other.temperature
-        self.uncertain_threshold = other.uncertain_threshold
-        self.conformal = other.conformal
-        if self.ood_info is not None and other.ood_info is not None:
-            self.ood_info = {**self.ood_info, **other.ood_info}
-            self.ood_threshold = other.ood_threshold
+        self.config = config
+        self.temperature = float(config.get("temperature", 1.0))
+        self.uncertain_threshold = float(
+            config.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD)
+        )
+        self.conformal = ConformalSets.from_config(config.get("conformal"))
+        if self.ood_info is not None and ood is not None:
+            self.ood_info = {**self.ood_info, **ood}
+            self.ood_threshold = float(ood["threshold"])
             own = (check or {}).get("ood")
-            if own and own.get("acceptance") == other.ood_info.get("acceptance"):
+            if own and own.get("acceptance") == ood.get("acceptance"):
                 self.ood_threshold = float(own["threshold"])
                 self.ood_info["threshold"] = self.ood_threshold
 
@@ -284,73 +261,15 @@ class OnnxBackend(Backend):
         return {**super().describe(), "quantization": self.quantization}
 
 
-def dataset_logits(
-    backend: Backend, dataset: Dataset, batch_size: int = 64, num_workers: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N, C) and integer targets (N,) over a `(tensor, target)` dataset, in order."""
-    outputs, targets = dataset_outputs(backend, dataset, batch_size, num_workers)
-    return outputs.logits, targets
+#: What moved to `models.torch_backend` (with torch), still importable from here.
+_TORCH_NAMES = frozenset(
+    {"TorchBackend", "dataset_logits", "dataset_outputs", "dataset_taps", "torch_batches"}
+)
 
 
-def dataset_outputs(
-    backend: Backend,
-    dataset: Dataset,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    progress: str | None = None,
-) -> tuple[Outputs, np.ndarray]:
-    """Logits, out-of-scope scores and integer targets over a `(tensor, target)` dataset.
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        from bloodcell.models import torch_backend
 
-    Shared by calibration, evaluation and export so all see exactly the same numbers.
-    `progress` names a progress bar (none when None).
-    """
-    from tqdm import tqdm
-
-    logits, scores, targets = [], [], []
-    batches = _batches(dataset, batch_size, num_workers)
-    if progress:
-        batches = tqdm(batches, desc=progress, unit="batch", total=-(-len(dataset) // batch_size))
-    for x, y in batches:
-        out = backend.run(x)
-        logits.append(out.logits)
-        scores.append(out.ood_score)
-        targets.append(np.asarray(y))
-    if not logits:
-        empty = np.zeros((0, len(backend.labels)), np.float32)
-        return Outputs(empty, None), np.zeros((0,), np.int64)
-    has_scores = all(s is not None for s in scores)
-    return (
-        Outputs(np.concatenate(logits), np.concatenate(scores) if has_scores else None),
-        np.concatenate(targets).astype(np.int64),
-    )
-
-
-@torch.inference_mode()
-def dataset_taps(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    layers: list[int],
-    batch_size: int = 64,
-    progress: str | None = None,
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """What the out-of-scope detector is fitted on, over a dataset in order: the tapped
-    layers' pooled activations (one (N, D) array per layer) and each image's pixel spread."""
-    from tqdm import tqdm
-
-    model.eval().to(memory_format=torch.channels_last)  # the same sums, 1.7x faster on a CPU
-    batches = _batches(dataset, batch_size, 0)
-    if progress:
-        batches = tqdm(batches, desc=progress, unit="batch", total=-(-len(dataset) // batch_size))
-    taps: list[list[np.ndarray]] = [[] for _ in layers]
-    spread = []
-    for x, _ in batches:
-        x = x.float()
-        nhwc = x.contiguous(memory_format=torch.channels_last)
-        for i, z in enumerate(model.forward_with_taps(nhwc, layers)[1]):
-            taps[i].append(z.float().numpy())
-        spread.append(input_spread(x).numpy())
-    return [np.concatenate(t) for t in taps], np.concatenate(spread)
-
-
-def _batches(dataset: Dataset, batch_size: int, num_workers: int) -> Iterator[tuple]:
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return getattr(torch_backend, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

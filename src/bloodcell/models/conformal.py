@@ -10,6 +10,13 @@ split. The fitted state is just those calibration scores; they are saved in the 
 
 The set always holds the top class: on a very accurate model an image can otherwise get an
 empty set, which a reader would take as "no class" rather than "the model is sure".
+
+At prediction time no conformal library is needed: crepes' non-smoothed set at a coverage is
+exactly the classes whose hinge score is at most one of the calibration scores (`quantile_of`),
+which calibration stores beside them (`quantile`; for a model calibrated before it was
+stored, it is computed from the stored scores when the model is opened). A set at the model's
+coverage is then one comparison in NumPy; another coverage still goes through crepes, and the
+tests hold the two to the same sets.
 """
 
 from __future__ import annotations
@@ -28,37 +35,73 @@ CONFIRM_BY = {frozenset({"benign", "early_pre_b"}): "flow cytometry"}
 
 @dataclass(frozen=True)
 class ConformalSets:
-    """Calibration scores plus the default coverage; `sets(probs)` gives the class sets."""
+    """Calibration scores plus the default coverage; `sets(probs)` gives the class sets.
+
+    `quantile` is `quantile_of(scores, coverage)` (`from_config` always sets it); with it, a
+    set at `coverage` needs no conformal library, without it crepes is asked.
+    """
 
     scores: np.ndarray
     coverage: float = DEFAULT_COVERAGE
+    quantile: float | None = None
 
     def sets(self, probs: np.ndarray, coverage: float | None = None) -> np.ndarray:
         """Boolean (N, C) membership of each class in each image's set (top class always in)."""
-        from crepes import ConformalClassifier
-        from crepes.extras import hinge
-
         coverage = self.coverage if coverage is None else check_coverage(coverage)
         probs = np.asarray(probs, dtype=np.float64)
         if len(probs) == 0:
             return np.zeros(probs.shape, dtype=bool)
-        cc = ConformalClassifier().fit(self.scores)
-        member = cc.predict_set(hinge(probs), confidence=coverage, smoothing=False).astype(bool)
+        if self.quantile is not None and coverage == self.coverage:
+            member = (1.0 - probs) <= self.quantile  # crepes' hinge score, its set (see above)
+        else:
+            member = self.crepes_sets(probs, coverage)
         member[np.arange(len(probs)), probs.argmax(axis=1)] = True
         return member
 
+    def crepes_sets(self, probs: np.ndarray, coverage: float) -> np.ndarray:
+        """crepes' own non-smoothed sets (without the top-class rule): the reference."""
+        from crepes import ConformalClassifier
+        from crepes.extras import hinge
+
+        cc = ConformalClassifier().fit(self.scores)
+        return cc.predict_set(hinge(probs), confidence=coverage, smoothing=False).astype(bool)
+
     def to_config(self) -> dict[str, Any]:
+        scores = [round(float(s), 8) for s in self.scores]
         return {
             "method": "split conformal, hinge score (crepes)",
             "coverage": self.coverage,
-            "scores": [round(float(s), 8) for s in self.scores],
+            "scores": scores,
+            # Of the scores as stored (rounded), so that a reloaded model answers the same.
+            "quantile": quantile_of(np.asarray(scores, dtype=np.float64), self.coverage),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> ConformalSets | None:
         if not config or not config.get("scores"):
             return None
-        return cls(np.asarray(config["scores"], dtype=np.float64), float(config["coverage"]))
+        scores = np.asarray(config["scores"], dtype=np.float64)
+        coverage = float(config["coverage"])
+        quantile = config.get("quantile")
+        if quantile is None:  # calibrated before it was stored: the same number, from the scores
+            quantile = quantile_of(scores, coverage)
+        return cls(scores, coverage, float(quantile))
+
+
+def quantile_of(scores: np.ndarray, coverage: float) -> float:
+    """The largest hinge score that crepes' non-smoothed set at `coverage` still admits.
+
+    crepes admits a class of hinge score `a` when its p-value, (#{scores >= a} + 1) / (n + 1),
+    is at least 1 - coverage, i.e. when at least `k` calibration scores are >= a, `k` the
+    smallest count for which that float comparison holds. That is `a <= the k-th largest
+    score`; with k = 0 every class is admitted (hinge scores are at most 1).
+    """
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("no calibration scores")
+    k = next(k for k in range(n + 1) if (k + 1) / (n + 1) >= 1 - coverage)
+    return 1.0 if k == 0 else float(ordered[k - 1])
 
 
 def check_coverage(coverage: float) -> float:

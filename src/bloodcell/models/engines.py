@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.models.backends import Backend, OnnxBackend, TorchBackend
-from bloodcell.models.saved import WEIGHTS_FILE, load_model
+from bloodcell.models.backends import Backend, OnnxBackend
+from bloodcell.models.saved import WEIGHTS_FILE, SavedModel, load_model, read_model
+
+if TYPE_CHECKING:
+    from bloodcell.models.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ ENGINE_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 FASTEST_FIRST = ("onnx-int8", "onnx")
 #: Key of the engine checks in the model's metrics.json.
 ENGINES_KEY = "engines"
+#: `models.ood.OOD_FILE`, for configs that do not name it (that module imports torch).
+OOD_FILE = "ood.safetensors"
 
 
 def check_engine(engine: str) -> str:
@@ -51,58 +56,81 @@ def open_model(path: str | Path, engine: str = "auto", threads: int | None = Non
 
     `auto` picks the fastest engine in the model directory whose check passed; `torch`, `onnx`
     and `onnx-int8` ask for one (an error says how to create a missing file). An `.onnx` path is
-    opened as it is.
+    opened as it is. Only what the answer needs is loaded: an ONNX engine reads the model
+    directory's config and metrics, never its torch weights (torch is not imported).
     """
-    return open_with_torch(path, engine, threads)[0]
-
-
-def open_with_torch(
-    path: str | Path, engine: str = "auto", threads: int | None = None
-) -> tuple[Backend, TorchBackend | None]:
-    """`open_model`'s answer and the torch model it was opened beside (None for a lone `.onnx`
-    file): what the server needs for Grad-CAM, without loading the weights twice."""
     check_engine(engine)
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         if engine == "torch":
             raise ModelError(f"{path}: an ONNX file cannot run on the torch engine")
-        return OnnxBackend(path, threads=threads), None
-    torch_backend = TorchBackend(load_model(path))
-    if engine == "torch":
-        return torch_backend, torch_backend
+        return OnnxBackend(path, threads=threads)
+    saved = read_model(path)
     if engine == "auto":
-        return _fastest_checked(torch_backend, threads) or torch_backend, torch_backend
-    record = engine_records(torch_backend).get(engine)
-    return _open_onnx(torch_backend, engine, threads, record), torch_backend
+        return _fastest_checked(saved, threads) or open_torch(saved.path)
+    if engine == "torch":
+        return open_torch(saved.path)
+    return _open_onnx(saved, engine, threads, engine_records(saved).get(engine))
 
 
-def engine_records(backend: TorchBackend) -> dict[str, Any]:
+def open_torch(model_dir: str | Path) -> TorchBackend:
+    """The torch engine on a run or model directory (imports torch)."""
+    from bloodcell.models.torch_backend import TorchBackend
+
+    return TorchBackend(load_model(model_dir))
+
+
+def open_with_torch(
+    path: str | Path, engine: str = "auto", threads: int | None = None
+) -> tuple[Backend, TorchBackend | None]:
+    """`open_model`'s answer and the torch model beside it (None for a lone `.onnx` file),
+    loaded now: for callers that need both at once (the server loads torch only when a
+    heatmap is asked for instead)."""
+    backend = open_model(path, engine, threads)
+    if Path(path).suffix.lower() == ".onnx":
+        return backend, None
+    if backend.kind == "torch":
+        return backend, backend  # type: ignore[return-value]
+    return backend, open_torch(path)
+
+
+def engine_records(model: SavedModel | Backend) -> dict[str, Any]:
     """The export's checks of the ONNX engines (empty when nothing was exported)."""
-    return dict(backend.loaded.metrics.get(ENGINES_KEY) or {})
+    metrics = model.metrics if isinstance(model, SavedModel) else model.loaded.metrics
+    return dict(metrics.get(ENGINES_KEY) or {})
 
 
-def _fastest_checked(torch_backend: TorchBackend, threads: int | None) -> Backend | None:
-    records = engine_records(torch_backend)
+def saved_ood(saved: SavedModel) -> dict[str, Any] | None:
+    """The directory's out-of-scope detector config (`OodDetector.to_config`), None without
+    one; read from config.json, not from the statistics file."""
+    ood = saved.config.get("ood")
+    if not ood or not (saved.path / str(ood.get("file") or OOD_FILE)).is_file():
+        return None
+    return dict(ood)
+
+
+def _fastest_checked(saved: SavedModel, threads: int | None) -> Backend | None:
+    records = engine_records(saved)
     digest = None
     for engine in FASTEST_FIRST:
         record = records.get(engine) or {}
         if not record.get("verified"):
             continue
-        digest = digest or weights_digest(torch_backend.path)
+        digest = digest or weights_digest(saved.path)
         if record.get("weights_sha256") != digest:
             log.warning("%s was checked on other weights: skipped (re-export)", engine)
             continue
         try:
-            return _open_onnx(torch_backend, engine, threads, record)
+            return _open_onnx(saved, engine, threads, record)
         except ModelError as exc:
             log.warning("%s: %s; trying the next engine", engine, exc)
     return None
 
 
 def _open_onnx(
-    torch_backend: TorchBackend, engine: str, threads: int | None, record: dict[str, Any] | None
+    saved: SavedModel, engine: str, threads: int | None, record: dict[str, Any] | None
 ) -> OnnxBackend:
-    model_dir = torch_backend.path
+    model_dir = saved.path
     file = model_dir / ENGINE_FILES[engine]
     if not file.is_file():
         how = " --quantize int8" if engine == "onnx-int8" else ""
@@ -111,7 +139,7 @@ def _open_onnx(
             f"`bloodcell export {model_dir}{how}` or use --engine auto"
         )
     backend = OnnxBackend(file, threads=threads)
-    if backend.labels != torch_backend.labels or backend.preprocess != torch_backend.preprocess:
+    if backend.labels != saved.labels or backend.preprocess != saved.preprocess:
         raise ModelError(f"{file} does not match {model_dir}: re-export it")
-    backend.use_calibration_of(torch_backend, record)
+    backend.use_calibration(saved.config, saved_ood(saved), record)
     return backend

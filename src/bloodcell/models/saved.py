@@ -3,6 +3,10 @@
 A saved model carries everything needed to predict exactly as it did after training: the
 architecture name, class names, preprocessing, calibration temperature, and a record of how it
 was made (training settings, the manifest's sha256, library versions).
+
+Importing this module imports no torch: `read_model` reads what a model says about itself
+(config.json, metrics.json), which is all an ONNX engine needs; `load_model` builds the torch
+model and loads the weights (torch imported then).
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from bloodcell import __version__
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.models.registry import Classifier, create_model
 from bloodcell.run_dir import MODEL_DIR, atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from bloodcell.models.registry import Classifier
 
 FORMAT = "bloodcell-model/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -32,6 +37,7 @@ DEFAULT_UNCERTAIN_THRESHOLD = 0.8
 
 
 def library_versions() -> dict[str, str]:
+    import torch
     import torchvision
 
     return {
@@ -40,6 +46,35 @@ def library_versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
     }
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What a model directory says about itself, read without torch: its `config.json` and
+    `metrics.json` (empty when absent)."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config["labels"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.config["preprocess"])
+
+
+def read_model(path: str | Path) -> SavedModel:
+    """The config and metrics of a run or model directory (no weights are read)."""
+    model_dir = resolve_model_dir(path)
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    if config.get("format") != FORMAT:
+        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
+    metrics_path = model_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return SavedModel(model_dir, config, metrics)
 
 
 @dataclass
@@ -71,13 +106,15 @@ class LoadedModel:
     def uncertain_threshold(self) -> float:
         return float(self.config.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD))
 
-    @torch.inference_mode()
     def predict_proba(self, batch: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Class probabilities (N, 4) for a preprocessed batch, temperature-scaled by default."""
-        logits = self.model(batch)
-        if calibrated:
-            logits = logits / self.temperature
-        return logits.softmax(dim=1)
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(batch)
+            if calibrated:
+                logits = logits / self.temperature
+            return logits.softmax(dim=1)
 
 
 def save_model(
@@ -91,6 +128,8 @@ def save_model(
     metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Write the model directory; returns its path."""
+    from safetensors.torch import save_file
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -151,10 +190,12 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a saved model in eval mode. The architecture is rebuilt without downloading weights."""
-    model_dir = resolve_model_dir(path)
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
-    if config.get("format") != FORMAT:
-        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
+    from safetensors.torch import load_file
+
+    from bloodcell.models.registry import create_model
+
+    saved = read_model(path)
+    model_dir, config = saved.path, saved.config
     model = create_model(config["architecture"], pretrained=False)
     try:
         model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device=str(device)))
@@ -163,6 +204,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             f"{model_dir / WEIGHTS_FILE}: weights do not fit {config['architecture']}: {exc}"
         ) from exc
     model.to(device).eval()
-    metrics_path = model_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return LoadedModel(model=model, config=config, path=model_dir, metrics=metrics)
+    return LoadedModel(model=model, config=config, path=model_dir, metrics=saved.metrics)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bloodcell.data.cells import Cells
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.models.conformal import describe_set, set_labels
+
+if TYPE_CHECKING:
+    from bloodcell.data.cells import Cells
 
 #: What an out-of-scope row says instead of a class.
 OUT_OF_SCOPE_NOTE = (

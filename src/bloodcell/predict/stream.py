@@ -1,28 +1,49 @@
-"""Predicting images in batches: decoded ahead by threads, streamed out batch by batch."""
+"""Predicting images in batches: decoded ahead by threads, scored by a thread of its own,
+streamed out batch by batch.
+
+Three things overlap in `predict_paths`, so that the model is never waiting for work it could
+be doing:
+
+- decoding and preprocessing (NumPy and Pillow, `Preprocess.prepare_array`) of each file, by
+  `workers` threads, up to `PREFETCH` batches ahead of the model, written straight into the
+  batch's input array;
+- the model (`Backend.score`), on one thread that takes the batches in order: ONNX Runtime and
+  torch let go of the GIL while they compute, so the other threads go on meanwhile;
+- turning scores into `Prediction` rows and writing them, in the caller's thread: the scorer
+  has already started on the next batch by then (up to `AHEAD` scored batches wait).
+
+No torch is imported here: with an ONNX engine the whole path is NumPy, Pillow and ONNX Runtime.
+"""
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 from collections import deque
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from PIL import Image
 
-from bloodcell.data.cells import Cells
 from bloodcell.errors import BloodcellError
-from bloodcell.models.backends import Backend
+from bloodcell.models.backends import Backend, Scored
 from bloodcell.predict.paths import iter_image_paths, read_image
 from bloodcell.predict.records import Prediction, to_predictions
 
-#: A decoded file: its model input and the white cells found (None with the guard off).
-Prepared = tuple[torch.Tensor, Cells | None]
+if TYPE_CHECKING:
+    from bloodcell.data.cells import Cells
 
 #: Batches decoded ahead of the one the model is working on.
 PREFETCH = 2
+#: Scored batches that may wait for the writer before the scorer waits in turn.
+AHEAD = 2
+#: How often (s) a blocked hand-over checks whether the other side has stopped.
+_POLL = 0.1
 
 
 def predict_images(
@@ -38,8 +59,9 @@ def predict_images(
     if not images:
         return []
     names = names or [f"image-{i}" for i in range(len(images))]
-    prepared = [backend.preprocess.prepare(img.convert("RGB"), cell_guard) for img in images]
-    batch = torch.stack([x for x, _ in prepared])
+    pre = backend.preprocess
+    prepared = [pre.prepare_array(_rgb(img), cell_guard) for img in images]
+    batch = np.stack([x for x, _ in prepared])
     threshold = resolve_threshold(backend, uncertain_threshold)
     cells = [c for _, c in prepared] if cell_guard else None
     return to_predictions(names, backend.score(batch, tta), backend, threshold, cells)
@@ -59,31 +81,26 @@ def predict_paths(
     """Stream predictions for files and folders: yields one list per batch, in file order.
 
     Files are found lazily and decoded by `workers` threads up to `PREFETCH` batches ahead of
-    the model, so decoding overlaps inference and memory stays flat however many files there
-    are. Files whose path (as `str`) is in `skip` are left out (`--resume`). Error rows come in
-    the batch their file was in. `cell_guard` as in `predict_images`.
+    the model, which runs on a thread of its own, so decoding, the model and the caller's
+    writing overlap and memory stays flat however many files there are. Files whose path (as
+    `str`) is in `skip` are left out (`--resume`). Error rows come in the batch their file was
+    in. `cell_guard` as in `predict_images`.
     """
     paths = list(paths)  # the arguments, not the files: small, and walked twice for the bar
     threshold = resolve_threshold(backend, uncertain_threshold)
-
-    def load(path: Path) -> Prepared | str:
-        try:
-            return backend.preprocess.prepare(read_image(path), cell_guard)
-        except BloodcellError as exc:
-            return str(exc)
-
     todo = (p for p in iter_image_paths(paths) if str(p) not in skip)
     bar = _progress_bar(paths, progress, skip)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending: deque[tuple[list[Path], list[Future]]] = deque()
-        for chunk in _chunks(todo, batch_size):
-            pending.append((chunk, [pool.submit(load, p) for p in chunk]))
-            if len(pending) > PREFETCH:
-                yield _finish_chunk(backend, *pending.popleft(), tta, threshold, bar)
-        while pending:
-            yield _finish_chunk(backend, *pending.popleft(), tta, threshold, bar)
-    if bar is not None:
-        bar.close()
+    scorer = _Scorer(backend, todo, batch_size, tta, max(1, workers), cell_guard)
+    try:
+        for done in scorer.results():
+            preds = done.predictions(backend, threshold, cell_guard)
+            if bar is not None:
+                bar.update(len(preds))
+            yield preds
+    finally:
+        scorer.stop()
+        if bar is not None:
+            bar.close()
 
 
 def resolve_threshold(backend: Backend, override: float | None) -> float:
@@ -94,41 +111,147 @@ def resolve_threshold(backend: Backend, override: float | None) -> float:
     return threshold
 
 
-def _finish_chunk(
-    backend: Backend,
-    chunk: list[Path],
-    futures: list[Future],
-    tta: bool,
-    threshold: float,
-    bar: Any,
-) -> list[Prediction]:
-    preds = _predict_chunk(backend, chunk, [f.result() for f in futures], tta, threshold)
-    if bar is not None:
-        bar.update(len(chunk))
-    return preds
+@dataclass
+class _Batch:
+    """One batch of files: where each one's model input goes, and what its decoding gave."""
+
+    paths: list[Path]
+    inputs: np.ndarray  # (len(paths), 3, S, S), filled in by the decoding threads
+    loaded: list[Future]  # per file: its Cells (or None, guard off), or an error string
+    scored: Scored | None = None
+    found: list[Cells | str | None] | None = None
+
+    def good(self) -> list[int]:
+        assert self.found is not None
+        return [i for i, x in enumerate(self.found) if not isinstance(x, str)]
+
+    def predictions(self, backend: Backend, threshold: float, guard: bool) -> list[Prediction]:
+        """The rows of this batch, in file order: errors where a file could not be read."""
+        assert self.found is not None
+        results: dict[int, Prediction] = {
+            i: Prediction(path=str(self.paths[i]), error=x)
+            for i, x in enumerate(self.found)
+            if isinstance(x, str)
+        }
+        good = self.good()
+        if good:
+            assert self.scored is not None
+            names = [str(self.paths[i]) for i in good]
+            cells = [self.found[i] for i in good] if guard else None
+            preds = to_predictions(names, self.scored, backend, threshold, cells)  # type: ignore[arg-type]
+            results.update(zip(good, preds, strict=True))
+        return [results[i] for i in range(len(self.paths))]
 
 
-def _predict_chunk(
-    backend: Backend,
-    chunk: list[Path],
-    loaded: list[Prepared | str],
-    tta: bool,
-    threshold: float,
-) -> list[Prediction]:
-    good = [i for i, x in enumerate(loaded) if not isinstance(x, str)]
-    results: dict[int, Prediction] = {
-        i: Prediction(path=str(chunk[i]), error=x)
-        for i, x in enumerate(loaded)
-        if isinstance(x, str)
-    }
-    if good:
-        batch = torch.stack([loaded[i][0] for i in good])
-        cells = [loaded[i][1] for i in good]
-        names = [str(chunk[i]) for i in good]
-        scored = backend.score(batch, tta)
-        preds = to_predictions(names, scored, backend, threshold, cells)
-        results.update(zip(good, preds, strict=True))
-    return [results[i] for i in range(len(chunk))]
+class _Scorer:
+    """The decoding pool and the model thread of one `predict_paths` call.
+
+    The model thread walks the files, hands each batch's files to the pool as soon as there
+    is room for it (`PREFETCH` batches ahead), scores the oldest batch when its files are in,
+    and puts it on `out`; `results` hands them to the caller in order. Any error on the model
+    thread reaches the caller there; `stop` ends both sides (the caller stopped early, or all
+    is done).
+    """
+
+    _END = object()
+
+    def __init__(
+        self,
+        backend: Backend,
+        todo: Iterator[Path],
+        batch_size: int,
+        tta: bool,
+        workers: int,
+        guard: bool,
+    ) -> None:
+        self.backend = backend
+        self.todo = todo
+        self.batch_size = max(1, int(batch_size))
+        self.tta = tta
+        self.guard = guard
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bloodcell-decode")
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bloodcell-model", daemon=True)
+        self.thread.start()
+
+    # --- the caller's side -----------------------------------------------------------------
+
+    def results(self) -> Iterator[_Batch]:
+        while True:
+            item = self.out.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        while self.thread.is_alive():  # let a model thread blocked on a full queue finish
+            try:
+                self.out.get(timeout=_POLL)
+            except queue.Empty:
+                pass
+        self.thread.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- the model thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            pending: deque[_Batch] = deque()
+            for chunk in _chunks(self.todo, self.batch_size):
+                if self.stopping.is_set():
+                    return
+                pending.append(self._submit(chunk))
+                if len(pending) > PREFETCH:
+                    self._put(self._score(pending.popleft()))
+            while pending and not self.stopping.is_set():
+                self._put(self._score(pending.popleft()))
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - the caller re-raises it
+            self._put(exc)
+
+    def _submit(self, chunk: list[Path]) -> _Batch:
+        size = self.backend.preprocess.image_size
+        inputs = np.empty((len(chunk), 3, size, size), np.float32)
+        load = self._loader()
+        loaded = [self.pool.submit(load, p, inputs[i]) for i, p in enumerate(chunk)]
+        return _Batch(chunk, inputs, loaded)
+
+    def _loader(self) -> Callable[[Path, np.ndarray], Any]:
+        pre, guard = self.backend.preprocess, self.guard
+
+        def load(path: Path, out: np.ndarray) -> Cells | str | None:
+            try:
+                image, cells = pre.cells_image(read_image(path), guard)
+                pre.pixels(image, out=out)
+                return cells
+            except BloodcellError as exc:
+                return str(exc)
+
+        return load
+
+    def _score(self, batch: _Batch) -> _Batch:
+        batch.found = [f.result() for f in batch.loaded]
+        good = batch.good()
+        if good:
+            inputs = batch.inputs if len(good) == len(batch.paths) else batch.inputs[good]
+            batch.scored = self.backend.score(inputs, self.tta)
+        return batch
+
+    def _put(self, item: Any) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.out.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _chunks(items: Iterator[Path], size: int) -> Iterator[list[Path]]:
@@ -147,10 +270,9 @@ def _progress_bar(
 ) -> Any:
     """A tqdm bar on stderr; `None` shows it only on a terminal. Counting the files first is a
     cheap directory walk that gives the bar a total."""
-    if progress is False:
+    if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
     from tqdm import tqdm
 
     total = sum(1 for p in iter_image_paths(paths) if str(p) not in skip)
-    hide = progress is None and not sys.stderr.isatty()
-    return tqdm(total=total, unit="img", desc="predict", file=sys.stderr, disable=hide)
+    return tqdm(total=total, unit="img", desc="predict", file=sys.stderr)

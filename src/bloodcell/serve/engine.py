@@ -1,5 +1,6 @@
-"""The served model: loaded once with the chosen engine, torch beside it for Grad-CAM, and the
-facts `/v1/model` reports about it."""
+"""The served model: loaded once with the chosen engine, torch beside it for Grad-CAM (loaded on
+the first heatmap asked for, so an ONNX engine starts without torch), and the facts `/v1/model`
+reports about it."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from bloodcell.data.manifest import file_sha256
-from bloodcell.evaluation.explain import explain_image
-from bloodcell.models.backends import Backend, TorchBackend
-from bloodcell.models.engines import open_with_torch
-from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE
-from bloodcell.predict import Prediction as ImagePrediction
-from bloodcell.predict import predict_images
-from bloodcell.reporting.model_card import CARD_FILE
-from bloodcell.run_dir import RunDir
+from bloodcell.models.backends import Backend
+from bloodcell.models.engines import open_model, open_torch
+from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE, read_model
+from bloodcell.predict.records import Prediction as ImagePrediction
+from bloodcell.predict.stream import predict_images
+from bloodcell.run_dir import CARD_FILE, RunDir
+
+if TYPE_CHECKING:
+    from bloodcell.models.torch_backend import TorchBackend
 
 log = logging.getLogger("bloodcell.serve")
 
@@ -44,14 +46,27 @@ class Engine:
     """The model, loaded once: the fastest backend for probabilities, torch for Grad-CAM."""
 
     backend: Backend
-    torch: TorchBackend | None
+    #: The model directory Grad-CAM loads torch from; None for a lone .onnx file.
+    model_dir: Path | None
     info: dict[str, Any]
     #: `model/README.md`; read per request, so a re-evaluation while serving shows at once.
     card: Path | None = None
+    _torch: TorchBackend | None = None
 
     @property
     def can_explain(self) -> bool:
-        return self.torch is not None
+        return self.model_dir is not None
+
+    @property
+    def torch(self) -> TorchBackend | None:
+        """The torch model for Grad-CAM: the serving backend when it is torch, else loaded on
+        first use (the caller holds the batcher's model lock, so it is loaded once)."""
+        if self._torch is None and self.model_dir is not None:
+            if self.backend.kind == "torch":
+                self._torch = self.backend  # type: ignore[assignment]
+            else:
+                self._torch = open_torch(self.model_dir)
+        return self._torch
 
     def classify(self, uploads: Sequence[Upload]) -> list[ImagePrediction]:
         """Blocking: one model call per guard setting for decoded uploads (the batch worker's
@@ -70,6 +85,8 @@ class Engine:
         """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger
         than HEATMAP_MAX_SIDE (the model sees a few hundred pixels; more would only be bytes).
         Blocking; the caller holds the batcher's model lock."""
+        from bloodcell.evaluation.explain import explain_image
+
         assert self.torch is not None
         overlay = explain_image(self.torch, _shrink(image, HEATMAP_MAX_SIDE), target=target)
         return base64.b64encode(overlay.overlay_png()).decode("ascii")
@@ -85,23 +102,25 @@ def _shrink(image: Image.Image, max_side: int) -> Image.Image:
 
 def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
     """Load the model once with the chosen engine (`models.engines.open_model`: auto takes the
-    fastest checked one), and torch beside it for Grad-CAM."""
+    fastest checked one); torch for Grad-CAM is loaded when the first heatmap is asked for."""
     path = Path(model_path)
-    backend, torch_backend = open_with_torch(path, engine)
-    if torch_backend is None:  # a lone .onnx file
+    backend = open_model(path, engine)
+    if path.suffix.lower() == ".onnx":  # a lone .onnx file
         info = _model_info(backend, None, path, path.parent)
         return Engine(backend, None, info, path.parent / CARD_FILE)
-    model_dir = torch_backend.path
-    info = _model_info(backend, torch_backend, model_dir / WEIGHTS_FILE, model_dir)
+    saved = read_model(path)
+    info = _model_info(backend, saved.metrics, saved.path / WEIGHTS_FILE, saved.path)
     log.info("engine: %s (%s)", backend.kind, backend.path)
-    return Engine(backend, torch_backend, info, model_dir / CARD_FILE)
+    return Engine(backend, saved.path, info, saved.path / CARD_FILE)
 
 
 def _model_info(
-    backend: Backend, torch_backend: TorchBackend | None, weights: Path, model_dir: Path
+    backend: Backend, metrics: dict[str, Any] | None, weights: Path, model_dir: Path
 ) -> dict[str, Any]:
+    """What /v1/model says; `metrics` is the model directory's (None: read beside the file)."""
     config = backend.config  # the model directory's, or a lone .onnx file's metadata
-    metrics = torch_backend.loaded.metrics if torch_backend else _read_metrics(model_dir)
+    explain = metrics is not None
+    metrics = metrics if metrics is not None else _read_metrics(model_dir)
     name = RunDir.of_model(model_dir).path.name
     if weights.suffix == ".onnx":
         name = weights.stem
@@ -121,7 +140,7 @@ def _model_info(
         "uncertain_threshold": backend.uncertain_threshold,
         "ood_threshold": backend.ood_threshold,
         "conformal_coverage": backend.conformal.coverage if backend.conformal else None,
-        "explain_available": torch_backend is not None,
+        "explain_available": explain,
         "metrics": _finite(metrics),
     }
 
