@@ -28,10 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from bloodcell.data.cells import CellFinder, Cells, erase_cells, keep_cells, paste_cells
+from bloodcell.data.cells import (
+    CellFinder,
+    Cells,
+    background_colour,
+    erase_cells,
+    keep_cells,
+    paste_cells,
+)
 from bloodcell.models.backends import Backend
 from bloodcell.records import AuditResult, AuditVariant, SwapShares
 
@@ -72,15 +78,15 @@ def alone(image: Image.Image, cells: Cells) -> Image.Image:
     return keep_cells(image, cells)
 
 
-def swapped(cells_from: Image.Image, cells: Cells, onto: Image.Image, onto_cells: Cells) -> Image:
+def swapped(
+    cells_from: Image.Image, cells: Cells, onto: Image.Image, onto_cells: Cells
+) -> Image.Image:
     """The cells of one image on the cell-free background of another."""
     return paste_cells(cells_from, cells, erase_cells(onto, onto_cells))
 
 
 def corner_masked(image: Image.Image, cells: Cells) -> Image.Image:
     """The bottom-right corner (the scale bar) painted with the image's background colour."""
-    from bloodcell.data.cells import background_colour
-
     out = image.convert("RGB").copy()
     w, h = out.size
     box = (int(w * (1 - CORNER[0])), int(h * (1 - CORNER[1])), w, h)
@@ -121,12 +127,12 @@ def answer(
     backend: Backend, images: Sequence[Image.Image], batch_size: int, tick: Callable[[int], Any]
 ) -> list[Answer]:
     """The model's top class for each image and whether it is refused (no white cell found, or
-    out of scope), through the model's own preprocessing."""
+    out of scope), through the model's own preprocessing as `predict` runs it."""
     out: list[Answer] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        prepared = [backend.preprocess.prepare(im, guard=True) for im in chunk]
-        scored = backend.score(torch.stack([x for x, _ in prepared]))
+        prepared = [backend.preprocess.prepare_array(im, guard=True) for im in chunk]
+        scored = backend.score(np.stack([x for x, _ in prepared]))
         flags = backend.out_of_scope(scored.ood_score)
         for j, (_, cells) in enumerate(prepared):
             no_cell = cells is not None and cells.count == 0
@@ -237,7 +243,7 @@ def audit_run(
     from bloodcell.reporting.audit_report import write_audit
 
     write_audit(result, cases, answers, backend, out)
-    if (backend.path / "config.json").is_file() or backend.kind == "torch":
+    if backend.path.is_dir():  # a model directory records it; a lone .onnx file cannot
         from bloodcell.models.saved import update_metrics
 
         update_metrics(backend.path, audit=result)

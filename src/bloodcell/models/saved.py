@@ -48,43 +48,11 @@ def library_versions() -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class SavedModel:
-    """What a model directory says about itself, read without torch: its `config.json` and
-    `metrics.json` (empty when absent)."""
+class ConfigView:
+    """What a saved model's `config.json` says, as properties: shared by the record read
+    without torch (`SavedModel`) and the loaded model (`LoadedModel`)."""
 
-    path: Path
     config: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.config["labels"])
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return Preprocess.from_dict(self.config["preprocess"])
-
-
-def read_model(path: str | Path) -> SavedModel:
-    """The config and metrics of a run or model directory (no weights are read)."""
-    model_dir = resolve_model_dir(path)
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
-    if config.get("format") != FORMAT:
-        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
-    metrics_path = model_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return SavedModel(model_dir, config, metrics)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference, with its recorded configuration."""
-
-    model: Classifier
-    config: dict[str, Any]
-    path: Path
-    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -105,6 +73,37 @@ class LoadedModel:
     @property
     def uncertain_threshold(self) -> float:
         return float(self.config.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD))
+
+
+@dataclass(frozen=True)
+class SavedModel(ConfigView):
+    """What a model directory says about itself, read without torch: its `config.json` and
+    `metrics.json` (empty when absent)."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def read_model(path: str | Path) -> SavedModel:
+    """The config and metrics of a run or model directory (no weights are read)."""
+    model_dir = resolve_model_dir(path)
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    if config.get("format") != FORMAT:
+        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
+    metrics_path = model_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return SavedModel(model_dir, config, metrics)
+
+
+@dataclass
+class LoadedModel(ConfigView):
+    """A model ready for inference, with its recorded configuration."""
+
+    model: Classifier
+    config: dict[str, Any]
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def predict_proba(self, batch: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Class probabilities (N, 4) for a preprocessed batch, temperature-scaled by default."""
