@@ -37,7 +37,17 @@ from typing import Any
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 #: Modules the ONNX start-up path should not need.
-HEAVY = ("torch", "torchvision", "lightning", "pytorch_lightning", "crepes", "sklearn", "pandas")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "pytorch_lightning",
+    "crepes",
+    "sklearn",
+    "pandas",
+    "scipy",
+    "skimage",
+)
 
 
 def run_once(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:

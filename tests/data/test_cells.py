@@ -9,12 +9,10 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
-from tests.conftest import make_dataset
 
 from bloodcell.data.cells import (
     NEUTRAL,
@@ -22,12 +20,10 @@ from bloodcell.data.cells import (
     Cells,
     KeepCells,
     background_colour,
-    contact_sheet,
     erase_cells,
     find_cells,
     keep_cells,
     paste_cells,
-    write_contact_sheets,
 )
 
 YELLOWISH = (246, 240, 212)  # Pro slides
@@ -364,27 +360,3 @@ def test_tiny_and_empty_inputs(shape: tuple[int, int, int]) -> None:
 def test_cells_count_is_boxes() -> None:
     cells = Cells(np.zeros((4, 4), bool), ((0, 0, 2, 2), (2, 2, 4, 4)))
     assert cells.count == 2 and cells.fraction == 0.0
-
-
-def test_contact_sheet_writes_a_png(tmp_path: Path) -> None:
-    images = [("two", field()), ("none", smear(red=RED_AT)), ("odd", field(size=(150, 190)))]
-    out = contact_sheet(images, tmp_path / "sheets" / "s.png", cols=2)
-    with Image.open(out) as im:
-        assert im.format == "PNG" and im.width > 300 and im.height > 300
-        rgb = np.asarray(im.convert("RGB"))
-    # the green mask outlines are drawn
-    assert ((rgb[..., 1] > 200) & (rgb[..., 0] < 60) & (rgb[..., 2] < 60)).sum() > 50
-    with pytest.raises(ValueError):
-        contact_sheet([], tmp_path / "empty.png")
-
-
-def test_write_contact_sheets_one_per_class(tmp_path: Path) -> None:
-    root = make_dataset(tmp_path / "data", "mehradaria", n_per_class=3)
-    paths = write_contact_sheets(root, tmp_path / "out", per_class=2, seed=1)
-    assert [p.name for p in paths] == [
-        "cells_benign.png",
-        "cells_early_pre_b.png",
-        "cells_pre_b.png",
-        "cells_pro_b.png",
-    ]
-    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)

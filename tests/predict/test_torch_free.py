@@ -1,6 +1,7 @@
 """The start-up path that does only what the answer needs: with an ONNX engine, `predict` and
-`serve` import neither torch nor torchvision nor Lightning (nor crepes), and the NumPy
-preprocessing gives the labels the torch transform gave."""
+`serve` import neither torch nor torchvision nor Lightning (nor crepes, nor SciPy and
+scikit-image, whose imports alone took longer than the one-image answer now takes), and the
+NumPy preprocessing gives the labels the torch transform gave."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from bloodcell.models.saved import update_config
 from bloodcell.predict.stream import predict_images, predict_paths
 
 #: Modules the ONNX path must not import.
-HEAVY = ("torch", "torchvision", "lightning", "pytorch_lightning", "crepes")
+HEAVY = ("torch", "torchvision", "lightning", "pytorch_lightning", "crepes", "scipy", "skimage")
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def show_cmd(args: argparse.Namespace) -> int:
 
 
 def cells_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.data.cells import write_contact_sheets
+    from bloodcell.data.show import write_contact_sheets
 
     for path in write_contact_sheets(data_dir(args.data), args.out, args.per_class, args.seed):
         print(path)
