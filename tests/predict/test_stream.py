@@ -1,17 +1,20 @@
-"""stream: mixed good/bad files in batches, the threshold override, TTA invariance."""
+"""stream: mixed good/bad files in batches, several batches scored at once, the threshold
+override, TTA invariance."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from tests.conftest import synthetic_image
-from tests.models import IMAGE_SIZE
+from tests.models import IMAGE_SIZE, onnx_run_dir
 from tests.predict import BAD, SCORE_TOLERANCE
 
 from bloodcell.labels import LABELS
+from bloodcell.models.engines import open_model
 from bloodcell.predict.stream import predict_images, predict_paths
 
 
@@ -35,6 +38,46 @@ def test_mixed_good_and_bad_files(backend, mixed: Path) -> None:
         assert p.uncertain == (p.confidence < backend.uncertain_threshold)
     # the tiny model learned the colours: labels follow the class folders
     assert sum(p.label == Path(p.path).parent.name for p in good) >= 10
+
+
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return onnx_run_dir(tmp_path_factory.mktemp("stream-onnx"))
+
+
+def test_single_thread_sessions_take_a_batch_per_core(onnx_run: Path) -> None:
+    assert open_model(onnx_run, "onnx").concurrent_batches == 1  # one run over every core
+    assert open_model(onnx_run, "onnx", threads=1).concurrent_batches == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_batches_scored_at_once_give_the_same_rows_in_order(
+    onnx_run: Path, mixed: Path, batch_size: int
+) -> None:
+    """Three batches with the model at once (single-thread runs) against one at a time: the
+    same batches, the same files in the same order, the same answers and errors."""
+    one = open_model(onnx_run, "onnx")
+    many = open_model(onnx_run, "onnx", threads=1)
+    many.concurrent_batches = 3
+    a = list(predict_paths(one, [mixed], batch_size=batch_size))
+    b = list(predict_paths(many, [mixed], batch_size=batch_size))
+    assert [[p.path for p in x] for x in a] == [[p.path for p in x] for x in b]
+    for p, q in zip((p for x in a for p in x), (q for x in b for q in x), strict=True):
+        assert (p.label, p.error, p.reason, p.cells) == (q.label, q.error, q.reason, q.cells)
+        for label, prob in (p.probabilities or {}).items():  # none for an unreadable file
+            assert q.probabilities[label] == pytest.approx(prob, abs=SCORE_TOLERANCE)
+    assert sum(p.ok for x in b for p in x) == 12
+
+
+def test_stopping_early_with_batches_at_the_model(onnx_run: Path, mixed: Path) -> None:
+    many = open_model(onnx_run, "onnx", threads=1)
+    many.concurrent_batches = 3
+    stream = predict_paths(many, [mixed], batch_size=1)
+    first = next(stream)
+    stream.close()  # the caller stops: pools and the feeding thread end, nothing hangs
+    assert len(first) == 1
+    again = [p for b in predict_paths(many, [mixed], batch_size=4) for p in b]
+    assert len(again) == 15  # the same backend still answers a new call in full
 
 
 def test_uncertain_threshold_override(backend, mixed: Path) -> None:

@@ -42,7 +42,9 @@ def run_predict(
     run (`models.engines.open_model`); every row names the engine that answered. With
     `cell_guard` (the default) an image with no white cell found is refused.
     """
-    backend = model if isinstance(model, Backend) else open_model(model, engine)
+    # One ONNX Runtime thread per run and a batch per core at once: faster than one run over
+    # every core while decoding shares the cores (`OnnxBackend`, `benchmarks/predict_folder.py`).
+    backend = model if isinstance(model, Backend) else open_model(model, engine, threads=1)
     out_path = Path(out) if out else None
     fmt = infer_format(fmt, out_path)
     if fmt not in FORMATS:

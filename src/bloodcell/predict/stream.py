@@ -7,8 +7,10 @@ be doing:
 - decoding and preprocessing (NumPy and Pillow, `Preprocess.prepare_array`) of each file, by
   `workers` threads, up to `PREFETCH` batches ahead of the model, written straight into the
   batch's input array;
-- the model (`Backend.score`), on one thread that takes the batches in order: ONNX Runtime and
-  torch let go of the GIL while they compute, so the other threads go on meanwhile;
+- the model (`Backend.score`), on as many threads as the engine takes batches at once
+  (`Backend.concurrent_batches`: one for an engine that spreads a batch over every core, one
+  per core for a single-thread ONNX session), batches taken in order: ONNX Runtime and torch
+  let go of the GIL while they compute, so the other threads go on meanwhile;
 - turning scores into `Prediction` rows and writing them, in the caller's thread: the scorer
   has already started on the next batch by then (up to `AHEAD` scored batches wait).
 
@@ -144,13 +146,13 @@ class _Batch:
 
 
 class _Scorer:
-    """The decoding pool and the model thread of one `predict_paths` call.
+    """The decoding pool, the model pool and the feeding thread of one `predict_paths` call.
 
-    The model thread walks the files, hands each batch's files to the pool as soon as there
-    is room for it (`PREFETCH` batches ahead), scores the oldest batch when its files are in,
-    and puts it on `out`; `results` hands them to the caller in order. Any error on the model
-    thread reaches the caller there; `stop` ends both sides (the caller stopped early, or all
-    is done).
+    The feeding thread walks the files, hands each batch's files to the decoding pool as soon
+    as there is room for it (`PREFETCH` batches ahead), gives the oldest decoded batch to the
+    model pool (as many at once as the engine takes), and puts the scored batches on `out` in
+    order; `results` hands them to the caller. Any error on either pool reaches the caller
+    there; `stop` ends every side (the caller stopped early, or all is done).
     """
 
     _END = object()
@@ -170,9 +172,11 @@ class _Scorer:
         self.tta = tta
         self.guard = guard
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bloodcell-decode")
+        self.parallel = max(1, backend.concurrent_batches)
+        self.models = ThreadPoolExecutor(self.parallel, thread_name_prefix="bloodcell-model")
         self.out: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="bloodcell-model", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="bloodcell-feed", daemon=True)
         self.thread.start()
 
     # --- the caller's side -----------------------------------------------------------------
@@ -194,24 +198,35 @@ class _Scorer:
             except queue.Empty:
                 pass
         self.thread.join()
+        self.models.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    # --- the model thread ------------------------------------------------------------------
+    # --- the feeding thread ----------------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            pending: deque[_Batch] = deque()
+            pending: deque[_Batch] = deque()  # being decoded
+            scoring: deque[Future[_Batch]] = deque()  # with the model
             for chunk in _chunks(self.todo, self.batch_size):
                 if self.stopping.is_set():
                     return
                 pending.append(self._submit(chunk))
                 if len(pending) > PREFETCH:
-                    self._put(self._score(pending.popleft()))
+                    self._start(pending.popleft(), scoring)
             while pending and not self.stopping.is_set():
-                self._put(self._score(pending.popleft()))
+                self._start(pending.popleft(), scoring)
+            while scoring and not self.stopping.is_set():
+                self._put(scoring.popleft().result())
             self._put(self._END)
         except BaseException as exc:  # noqa: BLE001 - the caller re-raises it
             self._put(exc)
+
+    def _start(self, batch: _Batch, scoring: deque[Future[_Batch]]) -> None:
+        """Give `batch` to the model pool, once fewer batches than it takes at once are there
+        (the oldest scored ones are handed out first, in order)."""
+        while len(scoring) >= self.parallel:
+            self._put(scoring.popleft().result())
+        scoring.append(self.models.submit(self._score, batch))
 
     def _submit(self, chunk: list[Path]) -> _Batch:
         size = self.backend.preprocess.image_size
