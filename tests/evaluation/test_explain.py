@@ -1,4 +1,4 @@
-"""Grad-CAM: heatmap and overlay at the input image's size; torch models only."""
+"""Grad-CAM: heatmap and overlay at the input image's size; torch models only; the command."""
 
 from __future__ import annotations
 

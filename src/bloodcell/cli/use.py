@@ -61,7 +61,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
 
 
 def explain_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.evaluation.explain import run_explain
+    from bloodcell.predict.explain import run_explain
 
     results = run_explain(args.model, args.images, args.out)
     for image, png, error in results:

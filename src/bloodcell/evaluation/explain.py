@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,41 +137,3 @@ def render_figure(image: Image.Image, explanation: Explanation) -> Image.Image:
     fig.savefig(buf, format="png", bbox_inches="tight")
     buf.seek(0)
     return Image.open(buf).convert("RGB")
-
-
-def _out_name(path: Path, used: set[str]) -> str:
-    name = f"{path.stem}-gradcam.png"
-    n = 1
-    while name in used:
-        n += 1
-        name = f"{path.stem}-{n}-gradcam.png"
-    used.add(name)
-    return name
-
-
-def run_explain(
-    model: str | Path, images: Sequence[str | Path], out_dir: str | Path
-) -> list[tuple[str, str, str | None]]:
-    """What `bloodcell explain` does: one titled PNG per image in `out_dir`.
-
-    Returns (image, output PNG or "", error or None) per image; unreadable images do not stop
-    the others.
-    """
-    from bloodcell.predict import iter_image_paths, read_image
-
-    backend = torch_backend(model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    results = []
-    for path in iter_image_paths(images):
-        try:
-            img = read_image(path)
-        except BloodcellError as exc:
-            results.append((str(path), "", str(exc)))
-            continue
-        expl = explain_image(backend, img)
-        target = out / _out_name(path, used)
-        render_figure(img, expl).save(target)
-        results.append((str(path), str(target), None))
-    return results
