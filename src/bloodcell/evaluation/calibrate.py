@@ -22,7 +22,6 @@ from the validation scores saved with it, without the data.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,8 @@ from bloodcell.labels import LABELS
 from bloodcell.models.backends import TorchBackend, dataset_logits, softmax
 from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
 from bloodcell.models.ood import OodDetector
-from bloodcell.models.saved import CONFIG_FILE, load_model, resolve_model_dir, update_config
-from bloodcell.records import CalibrationRecord, ModelConfig
+from bloodcell.models.saved import load_model, read_config, resolve_model_dir, update_config
+from bloodcell.records import CalibrationRecord
 from bloodcell.run_dir import RunDir
 
 
@@ -110,7 +109,7 @@ def fit_and_store(
 def set_ood_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
     """Move the out-of-scope threshold to another in-scope acceptance; returns its config."""
     model_dir = resolve_model_dir(model_dir)
-    detector = OodDetector.load(model_dir, load_model_config(model_dir).get("ood"))
+    detector = OodDetector.load(model_dir, read_config(model_dir).get("ood"))
     if detector is None:
         raise ModelError(f"{model_dir}: this model has no out-of-scope detector; retrain it")
     config = detector.with_acceptance(acceptance).to_config()
@@ -128,16 +127,12 @@ def run_split(
     (found by `RunDir.find_data` from what the model recorded)."""
     model_dir = resolve_model_dir(run_dir)
     data = RunDir.of_model(model_dir).find_data(
-        load_model_config(model_dir).get("data"), data_root, manifest
+        read_config(model_dir).get("data"), data_root, manifest
     )
     rows = select(read_manifest(data.manifest), split)
     if not rows:
         raise DatasetError(f"{data.manifest}: the {split} split is empty")
     return rows, data.root
-
-
-def load_model_config(model_dir: Path) -> ModelConfig:
-    return json.loads((model_dir / CONFIG_FILE).read_text())
 
 
 def split_logits(

@@ -10,7 +10,7 @@ resamples duplicate groups rather than images (`metrics.group_bootstrap_ci`).
 Each fold (`cv_fold.run_fold`): its manifest (`data.folds`), `train.train` on it, temperature
 scaling on its validation part (`calibrate`, as `bloodcell run` does), then predictions for its
 test part.
-Layout of OUT:
+Layout of OUT (`run_dir.CvDir`):
 
   cv_config.json                    the settings; a rerun with other settings is refused
   verify.json                       what `bloodcell data verify` found
@@ -50,23 +50,11 @@ from bloodcell.data.split import group_id, split_counts
 from bloodcell.data.verify import VerifyReport
 from bloodcell.errors import ModelError
 from bloodcell.evaluation.audit import pool as pool_audits
-from bloodcell.evaluation.cv_fold import (
-    MANIFEST_FILE,
-    PREDICTIONS_FILE,
-    RUN_DIR,
-    read_predictions,
-    run_fold,
-    write_fold_manifest,
-)
+from bloodcell.evaluation.cv_fold import read_predictions, run_fold, write_fold_manifest
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.labels import LABELS
-from bloodcell.run_dir import AUDIT_JSON, REPORT_MD, RunDir, atomic
+from bloodcell.run_dir import CvDir, FoldDir, atomic
 from bloodcell.train import TrainConfig
-
-SETTINGS_FILE = "cv_config.json"
-VERIFY_FILE = "verify.json"
-CV_FILE = "cv.json"
-PROTOCOLS_FILE = "protocols.json"
 
 #: The leakage study: protocol name -> what it keeps together. (a) is the usual protocol.
 PROTOCOLS: dict[str, str] = {
@@ -95,7 +83,7 @@ def _say(msg: str) -> None:
 
 def _check_settings(out: Path, record: dict[str, Any]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
-    path = out / SETTINGS_FILE
+    path = CvDir(out).settings
     if path.is_file():
         saved = json.loads(path.read_text())
         diff = {k: (saved.get(k), v) for k, v in record.items() if saved.get(k) != v}
@@ -138,11 +126,11 @@ def _summarise_seed(
 ) -> dict[str, Any]:
     per_fold, pooled = [], ([], [], [])
     for i, rows in enumerate(folds):
-        fold_dir = out / f"seed-{seed}" / f"fold-{i + 1}"
-        paths, y, probs = read_predictions(fold_dir / PREDICTIONS_FILE)
+        fold = CvDir(out).fold(seed, i + 1)
+        paths, y, probs = read_predictions(fold.predictions)
         groups = [unit_of[p] for p in paths]
         m = cv_metrics(y, probs, groups)
-        manifest = fold_dir / MANIFEST_FILE
+        manifest = fold.manifest
         m |= {
             "fold": i + 1,
             "manifest": str(manifest.relative_to(out)),
@@ -154,7 +142,7 @@ def _summarise_seed(
             acc.append(part)
     groups, y, probs = (np.concatenate(p) for p in pooled)
     accs = np.array([m["accuracy"] for m in per_fold])
-    audits = [_fold_audit(out / f"seed-{seed}" / f"fold-{i + 1}") for i in range(len(folds))]
+    audits = [_fold_audit(CvDir(out).fold(seed, i + 1)) for i in range(len(folds))]
     return {
         "seed": seed,
         "folds": per_fold,
@@ -169,9 +157,9 @@ def _summarise_seed(
     }
 
 
-def _fold_audit(fold_dir: Path) -> dict[str, Any] | None:
+def _fold_audit(fold: FoldDir) -> dict[str, Any] | None:
     """The audit summary of a fold's test part (None for a fold audited before audits)."""
-    path = RunDir(fold_dir / RUN_DIR).eval_dir("test") / AUDIT_JSON
+    path = fold.run.audit_json("test")
     return json.loads(path.read_text())["variants"] if path.is_file() else None
 
 
@@ -208,7 +196,7 @@ def run_cv(
     record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
     _check_settings(out, record)
     report = report or _verified(data_root, progress)
-    with atomic(out / VERIFY_FILE) as tmp:
+    with atomic(CvDir(out).verify) as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     unit_of = _ci_unit(report, settings.grouping, settings.block_size)
     t_start = time.perf_counter()
@@ -243,7 +231,7 @@ def run_cv(
     }
     if len(seeds) > 1:
         result["over_seeds"] = _over_seeds(seeds)
-    (out / CV_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    CvDir(out).result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     _say(f"{name}: report {write_cv_report(result, out)}")
     return result
 
@@ -262,11 +250,11 @@ def _run_folds(
     returns how many were trained now."""
     trained = 0
     for i, rows in enumerate(folds):
-        fold_dir = out / f"seed-{seed}" / f"fold-{i + 1}"
-        write_fold_manifest(rows, fold_dir / MANIFEST_FILE)
+        fold = CvDir(out).fold(seed, i + 1)
+        write_fold_manifest(rows, fold.manifest)
         where = f"{name}: seed {seed}, fold {i + 1}/{len(folds)}"
-        if (fold_dir / PREDICTIONS_FILE).is_file():
-            _say(f"{where}: finished before ({fold_dir / PREDICTIONS_FILE}), skipped")
+        if fold.predictions.is_file():
+            _say(f"{where}: finished before ({fold.predictions}), skipped")
             continue
         n = {s: len(select(rows, s)) for s in ("train", "val", "test")}
         _say(f"{where}: training on {n['train']} images (val {n['val']}), "
@@ -274,7 +262,7 @@ def _run_folds(
         t0 = time.perf_counter()
         # A fold's model only predicts its test part: no out-of-scope detector is fitted.
         fold_config = replace(config, seed=seed, ood_acceptance=None)
-        preds = run_fold(fold_dir, rows, data_root, fold_config, settings.calibrate, progress)
+        preds = run_fold(fold, rows, data_root, fold_config, settings.calibrate, progress)
         _, y, probs = read_predictions(preds)
         trained += 1
         _say(f"{where}: done in {time.perf_counter() - t0:.0f} s, "
@@ -298,7 +286,8 @@ def correct_share(out: Path, cv: dict[str, Any]) -> dict[str, float]:
     hits: dict[str, float] = {}
     for s in cv["seeds"]:
         for f in s["folds"]:
-            paths, y, probs = read_predictions(out / Path(f["manifest"]).parent / PREDICTIONS_FILE)
+            fold = FoldDir((out / f["manifest"]).parent)
+            paths, y, probs = read_predictions(fold.predictions)
             for p, ok in zip(paths, probs.argmax(1) == y, strict=True):
                 hits[p] = hits.get(p, 0.0) + float(ok) / len(cv["seeds"])
     return hits
@@ -325,7 +314,8 @@ def compare_protocols(
         s = replace(
             settings, grouping=protocol, block_size=block_size if protocol == "block" else None
         )
-        runs[protocol] = run_cv(data_root, out / protocol, config, s, progress, report, protocol)
+        where = CvDir(out).protocol(protocol).path
+        runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol)
     # Blocks contain every duplicate group, so resampling them is fair to all three protocols.
     unit_of = _ci_unit(report, "block", block_size)
     paths = sorted(unit_of)
@@ -345,7 +335,7 @@ def compare_protocols(
         },
         "protocols": protocol_rows(out, runs, paths, groups),
     }
-    (out / PROTOCOLS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    CvDir(out).protocols.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     _say(f"protocols: report {write_protocol_report(result, out)}")
     return result
 
@@ -359,7 +349,7 @@ def protocol_rows(
 
     correct = {}
     for protocol, cv in runs.items():
-        share = correct_share(out / protocol, cv)
+        share = correct_share(CvDir(out).protocol(protocol).path, cv)
         correct[protocol] = np.array([share[p] for p in paths])
     rows = []
     for protocol, cv in runs.items():
@@ -374,7 +364,7 @@ def protocol_rows(
                 "difference_vs_image": diff["mean"],
                 "difference_ci95": diff["ci95"],
                 "macro_f1": float(np.mean([s["pooled"]["macro_f1"] for s in cv["seeds"]])),
-                "report": f"{protocol}/{REPORT_MD}",
+                "report": CvDir(Path(protocol)).report.as_posix(),
             }
         )
     return rows

@@ -12,7 +12,6 @@ and size (`conformal_metrics`).
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -100,14 +99,15 @@ def open_run_model(model: str | Path) -> tuple[Any, ModelConfig, RunDir]:
     """
     from bloodcell.models.backends import TorchBackend
     from bloodcell.models.engines import open_model
-    from bloodcell.models.saved import CONFIG_FILE
+    from bloodcell.models.saved import read_config
+    from bloodcell.run_dir import ModelDir
 
     onnx_file = Path(model).suffix.lower() == ".onnx"
     backend = open_model(model, "auto" if onnx_file else "torch")
     if isinstance(backend, TorchBackend):
         return backend, backend.loaded.config, RunDir.of_model(backend.path)
-    beside = backend.path.parent / CONFIG_FILE
-    config = json.loads(beside.read_text()) if beside.is_file() else {}
+    beside = ModelDir(backend.path.parent)
+    config = read_config(beside.path) if beside.config.is_file() else {}
     return backend, config, RunDir.of_model(backend.path.parent)
 
 

@@ -42,6 +42,7 @@ from bloodcell.models.backends import (
 )
 from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
+from bloodcell.run_dir import ModelDir
 
 OPSET = 17
 QUANT_METHODS = ("auto", "static", "dynamic")
@@ -290,10 +291,11 @@ def export_onnx(
     if method not in QUANT_METHODS:
         raise BloodcellError(f"unknown quantisation method {method!r}; one of {QUANT_METHODS}")
     loaded = load_model(model)
-    final = Path(out) if out else loaded.path / ("model.int8.onnx" if quantize else "model.onnx")
+    files = ModelDir(loaded.path)
+    final = Path(out) if out else (files.int8_onnx if quantize else files.onnx)
     fp32 = final if not quantize else final.with_name(final.stem + ".fp32.onnx")
     if quantize and not out:
-        fp32 = loaded.path / "model.onnx"
+        fp32 = files.onnx
     export_fp32(loaded, fp32, opset)
     summary: dict[str, Any] = {"fp32": str(fp32), "fp32_bytes": fp32.stat().st_size}
     if not quantize:

@@ -12,10 +12,8 @@ import numpy as np
 
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.plots import plot_confusion, pyplot, short_names
-from bloodcell.run_dir import REPORT_MD
+from bloodcell.run_dir import FOLDS_PNG, PROTOCOLS_PNG, CvDir
 
-FOLDS_PNG = "folds.png"
-PROTOCOLS_PNG = "protocols.png"
 _SPREAD = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
 
 
@@ -133,7 +131,7 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path) -> Path:
     """`report.md` for a cross-validation (`bloodcell cv`): headline, per-fold tables, the
     pooled confusion matrix per seed and the folds' spread (PNGs beside it)."""
     out = Path(out_dir)
-    plot_fold_spread(cv, out / FOLDS_PNG)
+    plot_fold_spread(cv, CvDir(out).folds_png)
     s = cv["settings"]
     lines = [
         f"# Cross-validation: {s['folds']} folds, recipe `{cv['recipe']}`",
@@ -157,7 +155,7 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path) -> Path:
         "```",
         "",
     ]
-    path = out / REPORT_MD
+    path = CvDir(out).report
     path.write_text("\n".join(lines))
     return path
 
@@ -213,11 +211,11 @@ def _cv_headline(cv: dict[str, Any]) -> list[str]:
 
 def _seed_section(seed: dict[str, Any], out: Path) -> list[str]:
     """One seed: its fold tables, pooled confusion matrix (drawn now) and fold manifests."""
-    png = f"confusion_matrix_seed-{seed['seed']}.png"
-    plot_confusion(seed["pooled"]["confusion_matrix"], seed["pooled"]["labels"], out / png)
+    png = CvDir(out).confusion_png(seed["seed"])
+    plot_confusion(seed["pooled"]["confusion_matrix"], seed["pooled"]["labels"], png)
     lines = [f"## Seed {seed['seed']}", "", *_fold_tables(seed), "",
              "Pooled confusion matrix (all out-of-fold predictions):", "",
-             f"![pooled confusion matrix]({png})", "", "Fold manifests:", ""]  # fmt: skip
+             f"![pooled confusion matrix]({png.name})", "", "Fold manifests:", ""]  # fmt: skip
     lines += [f"- `{f['manifest']}` sha256 `{f['manifest_sha256']}`" for f in seed["folds"]]
     return [*lines, "", *_audit_section(seed)]
 
@@ -270,7 +268,7 @@ def plot_protocols(result: dict[str, Any], out: Path) -> Path:
 def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
     """`report.md` for `bloodcell cv --compare-protocols`: the protocols side by side."""
     out = Path(out_dir)
-    plot_protocols(result, out / PROTOCOLS_PNG)
+    plot_protocols(result, CvDir(out).protocols_png)
     b = result["bootstrap"]
     lines = [
         "# How much a leaky split overstates accuracy",
@@ -310,6 +308,6 @@ def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
         f"![protocols]({PROTOCOLS_PNG})",
         "",
     ]
-    path = out / REPORT_MD
+    path = CvDir(out).report
     path.write_text("\n".join(lines))
     return path

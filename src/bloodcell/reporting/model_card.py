@@ -19,15 +19,14 @@ import yaml
 
 from bloodcell.evaluation.scope import report_lines as ood_lines
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.models.saved import CONFIG_FILE, METRICS_FILE, resolve_model_dir
+from bloodcell.models.saved import read_config, read_metrics, resolve_model_dir
 from bloodcell.records import ModelConfig, ModelMetrics, SplitMetrics
 from bloodcell.reporting.audit_report import report_lines as audit_lines
 from bloodcell.reporting.eval_report import conformal_lines
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.robustness_report import report_lines as robustness_lines
-from bloodcell.run_dir import AUDIT_PNG, RunDir
+from bloodcell.run_dir import AUDIT_PNG, ModelDir, RunDir
 
-CARD_FILE = "README.md"
 #: The Kaggle data set the models are trained on (its handle, as `bloodcell download` uses it).
 DATASET = "mehradaria/leukemia"
 WARNING = (
@@ -57,12 +56,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def write_model_card(model_dir: str | Path) -> Path:
     """Render `README.md` into the model directory (a run directory is accepted); its path."""
     model_dir = resolve_model_dir(model_dir)
-    config: ModelConfig = json.loads((model_dir / CONFIG_FILE).read_text())
-    metrics: ModelMetrics = _read_json(model_dir / METRICS_FILE) or {}
+    config = read_config(model_dir)
+    metrics = read_metrics(model_dir)
     run = RunDir.of_model(model_dir)
     robust = _read_json(run.robustness_json("test"))
     ood = _read_json(run.ood_json)
-    path = model_dir / CARD_FILE
+    path = ModelDir(model_dir).card
     path.write_text(render_card(config, metrics, robust, ood, name=run.path.name))
     return path
 
