@@ -12,7 +12,8 @@ import pytest
 from tests.train import tiny_run
 
 from bloodcell.errors import DatasetError
-from bloodcell.evaluation.evaluate import evaluate_run, open_run_model
+from bloodcell.evaluation.evaluate import evaluate_run
+from bloodcell.evaluation.runs import open_run
 from bloodcell.models.saved import resolve_model_dir
 from bloodcell.run_dir import DATA_ENV, CvDir, ModelDir, RunDir, atomic
 
@@ -32,8 +33,7 @@ def test_training_and_evaluation_write_where_the_run_dir_says(tmp_path: Path) ->
     evaluate_run(run.path, "test", progress=False)
     assert run.eval_report("test").is_file()
     assert RunDir.of_model(run.model) == run
-    _, _, found = open_run_model(run.model)
-    assert found == run
+    assert open_run(run.model).folder == run
 
 
 def test_a_model_outside_a_run_is_its_own_run(tmp_path: Path) -> None:

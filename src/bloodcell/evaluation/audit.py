@@ -223,15 +223,16 @@ def audit_run(
     `audit` in the model's metrics.json; return the result."""
     import time
 
-    from bloodcell.evaluation.evaluate import open_split_images
+    from bloodcell.evaluation.runs import open_run
 
-    s = open_split_images(model, split, data_root, manifest, progress)
-    backend, run = s.backend, s.run
+    run = open_run(model, data_root=data_root, manifest=manifest)
+    s = run.images(split, progress)
+    backend = run.backend
     t0 = time.perf_counter()
     summary, cases, answers = audit_images(backend, s.images, s.y_true, seed, progress=progress)
     result: AuditResult = {
         "split": split,
-        "n_images": len(s.rows),
+        "n_images": len(s.split.rows),
         "model": str(backend.path),
         "backend": backend.kind,
         "seed": seed,
@@ -239,7 +240,7 @@ def audit_run(
         "targets": targets(summary),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(out_dir) if out_dir else run.eval_dir(split)
+    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     from bloodcell.reporting.audit_report import write_audit
 
     write_audit(result, cases, answers, backend, out)

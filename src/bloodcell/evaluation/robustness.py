@@ -8,7 +8,7 @@ Each image is decoded once; corruptions are applied in memory with a generator s
 (seed, corruption name, severity, image index), so a rerun, or a run on a subset of corruptions,
 sees exactly the same corrupted images. Scores come from `metrics`, as `compute_metrics` gives
 them (and are tested against it); the files are drawn by `report_robustness`. The model is
-opened through `models.engines.open_model`, so an exported `.onnx` file works as well.
+opened through `runs.open_run`, so an exported `.onnx` file works as well.
 """
 
 from __future__ import annotations
@@ -155,17 +155,18 @@ def evaluate_robustness(
 ) -> dict[str, Any]:
     """Evaluate `model` (run dir, model dir or `.onnx`) on `split` clean and under each
     corruption and severity; write JSON, CSV, plot and the report section; return the result."""
-    from bloodcell.evaluation.evaluate import open_split_images
+    from bloodcell.evaluation.runs import open_run
 
     chosen = get(corruptions)
     todo = conditions(chosen, severities)
-    s = open_split_images(model, split, data_root, manifest, progress)
-    backend, run, data, rows, y_true, images = s.backend, s.run, s.data, s.rows, s.y_true, s.images
+    run = open_run(model, data_root=data_root, manifest=manifest)
+    s = run.images(split, progress)
+    backend, data = run.backend, run.data
     t0 = time.perf_counter()
-    results = score_conditions(backend, images, y_true, todo, seed, batch_size, progress)
+    results = score_conditions(backend, s.images, s.y_true, todo, seed, batch_size, progress)
     result = {
         "split": split,
-        "n": len(rows),
+        "n": len(s.split.rows),
         "model": str(backend.path),
         "backend": backend.kind,
         "architecture": backend.architecture,
@@ -174,7 +175,7 @@ def evaluate_robustness(
         "data": {"manifest": str(data.manifest), "data_root": str(data.root)},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(out_dir) if out_dir else run.eval_dir(split)
+    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     result["out_dir"] = str(out)
     write_outputs(result, out)
     return result

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.evaluation.evaluate import open_run_model
 from bloodcell.evaluation.metrics import ood_separation
+from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import Backend, dataset_outputs
 from bloodcell.models.saved import write_json
 from bloodcell.predict import predict_paths
-from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunData, RunDir
+from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
 
 SECTION_TITLE = "Out-of-scope folders"
 
@@ -51,14 +51,14 @@ def evaluate_ood(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the in-scope split and each folder; write JSON, histogram and report section."""
-    backend, config, run = open_run_model(model)
+    opened = open_run(model, data_root=data_root, manifest=manifest)
+    backend, run = opened.backend, opened.folder
     if backend.ood_threshold is None:
         raise ModelError(f"{model}: this model has no out-of-scope detector; retrain it")
     missing = [str(f) for f in folders if not Path(f).is_dir()]
     if missing:
         raise BloodcellError(f"--ood: not a folder: {', '.join(missing)}")
-    data = run.find_data(config.get("data"), data_root, manifest)
-    in_scope = split_scores(backend, data, split, progress)
+    in_scope = split_scores(backend, opened.split(split), progress)
     results = [folder_result(backend, Path(f), in_scope, progress) for f in folders]
     result = {
         "model": str(backend.path),
@@ -78,14 +78,12 @@ def evaluate_ood(
     return result
 
 
-def split_scores(backend: Backend, data: RunData, split: str, progress: bool) -> np.ndarray:
+def split_scores(backend: Backend, split: Split, progress: bool) -> np.ndarray:
     """Out-of-scope scores of the in-scope images of one split of the run's data."""
     from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.data.manifest import read_manifest, select
 
-    rows = select(read_manifest(data.manifest), split)
-    dataset = ManifestDataset(rows, data.root, backend.preprocess.transform())
-    name = f"scores {split}" if progress else None
+    dataset = ManifestDataset(split.rows, split.root, backend.preprocess.transform())
+    name = f"scores {split.name}" if progress else None
     in_scope = dataset_outputs(backend, dataset, progress=name)[0].ood_score
     assert in_scope is not None
     return in_scope

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from bloodcell.data.dataset import ManifestDataset
-from bloodcell.data.manifest import ManifestRow
-from bloodcell.evaluation.calibrate import run_split
+from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.export.onnx import export_onnx, split_or_none
 from bloodcell.models.backends import Backend, OnnxBackend, Outputs, TorchBackend, dataset_outputs
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
@@ -57,7 +56,7 @@ def export_engines(
     Returns the record written under "engines" in metrics.json. Needs the run's data (for
     int8 calibration and the check); without it nothing is exported and DatasetError says so.
     """
-    val = run_split(run, "val", data_root, manifest)
+    val = open_run(run, data_root=data_root, manifest=manifest).split("val")
     summary = export_onnx(
         run, quantize="int8", data_root=data_root, manifest=manifest, compare_on_test=False
     )
@@ -67,10 +66,10 @@ def export_engines(
         "onnx": OnnxBackend(summary["fp32"]),
         "onnx-int8": OnnxBackend(summary["path"]),
     }
-    outputs = {"val": _outputs(backends, *val, progress)}
+    outputs = {"val": _outputs(backends, val, progress)}
     test = split_or_none(run, "test", data_root, manifest)
     if test:
-        outputs["test"] = _outputs(backends, *test, progress)
+        outputs["test"] = _outputs(backends, test, progress)
     thresholds = _thresholds(backends, outputs["val"], loaded.config.get("ood"))
     digest = weights_digest(loaded.path)
     records: dict[str, Any] = {"tolerance": TOLERANCE, "checked_on": "val"}
@@ -148,12 +147,10 @@ def _flags(
     }
 
 
-def _outputs(
-    backends: dict[str, Backend], rows: list[ManifestRow], root: Path, progress: bool
-) -> dict[str, Any]:
+def _outputs(backends: dict[str, Backend], split: Split, progress: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, backend in backends.items():
-        ds = ManifestDataset(rows, root, backend.preprocess.transform())
+        ds = ManifestDataset(split.rows, split.root, backend.preprocess.transform())
         bar = f"check {name}" if progress else None
         result[name], result["targets"] = dataset_outputs(backend, ds, 32, progress=bar)
     return result
