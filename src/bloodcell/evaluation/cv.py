@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -53,6 +53,7 @@ from bloodcell.evaluation.audit import pool as pool_audits
 from bloodcell.evaluation.cv_fold import read_predictions, run_fold, write_fold_manifest
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.labels import LABELS
+from bloodcell.records import CvFold, CvMetrics, CvResult, CvSeed, ProtocolRow, ProtocolsResult
 from bloodcell.run_dir import CvDir, FoldDir, atomic
 from bloodcell.train import TrainConfig
 
@@ -101,15 +102,15 @@ def _check_settings(out: Path, record: dict[str, Any]) -> None:
 # --- metrics --------------------------------------------------------------------------------------
 
 
-def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
+def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> CvMetrics:
     """`metrics.compute_metrics`, with its intervals from resampling groups, not images."""
     from bloodcell.evaluation.metrics import compute_metrics, group_bootstrap_ci
 
-    m = compute_metrics(y_true, probs, LABELS)
+    m: dict[str, Any] = dict(compute_metrics(y_true, probs, LABELS))
     for key in ("calibration_bins", "bootstrap", "ci95"):
         m.pop(key)
     m["ci95"] = group_bootstrap_ci(y_true, probs, groups, LABELS)
-    return m
+    return cast(CvMetrics, m)
 
 
 def _ci_unit(report: VerifyReport, grouping: str, block_size: int | None) -> dict[str, str]:
@@ -123,15 +124,16 @@ def _ci_unit(report: VerifyReport, grouping: str, block_size: int | None) -> dic
 
 def _summarise_seed(
     out: Path, seed: int, folds: list[list[ManifestRow]], unit_of: dict[str, str]
-) -> dict[str, Any]:
-    per_fold, pooled = [], ([], [], [])
+) -> CvSeed:
+    per_fold: list[CvFold] = []
+    pooled: tuple[list, list, list] = ([], [], [])
     for i, rows in enumerate(folds):
         fold = CvDir(out).fold(seed, i + 1)
         paths, y, probs = read_predictions(fold.predictions)
         groups = [unit_of[p] for p in paths]
-        m = cv_metrics(y, probs, groups)
         manifest = fold.manifest
-        m |= {
+        m: CvFold = {
+            **cv_metrics(y, probs, groups),
             "fold": i + 1,
             "manifest": str(manifest.relative_to(out)),
             "manifest_sha256": file_sha256(manifest),
@@ -184,7 +186,7 @@ def run_cv(
     progress: bool = True,
     report: VerifyReport | None = None,
     name: str = "cv",
-) -> dict[str, Any]:
+) -> CvResult:
     """Cross-validate `config` on the data; writes OUT (see the module's docstring) and returns
     what cv.json holds. Folds whose predictions exist are skipped, so a killed run continues."""
     from bloodcell.reporting.cv_report import write_cv_report
@@ -201,7 +203,7 @@ def run_cv(
     unit_of = _ci_unit(report, settings.grouping, settings.block_size)
     t_start = time.perf_counter()
     trained = 0
-    seeds: list[dict[str, Any]] = []
+    seeds: list[CvSeed] = []
     for seed in settings.seeds:
         folds = make_folds(
             report,
@@ -213,7 +215,7 @@ def run_cv(
         )
         trained += _run_folds(out, seed, folds, data_root, config, settings, progress, name)
         seeds.append(_summarise_seed(out, seed, folds, unit_of))
-    result = {
+    result: CvResult = {
         "name": name,
         "settings": asdict(settings),
         "recipe": config.recipe,
@@ -270,7 +272,7 @@ def _run_folds(
     return trained
 
 
-def _over_seeds(seeds: list[dict[str, Any]]) -> dict[str, float]:
+def _over_seeds(seeds: list[CvSeed]) -> dict[str, float]:
     """How the pooled accuracy moves from seed to seed."""
     accs = np.array([s["pooled"]["accuracy"] for s in seeds])
     return {
@@ -281,7 +283,7 @@ def _over_seeds(seeds: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def correct_share(out: Path, cv: dict[str, Any]) -> dict[str, float]:
+def correct_share(out: Path, cv: CvResult) -> dict[str, float]:
     """path -> share of seeds whose out-of-fold prediction was right."""
     hits: dict[str, float] = {}
     for s in cv["seeds"]:
@@ -299,7 +301,7 @@ def compare_protocols(
     config: TrainConfig,
     settings: CVSettings = CVSettings(),
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ProtocolsResult:
     """The same recipe, folds and seeds under each of `PROTOCOLS`, each into OUT/<protocol>/,
     then pooled accuracy side by side with its difference from (a) and a paired interval."""
     from bloodcell.evaluation.metrics import BOOTSTRAP_SEED, N_BOOTSTRAP
@@ -320,7 +322,7 @@ def compare_protocols(
     unit_of = _ci_unit(report, "block", block_size)
     paths = sorted(unit_of)
     groups = [unit_of[p] for p in paths]
-    result = {
+    result: ProtocolsResult = {
         "folds": settings.folds,
         "seeds": list(settings.seeds),
         "block_size": block_size,
@@ -341,8 +343,8 @@ def compare_protocols(
 
 
 def protocol_rows(
-    out: Path, runs: dict[str, dict[str, Any]], paths: list[str], groups: list[str]
-) -> list[dict[str, Any]]:
+    out: Path, runs: dict[str, CvResult], paths: list[str], groups: list[str]
+) -> list[ProtocolRow]:
     """Each protocol's pooled accuracy and its difference from (a), with intervals from one
     shared draw of `groups` per resample (so the difference's interval is paired)."""
     from bloodcell.evaluation.metrics import group_bootstrap_mean

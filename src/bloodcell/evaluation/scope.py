@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import Backend, dataset_outputs
 from bloodcell.models.saved import write_json
 from bloodcell.predict import predict_paths
+from bloodcell.records import FolderResult, OodResult
 from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
 
 SECTION_TITLE = "Out-of-scope folders"
@@ -49,7 +49,7 @@ def evaluate_ood(
     manifest: str | Path | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> OodResult:
     """Score the in-scope split and each folder; write JSON, histogram and report section."""
     opened = open_run(model, data_root=data_root, manifest=manifest)
     backend, run = opened.backend, opened.folder
@@ -60,7 +60,7 @@ def evaluate_ood(
         raise BloodcellError(f"--ood: not a folder: {', '.join(missing)}")
     in_scope = split_scores(backend, opened.split(split), progress)
     results = [folder_result(backend, Path(f), in_scope, progress) for f in folders]
-    result = {
+    result: OodResult = {
         "model": str(backend.path),
         "backend": backend.kind,
         "threshold": backend.ood_threshold,
@@ -91,7 +91,7 @@ def split_scores(backend: Backend, split: Split, progress: bool) -> np.ndarray:
 
 def folder_result(
     backend: Backend, folder: Path, in_scope: np.ndarray, progress: bool
-) -> dict[str, Any]:
+) -> FolderResult:
     """One folder: how many images it has, how many were refused, and how well the score
     separates them from the in-scope split."""
     if progress:
@@ -109,9 +109,7 @@ def folder_result(
     }
 
 
-def write_outputs(
-    result: dict[str, Any], out: Path, run: RunDir, split: str, beside_run: bool
-) -> None:
+def write_outputs(result: OodResult, out: Path, run: RunDir, split: str, beside_run: bool) -> None:
     """ood.json, the histogram, and the section in the split's report.md, which links the
     histogram relative to itself when it is in the run (so the run can move), else absolutely."""
     from bloodcell.reporting.markdown import upsert_section
@@ -126,7 +124,7 @@ def write_outputs(
     upsert_section(report, SECTION_TITLE, report_lines(result, image))
 
 
-def report_lines(result: dict[str, Any], image: str) -> list[str]:
+def report_lines(result: OodResult, image: str) -> list[str]:
     """The markdown section: one row per folder, then the histogram."""
     s = result["in_scope"]
     lines = [
@@ -150,7 +148,7 @@ def report_lines(result: dict[str, Any], image: str) -> list[str]:
     return [*lines, "", f"![out-of-scope scores]({image})"]
 
 
-def summary_lines(result: dict[str, Any]) -> list[str]:
+def summary_lines(result: OodResult) -> list[str]:
     """What the CLI prints: one line per folder."""
     lines = []
     for r in result["folders"]:

@@ -20,7 +20,14 @@ import yaml
 from bloodcell.evaluation.scope import report_lines as ood_lines
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.saved import read_config, read_metrics, resolve_model_dir
-from bloodcell.records import ModelConfig, ModelMetrics, SplitMetrics
+from bloodcell.records import (
+    AuditResult,
+    ModelConfig,
+    ModelMetrics,
+    OodResult,
+    RobustnessResult,
+    SplitMetrics,
+)
 from bloodcell.reporting.audit_report import report_lines as audit_lines
 from bloodcell.reporting.eval_report import conformal_lines
 from bloodcell.reporting.markdown import ci_range, pct
@@ -114,8 +121,8 @@ def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[
 def render_card(
     config: ModelConfig,
     metrics: ModelMetrics,
-    robustness: dict[str, Any] | None = None,
-    ood: dict[str, Any] | None = None,
+    robustness: RobustnessResult | None = None,
+    ood: OodResult | None = None,
     name: str = "bloodcell",
 ) -> str:
     """The whole card as markdown, from the saved files' contents."""
@@ -287,7 +294,7 @@ def _calibration(config: ModelConfig) -> list[str]:
     ]
 
 
-def _looks_at(audit: dict[str, Any] | None) -> list[str]:
+def _looks_at(audit: AuditResult | None) -> list[str]:
     if audit is None:
         return [
             not_measured(
@@ -299,7 +306,7 @@ def _looks_at(audit: dict[str, Any] | None) -> list[str]:
     return audit_lines(audit, image=image.as_posix())
 
 
-def _robustness(result: dict[str, Any] | None) -> list[str]:
+def _robustness(result: RobustnessResult | None) -> list[str]:
     if result is None:
         return [
             not_measured(
@@ -311,7 +318,7 @@ def _robustness(result: dict[str, Any] | None) -> list[str]:
     return robustness_lines(result, image=image.as_posix())
 
 
-def _scope(config: ModelConfig, test: SplitMetrics | None, ood: dict[str, Any] | None) -> list[str]:
+def _scope(config: ModelConfig, test: SplitMetrics | None, ood: OodResult | None) -> list[str]:
     detector = config.get("ood")
     if not detector:
         return [not_measured("out-of-scope detection (this model has no detector; retrain it)")]
