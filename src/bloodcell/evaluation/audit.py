@@ -39,6 +39,7 @@ from bloodcell.data.cells import (
     paste_cells,
 )
 from bloodcell.models.backends import Backend
+from bloodcell.models.refusal import refusals
 from bloodcell.records import AuditResult, AuditVariant, SwapShares
 
 #: The variants, in the order they are reported.
@@ -126,18 +127,17 @@ def make_cases(
 def answer(
     backend: Backend, images: Sequence[Image.Image], batch_size: int, tick: Callable[[int], Any]
 ) -> list[Answer]:
-    """The model's top class for each image and whether it is refused (no white cell found, or
-    out of scope), through the model's own preprocessing as `predict` runs it."""
+    """The model's top class for each image and whether it is refused (`models.refusal`: no
+    white cell found, or out of scope), through the model's own preprocessing as `predict`
+    runs it."""
     out: list[Answer] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         prepared = [backend.preprocess.prepare_array(im, guard=True) for im in chunk]
         scored = backend.score(np.stack([x for x, _ in prepared]))
-        flags = backend.out_of_scope(scored.ood_score)
-        for j, (_, cells) in enumerate(prepared):
-            no_cell = cells is not None and cells.count == 0
-            unlike = flags is not None and bool(flags[j])
-            out.append(Answer(int(np.argmax(scored.probs[j])), no_cell or unlike))
+        why = refusals(backend, scored.ood_score, [cells for _, cells in prepared])
+        for j, refusal in enumerate(why):
+            out.append(Answer(int(np.argmax(scored.probs[j])), refusal.refused))
         tick(len(chunk))
     return out
 

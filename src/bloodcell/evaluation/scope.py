@@ -10,6 +10,7 @@ folder is the positive class). Writes `RUN/eval/ood/ood.json`, a score histogram
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,24 +22,49 @@ from bloodcell.evaluation.metrics import ood_separation
 from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import Backend, dataset_outputs
 from bloodcell.models.saved import write_json
-from bloodcell.predict import predict_paths
 from bloodcell.records import FolderResult, OodResult
 from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
 
 SECTION_TITLE = "Out-of-scope folders"
 
 
-def folder_scores(backend: Backend, folder: Path) -> tuple[np.ndarray, list[str]]:
-    """Out-of-scope scores of every readable image under `folder`, and the unreadable files."""
-    scores: list[float] = []
+def folder_scores(
+    backend: Backend, folder: Path, batch_size: int = 32
+) -> tuple[np.ndarray, list[str]]:
+    """Out-of-scope scores of every readable image under `folder` (walked as `predict` walks
+    it: sorted, hidden names skipped), and the unreadable files."""
+    from bloodcell.data.decode import ImageDecodeError, decode_image
+
+    scores: list[np.ndarray] = []
     errors: list[str] = []
-    for batch in predict_paths(backend, [folder], workers=2):
-        for p in batch:
-            if p.ok and p.ood_score is not None:
-                scores.append(p.ood_score)
-            elif not p.ok:
-                errors.append(f"{p.path}: {p.error}")
-    return np.asarray(scores, dtype=np.float64), errors
+    batch: list[np.ndarray] = []
+    for path in _files(folder):
+        try:
+            image = decode_image(path)
+        except ImageDecodeError as exc:
+            errors.append(f"{path}: {exc.reason}")
+            continue
+        batch.append(backend.preprocess.prepare_array(image, guard=False)[0])
+        if len(batch) == batch_size:
+            scores.append(_ood_scores(backend, batch))
+            batch = []
+    if batch:
+        scores.append(_ood_scores(backend, batch))
+    return (np.concatenate(scores) if scores else np.empty(0, np.float64)), errors
+
+
+def _files(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
+    return found
+
+
+def _ood_scores(backend: Backend, batch: list[np.ndarray]) -> np.ndarray:
+    scores = backend.score(np.stack(batch)).ood_score
+    assert scores is not None  # evaluate_ood refuses a model without a detector
+    return np.array([round(float(x), 6) for x in scores])  # as `predict` reports them
 
 
 def evaluate_ood(
