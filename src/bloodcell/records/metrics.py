@@ -81,8 +81,9 @@ class CalibrationBin(TypedDict, total=False):
     confidence: float
 
 
-class Metrics(TypedDict):
-    """`metrics.compute_metrics`: every figure of one set of predictions."""
+class Figures(TypedDict):
+    """The figures of one set of predictions that every report shares, whatever its
+    intervals resample (images in `Metrics`, groups in `records.studies.CvMetrics`)."""
 
     n: int
     labels: list[str]
@@ -93,11 +94,16 @@ class Metrics(TypedDict):
     per_class: dict[str, ClassMetrics]
     roc_auc: RocAuc
     clinical: ClinicalMetrics
+    ece: float
+    confusion_matrix: list[list[int]]
+
+
+class Metrics(Figures):
+    """`metrics.compute_metrics`: every figure of one set of predictions."""
+
     ci95: ImageIntervals
     bootstrap: BootstrapRecord
-    ece: float
     calibration_bins: list[CalibrationBin]
-    confusion_matrix: list[list[int]]
 
 
 class ScopeMetrics(TypedDict):

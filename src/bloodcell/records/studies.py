@@ -6,13 +6,7 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from bloodcell.records.metrics import (
-    ClassMetrics,
-    ClinicalMetrics,
-    GroupIntervals,
-    Interval,
-    RocAuc,
-)
+from bloodcell.records.metrics import Figures, GroupIntervals, Interval
 
 # --- the shortcut audit ---------------------------------------------------------------------------
 
@@ -198,20 +192,9 @@ EngineRecords = TypedDict(
 # --- cross-validation -----------------------------------------------------------------------------
 
 
-class CvMetrics(TypedDict):
+class CvMetrics(Figures):
     """`cv.cv_metrics`: `metrics.compute_metrics` with intervals over groups, not images."""
 
-    n: int
-    labels: list[str]
-    accuracy: float
-    macro_f1: float
-    balanced_accuracy: float
-    cohen_kappa: float
-    per_class: dict[str, ClassMetrics]
-    roc_auc: RocAuc
-    clinical: ClinicalMetrics
-    ece: float
-    confusion_matrix: list[list[int]]
     ci95: GroupIntervals
 
 
