@@ -12,9 +12,10 @@ import pytest
 from tests.train import tiny_run
 
 from bloodcell.errors import DatasetError
-from bloodcell.evaluation.evaluate import evaluate_run, open_run_model
+from bloodcell.evaluation.evaluate import evaluate_run
+from bloodcell.evaluation.runs import open_run
 from bloodcell.models.saved import resolve_model_dir
-from bloodcell.run_dir import DATA_ENV, RunDir, atomic
+from bloodcell.run_dir import DATA_ENV, CvDir, ModelDir, RunDir, atomic
 
 
 def test_training_and_evaluation_write_where_the_run_dir_says(tmp_path: Path) -> None:
@@ -32,13 +33,23 @@ def test_training_and_evaluation_write_where_the_run_dir_says(tmp_path: Path) ->
     evaluate_run(run.path, "test", progress=False)
     assert run.eval_report("test").is_file()
     assert RunDir.of_model(run.model) == run
-    _, _, found = open_run_model(run.model)
-    assert found == run
+    assert open_run(run.model).folder == run
 
 
 def test_a_model_outside_a_run_is_its_own_run(tmp_path: Path) -> None:
     assert RunDir.of_model(tmp_path / "exported") == RunDir(tmp_path / "exported")
     assert RunDir.of_model(str(tmp_path / "run" / "model")).path == tmp_path / "run"
+
+
+def test_model_and_cv_folders_name_their_files(tmp_path: Path) -> None:
+    run = RunDir(tiny_run(tmp_path, epochs=1))
+    model = ModelDir(run.model)
+    assert model.weights.is_file() and model.config.is_file()
+    assert resolve_model_dir(model.path) == model.path
+    fold = CvDir(Path("cv")).protocol("block").fold(seed=1, fold=2)
+    assert fold.predictions.as_posix() == "cv/block/seed-1/fold-2/predictions.csv"
+    assert fold.run.model.as_posix() == "cv/block/seed-1/fold-2/run/model"
+    assert CvDir(Path("cv")).confusion_png(3).name == "confusion_matrix_seed-3.png"
 
 
 def test_links_are_relative_to_the_linking_file() -> None:

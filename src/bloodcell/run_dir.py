@@ -1,4 +1,6 @@
-"""A run folder: the name of everything in it, and the one rule for finding its data.
+"""The layout of everything bloodcell writes: a run folder (`RunDir`), a saved model directory
+(`ModelDir`) and a cross-validation folder (`CvDir`, `FoldDir`); each file name is spelled once,
+here. Also the one rule for finding a run's data.
 
 `bloodcell train --out RUN` (and `bloodcell run`, and each cross-validation fold) writes:
 
@@ -13,9 +15,22 @@
   RUN/eval/ood/                ood.json, ood_scores.png
   RUN/data/, report.md, run_summary.json   what `bloodcell run` adds
 
-Every module reads and writes these paths through `RunDir`, so each name is spelled once. It
-imports nothing but the error types and the records, so the model layer can use it too; that is
-also why the one helper for writing a file atomically (`atomic`) lives here.
+A saved model directory (`models.saved`) holds:
+
+  model.safetensors, config.json, metrics.json   the weights, what the model is, its figures
+  ood.safetensors                                 the out-of-scope detector's statistics
+  model.onnx, model.int8.onnx                     the checked ONNX engines (`export`)
+  README.md                                       the model card (`reporting.model_card`)
+
+A cross-validation folder (`bloodcell cv --out CV`; `evaluation.cv`) holds:
+
+  cv_config.json, verify.json, cv.json, report.md, folds.png    the settings and the results
+  seed-S/fold-F/manifest.csv, run/, predictions.csv             one fold (`FoldDir`)
+  image/, near/, block/, protocols.json, protocols.png          with --compare-protocols
+
+Every module reads and writes these paths through these classes, so each name is spelled once.
+It imports nothing but the error types and the records, so the data and model layers can use it
+too; that is also why the one helper for writing a file atomically (`atomic`) lives here.
 """
 
 from __future__ import annotations
@@ -59,9 +74,21 @@ AUDIT_PNG = "audit.png"
 OOD_DIR = "ood"
 OOD_JSON = "ood.json"
 OOD_PNG = "ood_scores.png"
-#: The model card, in RUN/model/ (`reporting.model_card.CARD_FILE`, which imports the whole
-#: reporting layer; the server needs only the name).
+#: In a model directory.
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+OOD_FILE = "ood.safetensors"
+ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+#: The model card (written by `reporting.model_card`; the server needs only the name).
 CARD_FILE = "README.md"
+#: In a cross-validation folder.
+CV_SETTINGS_FILE = "cv_config.json"
+CV_FILE = "cv.json"
+PROTOCOLS_FILE = "protocols.json"
+FOLDS_PNG = "folds.png"
+PROTOCOLS_PNG = "protocols.png"
+FOLD_RUN_DIR = "run"
 #: The dataset folder when neither the command line nor the run names one that exists.
 DATA_ENV = "BLOODCELL_DATA"
 
@@ -137,6 +164,9 @@ class RunDir:
 
     def robustness_png(self, split: str) -> Path:
         return self.eval_dir(split) / ROBUSTNESS_PNG
+
+    def audit_json(self, split: str) -> Path:
+        return self.eval_dir(split) / AUDIT_JSON
 
     def audit_png(self, split: str) -> Path:
         return self.eval_dir(split) / AUDIT_PNG
@@ -224,6 +254,114 @@ class RunDir:
             f"{self.path}: dataset folder {recorded.get('data_root') or '(not recorded)'} not "
             f"found; pass --data DIR or set {DATA_ENV}"
         )
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """One saved model directory (`RUN/model/`, or one on its own); every file in it is a
+    property of this."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def ood(self) -> Path:
+        return self.path / OOD_FILE
+
+    @property
+    def onnx(self) -> Path:
+        return self.path / ONNX_FILE
+
+    @property
+    def int8_onnx(self) -> Path:
+        return self.path / INT8_ONNX_FILE
+
+    @property
+    def card(self) -> Path:
+        return self.path / CARD_FILE
+
+
+@dataclass(frozen=True)
+class FoldDir:
+    """One fold of a cross-validation: its manifest, its training run, its predictions."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST_COPY
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.path / FOLD_RUN_DIR)
+
+    @property
+    def predictions(self) -> Path:
+        """Written last: a fold with this file is done."""
+        return self.path / PREDICTIONS_FILE
+
+
+@dataclass(frozen=True)
+class CvDir:
+    """One cross-validation folder (`bloodcell cv --out CV`)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def fold(self, seed: int, fold: int) -> FoldDir:
+        """Fold `fold` (counted from 1) of seed `seed`."""
+        return FoldDir(self.path / f"seed-{seed}" / f"fold-{fold}")
+
+    def protocol(self, name: str) -> CvDir:
+        """The cross-validation of one protocol of the leakage study."""
+        return CvDir(self.path / name)
+
+    @property
+    def settings(self) -> Path:
+        return self.path / CV_SETTINGS_FILE
+
+    @property
+    def verify(self) -> Path:
+        return self.path / VERIFY_FILE
+
+    @property
+    def result(self) -> Path:
+        return self.path / CV_FILE
+
+    @property
+    def protocols(self) -> Path:
+        return self.path / PROTOCOLS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT_MD
+
+    @property
+    def folds_png(self) -> Path:
+        return self.path / FOLDS_PNG
+
+    @property
+    def protocols_png(self) -> Path:
+        return self.path / PROTOCOLS_PNG
+
+    def confusion_png(self, seed: int) -> Path:
+        return self.path / f"confusion_matrix_seed-{seed}.png"
 
 
 @contextmanager

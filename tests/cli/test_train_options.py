@@ -6,6 +6,7 @@ import argparse
 import re
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -130,3 +131,13 @@ def test_a_bad_option_is_one_line_naming_it_and_nothing_is_written(
     assert err.count("\n") == 1 and err.startswith("bloodcell: error: train: ")
     assert re.search(f"argument {option}\\b", err) and all(a in err for a in allowed), err
     assert not run.exists()
+
+
+def test_precision_choices_are_the_ones_lightning_accepts() -> None:
+    """Lightning keeps its list private; ours must not drift from it."""
+    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    from bloodcell.cli.train_options import _precisions
+
+    lightning = {*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)}
+    assert set(_precisions()) == {"auto", *lightning}

@@ -14,7 +14,7 @@ from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.export.check import MIN_AGREEMENT, _drop_failed, compare, export_engines, passes
 from bloodcell.models.backends import Outputs
 from bloodcell.models.engines import ENGINE_FILES, ENGINES, check_engine, open_model
-from bloodcell.models.saved import METRICS_FILE
+from bloodcell.run_dir import METRICS_FILE
 
 
 @pytest.fixture(scope="module")

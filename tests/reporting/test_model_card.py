@@ -15,7 +15,8 @@ from tests.models import make_run
 from bloodcell.evaluation.calibrate import calibrate_run
 from bloodcell.evaluation.evaluate import evaluate_run
 from bloodcell.evaluation.robustness import evaluate_robustness
-from bloodcell.reporting.model_card import CARD_FILE, not_measured, write_model_card
+from bloodcell.reporting.model_card import not_measured, write_model_card
+from bloodcell.run_dir import CARD_FILE
 
 
 @pytest.fixture(scope="module")

@@ -404,7 +404,8 @@ def test_phone_width_keeps_bars_usable_without_horizontal_scroll(
 def test_words_for_a_haematologist(browser, live_server: LiveServer, model_dir: Path) -> None:
     from playwright.sync_api import expect
 
-    from bloodcell.reporting.model_card import CARD_FILE, write_model_card
+    from bloodcell.reporting.model_card import write_model_card
+    from bloodcell.run_dir import CARD_FILE
 
     card_path = write_model_card(model_dir)  # the server reads the card per request
     card_path.write_text(card_path.read_text() + "\nA line with <img src=x onerror=alert(1)>.\n")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from bloodcell.cli.common import add_data_arg, data_dir
 from bloodcell.cli.run import add_shortening
 from bloodcell.errors import BloodcellError
+from bloodcell.records import CvResult, ProtocolsResult
 
 
 def cv_cmd(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def cv_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_protocols(result: dict[str, Any]) -> None:
+def print_protocols(result: ProtocolsResult) -> None:
     for r in result["protocols"]:
         lo, hi = r["accuracy_ci95"]
         print(f"{r['protocol']}: pooled accuracy {r['accuracy']:.2%} "
@@ -47,7 +47,7 @@ def print_protocols(result: dict[str, Any]) -> None:
               f"{100 * r['difference_vs_image']:+.2f} points")  # fmt: skip
 
 
-def print_seeds(result: dict[str, Any]) -> None:
+def print_seeds(result: CvResult) -> None:
     for seed in result["seeds"]:
         p = seed["pooled"]
         lo, hi = p["ci95"]["accuracy"]

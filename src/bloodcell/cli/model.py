@@ -14,7 +14,7 @@ from bloodcell.cli.common import (
     print_engine_checks,
 )
 from bloodcell.errors import BloodcellError
-from bloodcell.run_dir import RunDir
+from bloodcell.run_dir import AUDIT_PNG, REPORT_MD, RunDir
 
 
 def weights_import_cmd(args: argparse.Namespace) -> int:
@@ -114,7 +114,7 @@ def robustness(args: argparse.Namespace, data: Path | None) -> int:
     )
     for line in summary_lines(result):
         print(line)
-    print(f"robustness: {result['out_dir']}/{ROBUSTNESS_CSV}, {ROBUSTNESS_PNG}, report.md")
+    print(f"robustness: {result['out_dir']}/{ROBUSTNESS_CSV}, {ROBUSTNESS_PNG}, {REPORT_MD}")
     return 0
 
 
@@ -127,7 +127,7 @@ def audit_cmd(args: argparse.Namespace) -> int:
     result = audit_run(args.run, args.split, data, args.manifest, seed=args.seed)
     for line in summary_lines(result):
         print(line)
-    print(f"audit: {RunDir.of_model(result['model']).eval_dir(args.split)}/audit.json, audit.png")
+    print(f"audit: {RunDir.of_model(result['model']).audit_json(args.split)}, {AUDIT_PNG}")
     if Path(args.run).suffix.lower() != ".onnx":
         print(f"model card: {write_model_card(result['model'])}")
     return 0

@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import Field, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
 
 #: Settings that are not options of their own: `recipe` is the `--recipe` the others change.
 NOT_OVERRIDES = frozenset({"recipe"})
@@ -39,10 +39,26 @@ def registered_choices() -> dict[str, tuple[str, ...]]:
     }
 
 
-def _precisions() -> tuple[str, ...]:
-    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+#: The precisions Lightning's Trainer accepts as strings (its own Literal is private), and the
+#: short aliases it also takes.
+Precision = Literal[
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+]
 
-    return ("auto", *get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+
+def _precisions() -> tuple[str, ...]:
+    return ("auto", *get_args(Precision))
 
 
 def _strategies() -> tuple[str, ...]:

@@ -39,6 +39,7 @@ from bloodcell.data.cells import (
     paste_cells,
 )
 from bloodcell.models.backends import Backend
+from bloodcell.models.refusal import refusals
 from bloodcell.records import AuditResult, AuditVariant, SwapShares
 
 #: The variants, in the order they are reported.
@@ -126,18 +127,17 @@ def make_cases(
 def answer(
     backend: Backend, images: Sequence[Image.Image], batch_size: int, tick: Callable[[int], Any]
 ) -> list[Answer]:
-    """The model's top class for each image and whether it is refused (no white cell found, or
-    out of scope), through the model's own preprocessing as `predict` runs it."""
+    """The model's top class for each image and whether it is refused (`models.refusal`: no
+    white cell found, or out of scope), through the model's own preprocessing as `predict`
+    runs it."""
     out: list[Answer] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         prepared = [backend.preprocess.prepare_array(im, guard=True) for im in chunk]
         scored = backend.score(np.stack([x for x, _ in prepared]))
-        flags = backend.out_of_scope(scored.ood_score)
-        for j, (_, cells) in enumerate(prepared):
-            no_cell = cells is not None and cells.count == 0
-            unlike = flags is not None and bool(flags[j])
-            out.append(Answer(int(np.argmax(scored.probs[j])), no_cell or unlike))
+        why = refusals(backend, scored.ood_score, [cells for _, cells in prepared])
+        for j, refusal in enumerate(why):
+            out.append(Answer(int(np.argmax(scored.probs[j])), refusal.refused))
         tick(len(chunk))
     return out
 
@@ -223,15 +223,16 @@ def audit_run(
     `audit` in the model's metrics.json; return the result."""
     import time
 
-    from bloodcell.evaluation.evaluate import open_split_images
+    from bloodcell.evaluation.runs import open_run
 
-    s = open_split_images(model, split, data_root, manifest, progress)
-    backend, run = s.backend, s.run
+    run = open_run(model, data_root=data_root, manifest=manifest)
+    s = run.images(split, progress)
+    backend = run.backend
     t0 = time.perf_counter()
     summary, cases, answers = audit_images(backend, s.images, s.y_true, seed, progress=progress)
     result: AuditResult = {
         "split": split,
-        "n_images": len(s.rows),
+        "n_images": len(s.split.rows),
         "model": str(backend.path),
         "backend": backend.kind,
         "seed": seed,
@@ -239,7 +240,7 @@ def audit_run(
         "targets": targets(summary),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(out_dir) if out_dir else run.eval_dir(split)
+    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     from bloodcell.reporting.audit_report import write_audit
 
     write_audit(result, cases, answers, backend, out)

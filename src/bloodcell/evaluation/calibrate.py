@@ -22,7 +22,6 @@ from the validation scores saved with it, without the data.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,16 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from bloodcell.data.dataset import ManifestDataset
-from bloodcell.data.manifest import ManifestRow, read_manifest, select
-from bloodcell.errors import DatasetError, ModelError
+from bloodcell.data.manifest import ManifestRow
+from bloodcell.errors import ModelError
 from bloodcell.evaluation.metrics import expected_calibration_error
+from bloodcell.evaluation.runs import open_run
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import TorchBackend, dataset_logits, softmax
+from bloodcell.models.backends import dataset_logits, softmax
 from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
 from bloodcell.models.ood import OodDetector
-from bloodcell.models.saved import CONFIG_FILE, load_model, resolve_model_dir, update_config
-from bloodcell.records import CalibrationRecord, ModelConfig
-from bloodcell.run_dir import RunDir
+from bloodcell.models.saved import read_config, resolve_model_dir, update_config
+from bloodcell.records import CalibrationRecord
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
@@ -110,7 +109,7 @@ def fit_and_store(
 def set_ood_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
     """Move the out-of-scope threshold to another in-scope acceptance; returns its config."""
     model_dir = resolve_model_dir(model_dir)
-    detector = OodDetector.load(model_dir, load_model_config(model_dir).get("ood"))
+    detector = OodDetector.load(model_dir, read_config(model_dir).get("ood"))
     if detector is None:
         raise ModelError(f"{model_dir}: this model has no out-of-scope detector; retrain it")
     config = detector.with_acceptance(acceptance).to_config()
@@ -124,20 +123,10 @@ def run_split(
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
 ) -> tuple[list[ManifestRow], Path]:
-    """Rows of one split of the data a run was trained on, and the data root to read them from
-    (found by `RunDir.find_data` from what the model recorded)."""
-    model_dir = resolve_model_dir(run_dir)
-    data = RunDir.of_model(model_dir).find_data(
-        load_model_config(model_dir).get("data"), data_root, manifest
-    )
-    rows = select(read_manifest(data.manifest), split)
-    if not rows:
-        raise DatasetError(f"{data.manifest}: the {split} split is empty")
-    return rows, data.root
-
-
-def load_model_config(model_dir: Path) -> ModelConfig:
-    return json.loads((model_dir / CONFIG_FILE).read_text())
+    """(rows, data root) of one split: `runs.open_run(...).split`, for scripts that want the
+    pair (benchmarks/inference.py)."""
+    found = open_run(run_dir, data_root=data_root, manifest=manifest).split(split)
+    return found.rows, found.root
 
 
 def split_logits(
@@ -148,11 +137,12 @@ def split_logits(
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Uncalibrated logits and targets of the saved model on one split of its data."""
-    rows, root = run_split(run_dir, split, data_root, manifest)
-    backend = TorchBackend(load_model(run_dir))
+    run = open_run(run_dir, "torch", data_root, manifest)
+    found = run.split(split)
+    backend = run.backend
     if backend.labels != list(LABELS):
         raise ModelError(f"{run_dir}: model labels {backend.labels} differ from {list(LABELS)}")
-    dataset = ManifestDataset(rows, root, backend.preprocess.transform())
+    dataset = ManifestDataset(found.rows, found.root, backend.preprocess.transform())
     return dataset_logits(backend, dataset, batch_size=batch_size)
 
 

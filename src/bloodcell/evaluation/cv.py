@@ -10,7 +10,7 @@ resamples duplicate groups rather than images (`metrics.group_bootstrap_ci`).
 Each fold (`cv_fold.run_fold`): its manifest (`data.folds`), `train.train` on it, temperature
 scaling on its validation part (`calibrate`, as `bloodcell run` does), then predictions for its
 test part.
-Layout of OUT:
+Layout of OUT (`run_dir.CvDir`):
 
   cv_config.json                    the settings; a rerun with other settings is refused
   verify.json                       what `bloodcell data verify` found
@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -50,23 +50,12 @@ from bloodcell.data.split import group_id, split_counts
 from bloodcell.data.verify import VerifyReport
 from bloodcell.errors import ModelError
 from bloodcell.evaluation.audit import pool as pool_audits
-from bloodcell.evaluation.cv_fold import (
-    MANIFEST_FILE,
-    PREDICTIONS_FILE,
-    RUN_DIR,
-    read_predictions,
-    run_fold,
-    write_fold_manifest,
-)
+from bloodcell.evaluation.cv_fold import read_predictions, run_fold, write_fold_manifest
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.labels import LABELS
-from bloodcell.run_dir import AUDIT_JSON, REPORT_MD, RunDir, atomic
+from bloodcell.records import CvFold, CvMetrics, CvResult, CvSeed, ProtocolRow, ProtocolsResult
+from bloodcell.run_dir import CvDir, FoldDir, atomic
 from bloodcell.train import TrainConfig
-
-SETTINGS_FILE = "cv_config.json"
-VERIFY_FILE = "verify.json"
-CV_FILE = "cv.json"
-PROTOCOLS_FILE = "protocols.json"
 
 #: The leakage study: protocol name -> what it keeps together. (a) is the usual protocol.
 PROTOCOLS: dict[str, str] = {
@@ -95,7 +84,7 @@ def _say(msg: str) -> None:
 
 def _check_settings(out: Path, record: dict[str, Any]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
-    path = out / SETTINGS_FILE
+    path = CvDir(out).settings
     if path.is_file():
         saved = json.loads(path.read_text())
         diff = {k: (saved.get(k), v) for k, v in record.items() if saved.get(k) != v}
@@ -113,15 +102,15 @@ def _check_settings(out: Path, record: dict[str, Any]) -> None:
 # --- metrics --------------------------------------------------------------------------------------
 
 
-def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
+def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> CvMetrics:
     """`metrics.compute_metrics`, with its intervals from resampling groups, not images."""
     from bloodcell.evaluation.metrics import compute_metrics, group_bootstrap_ci
 
-    m = compute_metrics(y_true, probs, LABELS)
+    m: dict[str, Any] = dict(compute_metrics(y_true, probs, LABELS))
     for key in ("calibration_bins", "bootstrap", "ci95"):
         m.pop(key)
     m["ci95"] = group_bootstrap_ci(y_true, probs, groups, LABELS)
-    return m
+    return cast(CvMetrics, m)
 
 
 def _ci_unit(report: VerifyReport, grouping: str, block_size: int | None) -> dict[str, str]:
@@ -135,15 +124,16 @@ def _ci_unit(report: VerifyReport, grouping: str, block_size: int | None) -> dic
 
 def _summarise_seed(
     out: Path, seed: int, folds: list[list[ManifestRow]], unit_of: dict[str, str]
-) -> dict[str, Any]:
-    per_fold, pooled = [], ([], [], [])
+) -> CvSeed:
+    per_fold: list[CvFold] = []
+    pooled: tuple[list, list, list] = ([], [], [])
     for i, rows in enumerate(folds):
-        fold_dir = out / f"seed-{seed}" / f"fold-{i + 1}"
-        paths, y, probs = read_predictions(fold_dir / PREDICTIONS_FILE)
+        fold = CvDir(out).fold(seed, i + 1)
+        paths, y, probs = read_predictions(fold.predictions)
         groups = [unit_of[p] for p in paths]
-        m = cv_metrics(y, probs, groups)
-        manifest = fold_dir / MANIFEST_FILE
-        m |= {
+        manifest = fold.manifest
+        m: CvFold = {
+            **cv_metrics(y, probs, groups),
             "fold": i + 1,
             "manifest": str(manifest.relative_to(out)),
             "manifest_sha256": file_sha256(manifest),
@@ -154,7 +144,7 @@ def _summarise_seed(
             acc.append(part)
     groups, y, probs = (np.concatenate(p) for p in pooled)
     accs = np.array([m["accuracy"] for m in per_fold])
-    audits = [_fold_audit(out / f"seed-{seed}" / f"fold-{i + 1}") for i in range(len(folds))]
+    audits = [_fold_audit(CvDir(out).fold(seed, i + 1)) for i in range(len(folds))]
     return {
         "seed": seed,
         "folds": per_fold,
@@ -169,9 +159,9 @@ def _summarise_seed(
     }
 
 
-def _fold_audit(fold_dir: Path) -> dict[str, Any] | None:
+def _fold_audit(fold: FoldDir) -> dict[str, Any] | None:
     """The audit summary of a fold's test part (None for a fold audited before audits)."""
-    path = RunDir(fold_dir / RUN_DIR).eval_dir("test") / AUDIT_JSON
+    path = fold.run.audit_json("test")
     return json.loads(path.read_text())["variants"] if path.is_file() else None
 
 
@@ -196,7 +186,7 @@ def run_cv(
     progress: bool = True,
     report: VerifyReport | None = None,
     name: str = "cv",
-) -> dict[str, Any]:
+) -> CvResult:
     """Cross-validate `config` on the data; writes OUT (see the module's docstring) and returns
     what cv.json holds. Folds whose predictions exist are skipped, so a killed run continues."""
     from bloodcell.reporting.cv_report import write_cv_report
@@ -208,12 +198,12 @@ def run_cv(
     record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
     _check_settings(out, record)
     report = report or _verified(data_root, progress)
-    with atomic(out / VERIFY_FILE) as tmp:
+    with atomic(CvDir(out).verify) as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     unit_of = _ci_unit(report, settings.grouping, settings.block_size)
     t_start = time.perf_counter()
     trained = 0
-    seeds: list[dict[str, Any]] = []
+    seeds: list[CvSeed] = []
     for seed in settings.seeds:
         folds = make_folds(
             report,
@@ -225,7 +215,7 @@ def run_cv(
         )
         trained += _run_folds(out, seed, folds, data_root, config, settings, progress, name)
         seeds.append(_summarise_seed(out, seed, folds, unit_of))
-    result = {
+    result: CvResult = {
         "name": name,
         "settings": asdict(settings),
         "recipe": config.recipe,
@@ -243,7 +233,7 @@ def run_cv(
     }
     if len(seeds) > 1:
         result["over_seeds"] = _over_seeds(seeds)
-    (out / CV_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    CvDir(out).result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     _say(f"{name}: report {write_cv_report(result, out)}")
     return result
 
@@ -262,11 +252,11 @@ def _run_folds(
     returns how many were trained now."""
     trained = 0
     for i, rows in enumerate(folds):
-        fold_dir = out / f"seed-{seed}" / f"fold-{i + 1}"
-        write_fold_manifest(rows, fold_dir / MANIFEST_FILE)
+        fold = CvDir(out).fold(seed, i + 1)
+        write_fold_manifest(rows, fold.manifest)
         where = f"{name}: seed {seed}, fold {i + 1}/{len(folds)}"
-        if (fold_dir / PREDICTIONS_FILE).is_file():
-            _say(f"{where}: finished before ({fold_dir / PREDICTIONS_FILE}), skipped")
+        if fold.predictions.is_file():
+            _say(f"{where}: finished before ({fold.predictions}), skipped")
             continue
         n = {s: len(select(rows, s)) for s in ("train", "val", "test")}
         _say(f"{where}: training on {n['train']} images (val {n['val']}), "
@@ -274,7 +264,7 @@ def _run_folds(
         t0 = time.perf_counter()
         # A fold's model only predicts its test part: no out-of-scope detector is fitted.
         fold_config = replace(config, seed=seed, ood_acceptance=None)
-        preds = run_fold(fold_dir, rows, data_root, fold_config, settings.calibrate, progress)
+        preds = run_fold(fold, rows, data_root, fold_config, settings.calibrate, progress)
         _, y, probs = read_predictions(preds)
         trained += 1
         _say(f"{where}: done in {time.perf_counter() - t0:.0f} s, "
@@ -282,7 +272,7 @@ def _run_folds(
     return trained
 
 
-def _over_seeds(seeds: list[dict[str, Any]]) -> dict[str, float]:
+def _over_seeds(seeds: list[CvSeed]) -> dict[str, float]:
     """How the pooled accuracy moves from seed to seed."""
     accs = np.array([s["pooled"]["accuracy"] for s in seeds])
     return {
@@ -293,12 +283,13 @@ def _over_seeds(seeds: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def correct_share(out: Path, cv: dict[str, Any]) -> dict[str, float]:
+def correct_share(out: Path, cv: CvResult) -> dict[str, float]:
     """path -> share of seeds whose out-of-fold prediction was right."""
     hits: dict[str, float] = {}
     for s in cv["seeds"]:
         for f in s["folds"]:
-            paths, y, probs = read_predictions(out / Path(f["manifest"]).parent / PREDICTIONS_FILE)
+            fold = FoldDir((out / f["manifest"]).parent)
+            paths, y, probs = read_predictions(fold.predictions)
             for p, ok in zip(paths, probs.argmax(1) == y, strict=True):
                 hits[p] = hits.get(p, 0.0) + float(ok) / len(cv["seeds"])
     return hits
@@ -310,7 +301,7 @@ def compare_protocols(
     config: TrainConfig,
     settings: CVSettings = CVSettings(),
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ProtocolsResult:
     """The same recipe, folds and seeds under each of `PROTOCOLS`, each into OUT/<protocol>/,
     then pooled accuracy side by side with its difference from (a) and a paired interval."""
     from bloodcell.evaluation.metrics import BOOTSTRAP_SEED, N_BOOTSTRAP
@@ -325,12 +316,13 @@ def compare_protocols(
         s = replace(
             settings, grouping=protocol, block_size=block_size if protocol == "block" else None
         )
-        runs[protocol] = run_cv(data_root, out / protocol, config, s, progress, report, protocol)
+        where = CvDir(out).protocol(protocol).path
+        runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol)
     # Blocks contain every duplicate group, so resampling them is fair to all three protocols.
     unit_of = _ci_unit(report, "block", block_size)
     paths = sorted(unit_of)
     groups = [unit_of[p] for p in paths]
-    result = {
+    result: ProtocolsResult = {
         "folds": settings.folds,
         "seeds": list(settings.seeds),
         "block_size": block_size,
@@ -345,21 +337,21 @@ def compare_protocols(
         },
         "protocols": protocol_rows(out, runs, paths, groups),
     }
-    (out / PROTOCOLS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    CvDir(out).protocols.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     _say(f"protocols: report {write_protocol_report(result, out)}")
     return result
 
 
 def protocol_rows(
-    out: Path, runs: dict[str, dict[str, Any]], paths: list[str], groups: list[str]
-) -> list[dict[str, Any]]:
+    out: Path, runs: dict[str, CvResult], paths: list[str], groups: list[str]
+) -> list[ProtocolRow]:
     """Each protocol's pooled accuracy and its difference from (a), with intervals from one
     shared draw of `groups` per resample (so the difference's interval is paired)."""
     from bloodcell.evaluation.metrics import group_bootstrap_mean
 
     correct = {}
     for protocol, cv in runs.items():
-        share = correct_share(out / protocol, cv)
+        share = correct_share(CvDir(out).protocol(protocol).path, cv)
         correct[protocol] = np.array([share[p] for p in paths])
     rows = []
     for protocol, cv in runs.items():
@@ -374,7 +366,7 @@ def protocol_rows(
                 "difference_vs_image": diff["mean"],
                 "difference_ci95": diff["ci95"],
                 "macro_f1": float(np.mean([s["pooled"]["macro_f1"] for s in cv["seeds"]])),
-                "report": f"{protocol}/{REPORT_MD}",
+                "report": CvDir(Path(protocol)).report.as_posix(),
             }
         )
     return rows

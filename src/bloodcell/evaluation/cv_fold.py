@@ -5,6 +5,8 @@ predictions, each written so that a killed process leaves either the whole file 
   FOLD/run/              the fold's training run (`run_dir.RunDir`), with the shortcut audit of
                          its test part in run/eval/test/audit.json
   FOLD/predictions.csv   its out-of-fold predictions, written last: a fold with it is done
+
+(the names are `run_dir.FoldDir`'s).
 """
 
 from __future__ import annotations
@@ -17,12 +19,8 @@ import numpy as np
 from bloodcell.data.manifest import ManifestRow, select, write_manifest
 from bloodcell.errors import DatasetError, ModelError
 from bloodcell.labels import LABELS
-from bloodcell.run_dir import RunDir, atomic
+from bloodcell.run_dir import FoldDir, atomic
 from bloodcell.train import TrainConfig
-
-MANIFEST_FILE = "manifest.csv"
-RUN_DIR = "run"
-PREDICTIONS_FILE = "predictions.csv"
 
 
 def write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
@@ -38,7 +36,7 @@ def write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
 
 
 def run_fold(
-    fold_dir: Path,
+    fold: FoldDir,
     rows: list[ManifestRow],
     data_root: Path,
     config: TrainConfig,
@@ -54,12 +52,10 @@ def run_fold(
     from bloodcell.models.saved import load_model
     from bloodcell.train import train
 
-    run = RunDir(fold_dir / RUN_DIR)
+    run = fold.run
     if not run.model.is_dir():
         resume = run.train_config.is_file()  # killed mid-training: go on from last.ckpt
-        train(
-            config, data_root, fold_dir / MANIFEST_FILE, run.path, resume=resume, progress=progress
-        )
+        train(config, data_root, fold.manifest, run.path, resume=resume, progress=progress)
     if calibrate:
         calibrate_run(run.path)  # fits on uncalibrated logits, so a rerun gives the same value
     model = TorchBackend(load_model(run.path))
@@ -69,8 +65,8 @@ def run_fold(
     dataset = ManifestDataset(test, data_root, model.preprocess.transform())
     outputs, _ = dataset_outputs(model, dataset, progress="predict test" if progress else None)
     probs = softmax(outputs.logits, model.temperature)
-    audit_run(run.path, "test", data_root, fold_dir / MANIFEST_FILE, progress=progress)
-    path = fold_dir / PREDICTIONS_FILE
+    audit_run(run.path, "test", data_root, fold.manifest, progress=progress)
+    path = fold.predictions
     with atomic(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["path", "label", "group", "predicted", *[f"p_{lab}" for lab in LABELS]])

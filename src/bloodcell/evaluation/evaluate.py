@@ -2,30 +2,27 @@
 metrics, the clinical malignant-vs-benign trade-off, calibration, and how sure we can be
 (95% bootstrap confidence intervals over the evaluated images; all from `metrics`).
 
-`evaluate_run` loads a saved model, predicts one split of the manifest through
-`models.backends.dataset_outputs` (the loop calibration and export use too), and writes metrics,
-pictures and a report into RUN/eval/<split>/. Beside the classifier's figures it reports the
-out-of-scope detector's refusals (`scope_metrics`) and the conformal prediction sets' coverage
-and size (`conformal_metrics`).
+`evaluate_run` opens a saved model on torch (`runs.open_run`), predicts one split of the manifest
+through `models.backends.dataset_outputs` (the loop calibration and export use too), and writes
+metrics, pictures and a report into RUN/eval/<split>/. Beside the classifier's figures it reports
+the out-of-scope detector's refusals (`scope_metrics`) and the conformal prediction sets'
+coverage and size (`conformal_metrics`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from bloodcell.errors import DatasetError
 from bloodcell.evaluation.metrics import compute_metrics, wilson_ci
+from bloodcell.evaluation.runs import open_run
 from bloodcell.records import EvalData, ModelConfig, ScopeMetrics, SetMetrics, SplitMetrics
-from bloodcell.run_dir import METRICS_FILE, PREDICTIONS_FILE, RunData, RunDir
+from bloodcell.run_dir import METRICS_FILE, PREDICTIONS_FILE, RunData
 
 # --- out of scope and prediction sets ------------------------------------------------------------
 
@@ -89,67 +86,6 @@ def scope_metrics(
 # --- a run's evaluation ---------------------------------------------------------------------------
 
 
-def open_run_model(model: str | Path) -> tuple[Any, ModelConfig, RunDir]:
-    """(backend, the saved model's config, its run) for a run/model dir or an `.onnx` file.
-
-    A directory is measured on torch: the reference the ONNX engines are checked against
-    (`engine_check`); an `.onnx` file is measured as it is.
-
-    An `.onnx` file lacks the training record; the config beside it (an export inside a model
-    directory) supplies the data folder and manifest when there is one.
-    """
-    from bloodcell.models.backends import TorchBackend
-    from bloodcell.models.engines import open_model
-    from bloodcell.models.saved import CONFIG_FILE
-
-    onnx_file = Path(model).suffix.lower() == ".onnx"
-    backend = open_model(model, "auto" if onnx_file else "torch")
-    if isinstance(backend, TorchBackend):
-        return backend, backend.loaded.config, RunDir.of_model(backend.path)
-    beside = backend.path.parent / CONFIG_FILE
-    config = json.loads(beside.read_text()) if beside.is_file() else {}
-    return backend, config, RunDir.of_model(backend.path.parent)
-
-
-@dataclass(frozen=True)
-class SplitImages:
-    """One split of a run's data, decoded: what the image studies (robustness, the audit) ask
-    the model about."""
-
-    backend: Any
-    run: RunDir
-    data: RunData
-    rows: list[Any]
-    y_true: np.ndarray
-    images: list[Any]
-
-
-def open_split_images(
-    model: str | Path,
-    split: str,
-    data_root: str | Path | None = None,
-    manifest: str | Path | None = None,
-    progress: bool = True,
-) -> SplitImages:
-    """The model (`open_run_model`) and its split's rows, true classes and decoded images;
-    a DatasetError when the split is empty."""
-    from tqdm import tqdm
-
-    from bloodcell.data.decode import decode_image
-    from bloodcell.data.manifest import read_manifest, select
-
-    backend, config, run = open_run_model(model)
-    data = run.find_data(config.get("data"), data_root, manifest)
-    rows = select(read_manifest(data.manifest), split)
-    if not rows:
-        raise DatasetError(f"{data.manifest}: no {split} rows")
-    labels = list(backend.labels)
-    y_true = np.array([labels.index(r.label) for r in rows])
-    paths = tqdm(rows, desc="decode", unit="img", file=sys.stderr, disable=not progress)
-    images = [decode_image(data.root / r.path) for r in paths]
-    return SplitImages(backend, run, data, rows, y_true, images)
-
-
 def evaluate_run(
     run_or_model_dir: str | Path,
     split: str = "test",
@@ -165,19 +101,15 @@ def evaluate_run(
     (`RunDir.find_data`). The model answers with its calibration temperature, out-of-scope
     detector and prediction sets.
     """
-    from bloodcell.data.manifest import read_manifest, select
-    from bloodcell.models.backends import TorchBackend
-    from bloodcell.models.saved import load_model, write_json
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.models.saved import write_json
     from bloodcell.reporting.eval_report import write_eval_report
 
-    loaded = load_model(run_or_model_dir)
-    backend = TorchBackend(loaded)
-    run = RunDir.of_model(loaded.path)
-    data = run.find_data(loaded.config.get("data"), data_root, manifest)
+    run = open_run(run_or_model_dir, "torch", data_root, manifest)
+    backend = run.backend
+    loaded = backend.loaded
+    data, rows = run.data, run.split(split).rows
     all_rows = read_manifest(data.manifest)
-    rows = select(all_rows, split)
-    if not rows:
-        raise DatasetError(f"{data.manifest}: no {split} rows to evaluate")
     t0 = time.perf_counter()
     y_true, probs, ood_scores = _predict(backend, rows, data.root, batch_size, progress, split)
     seconds = time.perf_counter() - t0
@@ -194,7 +126,7 @@ def evaluate_run(
         "predict_seconds": round(seconds, 2),
         "images_per_second": round(len(rows) / seconds, 1) if seconds else None,
     }
-    out = Path(out_dir) if out_dir else run.eval_dir(split)
+    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / METRICS_FILE, metrics)
     _write_predictions(out / PREDICTIONS_FILE, rows, probs, ood_scores, loaded.labels)

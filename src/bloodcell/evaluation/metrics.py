@@ -95,14 +95,15 @@ def per_class_metrics(
     }
 
 
-def wilson_ci(successes: int, n: int, z: float = 1.959964) -> Interval | None:
-    """Wilson score interval for a proportion (sensitivity, specificity); None when n = 0."""
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> Interval | None:
+    """Wilson score interval for a proportion (sensitivity, specificity, coverage), from
+    SciPy; None when n = 0."""
+    from scipy.stats import binomtest
+
     if n == 0:
         return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def clinical_metrics(

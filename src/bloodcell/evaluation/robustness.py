@@ -8,7 +8,7 @@ Each image is decoded once; corruptions are applied in memory with a generator s
 (seed, corruption name, severity, image index), so a rerun, or a run on a subset of corruptions,
 sees exactly the same corrupted images. Scores come from `metrics`, as `compute_metrics` gives
 them (and are tested against it); the files are drawn by `report_robustness`. The model is
-opened through `models.engines.open_model`, so an exported `.onnx` file works as well.
+opened through `runs.open_run`, so an exported `.onnx` file works as well.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from bloodcell.evaluation.metrics import (
     wilson_ci,
 )
 from bloodcell.models.backends import Backend, Scored
+from bloodcell.records import RobustnessResult, RobustnessRow
 from bloodcell.reporting.markdown import upsert_section
 from bloodcell.reporting.robustness_report import plot_robustness, report_lines, write_csv
 from bloodcell.run_dir import REPORT_MD, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
@@ -132,7 +133,7 @@ def conditions(corruptions: Sequence[Corruption], severities: Sequence[int] | No
     return out
 
 
-def worst_middle(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def worst_middle(results: Sequence[RobustnessRow]) -> RobustnessRow | None:
     """The middle-severity row with the lowest accuracy (None when severity 2 was not run)."""
     middle = [r for r in results if r["severity"] == MIDDLE_SEVERITY]
     return min(middle, key=lambda r: (r["accuracy"], r["macro_f1"])) if middle else None
@@ -152,20 +153,21 @@ def evaluate_robustness(
     seed: int = DEFAULT_SEED,
     batch_size: int = 64,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> RobustnessResult:
     """Evaluate `model` (run dir, model dir or `.onnx`) on `split` clean and under each
     corruption and severity; write JSON, CSV, plot and the report section; return the result."""
-    from bloodcell.evaluation.evaluate import open_split_images
+    from bloodcell.evaluation.runs import open_run
 
     chosen = get(corruptions)
     todo = conditions(chosen, severities)
-    s = open_split_images(model, split, data_root, manifest, progress)
-    backend, run, data, rows, y_true, images = s.backend, s.run, s.data, s.rows, s.y_true, s.images
+    run = open_run(model, data_root=data_root, manifest=manifest)
+    s = run.images(split, progress)
+    backend, data = run.backend, run.data
     t0 = time.perf_counter()
-    results = score_conditions(backend, images, y_true, todo, seed, batch_size, progress)
-    result = {
+    results = score_conditions(backend, s.images, s.y_true, todo, seed, batch_size, progress)
+    result: RobustnessResult = {
         "split": split,
-        "n": len(rows),
+        "n": len(s.split.rows),
         "model": str(backend.path),
         "backend": backend.kind,
         "architecture": backend.architecture,
@@ -174,7 +176,7 @@ def evaluate_robustness(
         "data": {"manifest": str(data.manifest), "data_root": str(data.root)},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(out_dir) if out_dir else run.eval_dir(split)
+    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     result["out_dir"] = str(out)
     write_outputs(result, out)
     return result
@@ -188,7 +190,7 @@ def score_conditions(
     seed: int,
     batch_size: int,
     progress: bool,
-) -> list[dict[str, Any]]:
+) -> list[RobustnessRow]:
     """One row per condition: its setting, `score` and the share refused as out of scope."""
     from tqdm import tqdm
 
@@ -216,7 +218,7 @@ def score_conditions(
     return results
 
 
-def summarise(results: list[dict[str, Any]], chosen: Sequence[Corruption]) -> dict[str, Any]:
+def summarise(results: list[RobustnessRow], chosen: Sequence[Corruption]) -> dict[str, Any]:
     """Clean against corrupted (clean first in `results`): each row's drop, the worst middle
     case and the corruptions that take accuracy below the target at the middle severity."""
     clean, corrupted = results[0], results[1:]
@@ -239,7 +241,7 @@ def summarise(results: list[dict[str, Any]], chosen: Sequence[Corruption]) -> di
     }
 
 
-def _row(corruption: Corruption | None, severity: int, scores: dict[str, Any]) -> dict[str, Any]:
+def _row(corruption: Corruption | None, severity: int, scores: dict[str, Any]) -> RobustnessRow:
     return {
         "corruption": corruption.name if corruption else "clean",
         "severity": severity,
@@ -252,7 +254,7 @@ def _row(corruption: Corruption | None, severity: int, scores: dict[str, Any]) -
 # --- outputs --------------------------------------------------------------------------------------
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> None:
+def write_outputs(result: RobustnessResult, out: Path) -> None:
     """robustness.json, robustness.csv, robustness.png and the report.md section."""
     from bloodcell.models.saved import write_json
 
@@ -266,7 +268,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 # --- command line ---------------------------------------------------------------------------------
 
 
-def summary_lines(result: dict[str, Any]) -> list[str]:
+def summary_lines(result: RobustnessResult) -> list[str]:
     """What the CLI prints: clean, the worst middle case, and where the files are."""
     clean, worst = result["clean"], result["worst_middle"]
     lines = [f"robustness ({result['split']}, n={result['n']}): clean {clean['accuracy']:.1%}"]

@@ -10,35 +10,61 @@ folder is the positive class). Writes `RUN/eval/ood/ood.json`, a score histogram
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.evaluation.evaluate import open_run_model
 from bloodcell.evaluation.metrics import ood_separation
+from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import Backend, dataset_outputs
 from bloodcell.models.saved import write_json
-from bloodcell.predict import predict_paths
-from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunData, RunDir
+from bloodcell.records import FolderResult, OodResult
+from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
 
 SECTION_TITLE = "Out-of-scope folders"
 
 
-def folder_scores(backend: Backend, folder: Path) -> tuple[np.ndarray, list[str]]:
-    """Out-of-scope scores of every readable image under `folder`, and the unreadable files."""
-    scores: list[float] = []
+def folder_scores(
+    backend: Backend, folder: Path, batch_size: int = 32
+) -> tuple[np.ndarray, list[str]]:
+    """Out-of-scope scores of every readable image under `folder` (walked as `predict` walks
+    it: sorted, hidden names skipped), and the unreadable files."""
+    from bloodcell.data.decode import ImageDecodeError, decode_image
+
+    scores: list[np.ndarray] = []
     errors: list[str] = []
-    for batch in predict_paths(backend, [folder], workers=2):
-        for p in batch:
-            if p.ok and p.ood_score is not None:
-                scores.append(p.ood_score)
-            elif not p.ok:
-                errors.append(f"{p.path}: {p.error}")
-    return np.asarray(scores, dtype=np.float64), errors
+    batch: list[np.ndarray] = []
+    for path in _files(folder):
+        try:
+            image = decode_image(path)
+        except ImageDecodeError as exc:
+            errors.append(f"{path}: {exc.reason}")
+            continue
+        batch.append(backend.preprocess.prepare_array(image, guard=False)[0])
+        if len(batch) == batch_size:
+            scores.append(_ood_scores(backend, batch))
+            batch = []
+    if batch:
+        scores.append(_ood_scores(backend, batch))
+    return (np.concatenate(scores) if scores else np.empty(0, np.float64)), errors
+
+
+def _files(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
+    return found
+
+
+def _ood_scores(backend: Backend, batch: list[np.ndarray]) -> np.ndarray:
+    scores = backend.score(np.stack(batch)).ood_score
+    assert scores is not None  # evaluate_ood refuses a model without a detector
+    return np.array([round(float(x), 6) for x in scores])  # as `predict` reports them
 
 
 def evaluate_ood(
@@ -49,18 +75,18 @@ def evaluate_ood(
     manifest: str | Path | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> OodResult:
     """Score the in-scope split and each folder; write JSON, histogram and report section."""
-    backend, config, run = open_run_model(model)
+    opened = open_run(model, data_root=data_root, manifest=manifest)
+    backend, run = opened.backend, opened.folder
     if backend.ood_threshold is None:
         raise ModelError(f"{model}: this model has no out-of-scope detector; retrain it")
     missing = [str(f) for f in folders if not Path(f).is_dir()]
     if missing:
         raise BloodcellError(f"--ood: not a folder: {', '.join(missing)}")
-    data = run.find_data(config.get("data"), data_root, manifest)
-    in_scope = split_scores(backend, data, split, progress)
+    in_scope = split_scores(backend, opened.split(split), progress)
     results = [folder_result(backend, Path(f), in_scope, progress) for f in folders]
-    result = {
+    result: OodResult = {
         "model": str(backend.path),
         "backend": backend.kind,
         "threshold": backend.ood_threshold,
@@ -78,14 +104,12 @@ def evaluate_ood(
     return result
 
 
-def split_scores(backend: Backend, data: RunData, split: str, progress: bool) -> np.ndarray:
+def split_scores(backend: Backend, split: Split, progress: bool) -> np.ndarray:
     """Out-of-scope scores of the in-scope images of one split of the run's data."""
     from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.data.manifest import read_manifest, select
 
-    rows = select(read_manifest(data.manifest), split)
-    dataset = ManifestDataset(rows, data.root, backend.preprocess.transform())
-    name = f"scores {split}" if progress else None
+    dataset = ManifestDataset(split.rows, split.root, backend.preprocess.transform())
+    name = f"scores {split.name}" if progress else None
     in_scope = dataset_outputs(backend, dataset, progress=name)[0].ood_score
     assert in_scope is not None
     return in_scope
@@ -93,7 +117,7 @@ def split_scores(backend: Backend, data: RunData, split: str, progress: bool) ->
 
 def folder_result(
     backend: Backend, folder: Path, in_scope: np.ndarray, progress: bool
-) -> dict[str, Any]:
+) -> FolderResult:
     """One folder: how many images it has, how many were refused, and how well the score
     separates them from the in-scope split."""
     if progress:
@@ -111,9 +135,7 @@ def folder_result(
     }
 
 
-def write_outputs(
-    result: dict[str, Any], out: Path, run: RunDir, split: str, beside_run: bool
-) -> None:
+def write_outputs(result: OodResult, out: Path, run: RunDir, split: str, beside_run: bool) -> None:
     """ood.json, the histogram, and the section in the split's report.md, which links the
     histogram relative to itself when it is in the run (so the run can move), else absolutely."""
     from bloodcell.reporting.markdown import upsert_section
@@ -128,7 +150,7 @@ def write_outputs(
     upsert_section(report, SECTION_TITLE, report_lines(result, image))
 
 
-def report_lines(result: dict[str, Any], image: str) -> list[str]:
+def report_lines(result: OodResult, image: str) -> list[str]:
     """The markdown section: one row per folder, then the histogram."""
     s = result["in_scope"]
     lines = [
@@ -152,7 +174,7 @@ def report_lines(result: dict[str, Any], image: str) -> list[str]:
     return [*lines, "", f"![out-of-scope scores]({image})"]
 
 
-def summary_lines(result: dict[str, Any]) -> list[str]:
+def summary_lines(result: OodResult) -> list[str]:
     """What the CLI prints: one line per folder."""
     lines = []
     for r in result["folders"]:

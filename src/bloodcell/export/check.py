@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from bloodcell.data.dataset import ManifestDataset
-from bloodcell.data.manifest import ManifestRow
-from bloodcell.evaluation.calibrate import run_split
+from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.export.onnx import export_onnx, split_or_none
 from bloodcell.models.backends import Backend, OnnxBackend, Outputs, TorchBackend, dataset_outputs
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
 from bloodcell.models.ood import threshold_for
 from bloodcell.models.saved import load_model, update_metrics
+from bloodcell.records import EngineCheck, EngineComparison, EngineRecords
 
 #: An engine passes when its labels equal its reference's on at least this share of the
 #: validation images...
@@ -51,13 +51,13 @@ def export_engines(
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> EngineRecords:
     """Export fp32 and int8 ONNX beside the model, check both on val, keep what passes.
 
     Returns the record written under "engines" in metrics.json. Needs the run's data (for
     int8 calibration and the check); without it nothing is exported and DatasetError says so.
     """
-    val = run_split(run, "val", data_root, manifest)
+    val = open_run(run, data_root=data_root, manifest=manifest).split("val")
     summary = export_onnx(
         run, quantize="int8", data_root=data_root, manifest=manifest, compare_on_test=False
     )
@@ -67,15 +67,15 @@ def export_engines(
         "onnx": OnnxBackend(summary["fp32"]),
         "onnx-int8": OnnxBackend(summary["path"]),
     }
-    outputs = {"val": _outputs(backends, *val, progress)}
+    outputs = {"val": _outputs(backends, val, progress)}
     test = split_or_none(run, "test", data_root, manifest)
     if test:
-        outputs["test"] = _outputs(backends, *test, progress)
+        outputs["test"] = _outputs(backends, test, progress)
     thresholds = _thresholds(backends, outputs["val"], loaded.config.get("ood"))
     digest = weights_digest(loaded.path)
-    records: dict[str, Any] = {"tolerance": TOLERANCE, "checked_on": "val"}
+    records: EngineRecords = {"tolerance": TOLERANCE, "checked_on": "val"}
     for engine, reference in REFERENCE.items():
-        record = {
+        record: EngineCheck = {
             "file": ENGINE_FILES[engine],
             "bytes": (loaded.path / ENGINE_FILES[engine]).stat().st_size,
             "reference": reference,
@@ -97,7 +97,7 @@ def export_engines(
     return records
 
 
-def compare(candidate: Outputs, reference: Outputs, targets: np.ndarray) -> dict[str, Any]:
+def compare(candidate: Outputs, reference: Outputs, targets: np.ndarray) -> EngineComparison:
     """How an engine's labels compare with its reference's on one split."""
     mine, theirs = candidate.logits.argmax(1), reference.logits.argmax(1)
     n = len(targets)
@@ -111,7 +111,7 @@ def compare(candidate: Outputs, reference: Outputs, targets: np.ndarray) -> dict
     }
 
 
-def passes(check: dict[str, Any]) -> bool:
+def passes(check: EngineComparison) -> bool:
     """The tolerance, applied to one split's comparison."""
     agreement = check["agreement"]
     return (
@@ -136,7 +136,7 @@ def _thresholds(
 
 def _flags(
     out: dict[str, Any], engine: str, reference: str, thresholds: dict[str, float | None]
-) -> dict[str, Any]:
+) -> EngineComparison:
     """How many images change between in and out of scope from the reference to the engine."""
     mine, theirs = out[engine].ood_score, out[reference].ood_score
     if mine is None or theirs is None or thresholds[engine] is None:
@@ -148,18 +148,16 @@ def _flags(
     }
 
 
-def _outputs(
-    backends: dict[str, Backend], rows: list[ManifestRow], root: Path, progress: bool
-) -> dict[str, Any]:
+def _outputs(backends: dict[str, Backend], split: Split, progress: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, backend in backends.items():
-        ds = ManifestDataset(rows, root, backend.preprocess.transform())
+        ds = ManifestDataset(split.rows, split.root, backend.preprocess.transform())
         bar = f"check {name}" if progress else None
         result[name], result["targets"] = dataset_outputs(backend, ds, 32, progress=bar)
     return result
 
 
-def _drop_failed(model_dir: Path, records: dict[str, Any]) -> None:
+def _drop_failed(model_dir: Path, records: EngineRecords) -> None:
     """Delete files that failed (and int8 when its fp32 source did), saying why."""
     if not records["onnx"]["verified"]:
         records["onnx-int8"]["verified"] = False
@@ -172,7 +170,7 @@ def _drop_failed(model_dir: Path, records: dict[str, Any]) -> None:
         _say(f"{engine}: failed its check ({TOLERANCE}); {record['file']} deleted")
 
 
-def summary_lines(records: dict[str, Any]) -> list[str]:
+def summary_lines(records: EngineRecords) -> list[str]:
     """One console line per engine: its check on val (and test when measured)."""
     lines = []
     for engine in REFERENCE:

@@ -30,8 +30,8 @@ import torch
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import ManifestRow
 from bloodcell.errors import BloodcellError, DatasetError, ModelError
-from bloodcell.evaluation.calibrate import run_split
 from bloodcell.evaluation.metrics import accuracy
+from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import (
     ONNX_FORMAT,
     ONNX_INPUT,
@@ -42,6 +42,7 @@ from bloodcell.models.backends import (
 )
 from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
+from bloodcell.run_dir import ModelDir
 
 OPSET = 17
 QUANT_METHODS = ("auto", "static", "dynamic")
@@ -258,10 +259,10 @@ def compare_accuracy(
 
 def split_or_none(
     model: str | Path, split: str, data_root: str | Path | None, manifest: str | Path | None
-) -> tuple[list[ManifestRow], Path] | None:
-    """The split's rows and data root, or None when the run's data cannot be found."""
+) -> Split | None:
+    """The split (`runs.open_run`), or None when the run's data cannot be found."""
     try:
-        return run_split(model, split, data_root, manifest)
+        return open_run(model, data_root=data_root, manifest=manifest).split(split)
     except (DatasetError, ModelError):
         return None
 
@@ -290,21 +291,22 @@ def export_onnx(
     if method not in QUANT_METHODS:
         raise BloodcellError(f"unknown quantisation method {method!r}; one of {QUANT_METHODS}")
     loaded = load_model(model)
-    final = Path(out) if out else loaded.path / ("model.int8.onnx" if quantize else "model.onnx")
+    files = ModelDir(loaded.path)
+    final = Path(out) if out else (files.int8_onnx if quantize else files.onnx)
     fp32 = final if not quantize else final.with_name(final.stem + ".fp32.onnx")
     if quantize and not out:
-        fp32 = loaded.path / "model.onnx"
+        fp32 = files.onnx
     export_fp32(loaded, fp32, opset)
     summary: dict[str, Any] = {"fp32": str(fp32), "fp32_bytes": fp32.stat().st_size}
     if not quantize:
         summary["path"] = str(fp32)
         return summary
     train = split_or_none(model, "train", data_root, manifest) if method != "dynamic" else None
-    batches = calibration_batches(*train, loaded, n_calibration) if train else None
+    batches = calibration_batches(train.rows, train.root, loaded, n_calibration) if train else None
     info = quantize_int8(fp32, final, batches, method)
     set_metadata(final, onnx_metadata(loaded, info))
     summary.update(path=str(final), int8_bytes=final.stat().st_size, quantization=info)
     test = split_or_none(model, "test", data_root, manifest) if compare_on_test else None
     if test:
-        summary["accuracy"] = compare_accuracy(fp32, final, *test, split="test")
+        summary["accuracy"] = compare_accuracy(fp32, final, test.rows, test.root, split="test")
     return summary

@@ -1,4 +1,5 @@
-"""Model registry, pretrained weights and the saved-model format.
+"""Model registry, pretrained weights, the saved-model format, the engines that run it
+(`engines.open_model`) and the rule for when it gives no class (`refusal`).
 
 The registry's names are loaded on first use: they import torch and torchvision, which an ONNX
 engine (`models.backends`, `models.engines`) never needs.

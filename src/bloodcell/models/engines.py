@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.models.backends import Backend, OnnxBackend
-from bloodcell.models.saved import WEIGHTS_FILE, SavedModel, load_model, read_model
+from bloodcell.models.saved import SavedModel, load_model, read_model
+from bloodcell.run_dir import INT8_ONNX_FILE, ONNX_FILE, OOD_FILE, ModelDir
 
 if TYPE_CHECKING:
     from bloodcell.models.torch_backend import TorchBackend
@@ -28,13 +29,11 @@ log = logging.getLogger(__name__)
 #: What `--engine` accepts everywhere.
 ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 #: The ONNX engines' files in a model directory.
-ENGINE_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+ENGINE_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_ONNX_FILE}
 #: What `auto` tries, fastest first; torch when none of them passes.
 FASTEST_FIRST = ("onnx-int8", "onnx")
 #: Key of the engine checks in the model's metrics.json.
 ENGINES_KEY = "engines"
-#: `models.ood.OOD_FILE`, for configs that do not name it (that module imports torch).
-OOD_FILE = "ood.safetensors"
 
 
 def check_engine(engine: str) -> str:
@@ -48,7 +47,7 @@ def check_engine(engine: str) -> str:
 
 def weights_digest(model_dir: Path) -> str:
     """sha256 of the weights: an engine check counts only for the weights it was made on."""
-    return hashlib.sha256((model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return hashlib.sha256(ModelDir(model_dir).weights.read_bytes()).hexdigest()
 
 
 def open_model(path: str | Path, engine: str = "auto", threads: int | None = None) -> Backend:

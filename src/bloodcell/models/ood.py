@@ -37,9 +37,8 @@ import numpy as np
 import torch
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.run_dir import atomic
+from bloodcell.run_dir import OOD_FILE, atomic
 
-OOD_FILE = "ood.safetensors"
 #: Share of in-scope (validation) images the threshold lets through unless told otherwise.
 DEFAULT_ACCEPTANCE = 0.99
 METHOD = "multi-layer mahalanobis"

@@ -21,7 +21,8 @@ from bloodcell import __version__
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.run_dir import MODEL_DIR, atomic
+from bloodcell.records import ModelConfig, ModelMetrics
+from bloodcell.run_dir import CONFIG_FILE, MODEL_DIR, WEIGHTS_FILE, ModelDir, atomic
 
 if TYPE_CHECKING:
     import torch
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier
 
 FORMAT = "bloodcell-model/1"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
 #: Below this top-class probability a prediction is flagged `uncertain` (after calibration).
 DEFAULT_UNCERTAIN_THRESHOLD = 0.8
 
@@ -85,15 +83,25 @@ class SavedModel(ConfigView):
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def read_config(model_dir: str | Path) -> ModelConfig:
+    """A model directory's `config.json`: the one place it is parsed, so every reader gets the
+    same record (and the same error for a file that is not a bloodcell model's)."""
+    config: ModelConfig = json.loads(ModelDir(Path(model_dir)).config.read_text())
+    if config.get("format") != FORMAT:
+        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
+    return config
+
+
+def read_metrics(model_dir: str | Path) -> ModelMetrics:
+    """A model directory's `metrics.json`; empty when nothing was measured yet."""
+    path = ModelDir(Path(model_dir)).metrics
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_model(path: str | Path) -> SavedModel:
     """The config and metrics of a run or model directory (no weights are read)."""
     model_dir = resolve_model_dir(path)
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
-    if config.get("format") != FORMAT:
-        raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
-    metrics_path = model_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return SavedModel(model_dir, config, metrics)
+    return SavedModel(model_dir, dict(read_config(model_dir)), read_metrics(model_dir))
 
 
 @dataclass
@@ -130,9 +138,10 @@ def save_model(
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    files = ModelDir(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic(out / WEIGHTS_FILE) as tmp:  # whole or absent, and readable by the group
+    with atomic(files.weights) as tmp:  # whole or absent, and readable by the group
         save_file(state, tmp, metadata={"format": FORMAT, "architecture": architecture})
     config = {
         "format": FORMAT,
@@ -146,28 +155,28 @@ def save_model(
         "data": data or {},
         "versions": library_versions(),
     }
-    write_json(out / CONFIG_FILE, config)
+    write_json(files.config, config)
     if metrics is not None:
-        write_json(out / METRICS_FILE, metrics)
+        write_json(files.metrics, metrics)
     return out
 
 
 def update_config(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
     """Change fields of a saved model's config (e.g. the fitted temperature)."""
-    path = resolve_model_dir(model_dir) / CONFIG_FILE
-    config = json.loads(path.read_text())
+    model_dir = resolve_model_dir(model_dir)
+    config: dict[str, Any] = dict(read_config(model_dir))
     config.update(changes)
-    write_json(path, config)
+    write_json(ModelDir(model_dir).config, config)
     return config
 
 
 def update_metrics(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
     """Set top-level entries of a saved model's metrics.json (a split's figures, the engine
     checks), keeping the others; the file is created when missing."""
-    path = resolve_model_dir(model_dir) / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    model_dir = resolve_model_dir(model_dir)
+    metrics = read_metrics(model_dir)
     metrics.update(changes)
-    write_json(path, metrics)
+    write_json(ModelDir(model_dir).metrics, metrics)
     return metrics
 
 
@@ -179,7 +188,8 @@ def resolve_model_dir(path: str | Path) -> Path:
     """Accept a model directory or a run directory (which holds `model/`)."""
     path = Path(path)
     for candidate in (path, path / MODEL_DIR):
-        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
+        files = ModelDir(candidate)
+        if files.config.is_file() and files.weights.is_file():
             return candidate
     raise ModelError(
         f"{path}: not a bloodcell model or run directory (expected {CONFIG_FILE} and "
@@ -197,10 +207,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     model_dir, config = saved.path, saved.config
     model = create_model(config["architecture"], pretrained=False)
     try:
-        model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device=str(device)))
+        model.load_state_dict(load_file(ModelDir(model_dir).weights, device=str(device)))
     except RuntimeError as exc:
         raise ModelError(
-            f"{model_dir / WEIGHTS_FILE}: weights do not fit {config['architecture']}: {exc}"
+            f"{ModelDir(model_dir).weights}: weights do not fit {config['architecture']}: {exc}"
         ) from exc
     model.to(device).eval()
     return LoadedModel(model=model, config=config, path=model_dir, metrics=saved.metrics)

@@ -10,6 +10,7 @@ import numpy as np
 
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.models.conformal import describe_set, set_labels
+from bloodcell.models.refusal import NO_CELL_REASON, UNLIKE_TRAINING_REASON, refusals
 
 if TYPE_CHECKING:
     from bloodcell.data.cells import Cells
@@ -19,9 +20,6 @@ OUT_OF_SCOPE_NOTE = (
     "outside what this model was trained on (not a B-ALL smear image like its training data): "
     "no class is given"
 )
-#: The two reasons an image gets no class (`Prediction.reason`).
-NO_CELL_REASON = "no white cell found"
-UNLIKE_TRAINING_REASON = "unlike the training images"
 #: What a row refused for having no white cell says instead of a class.
 NO_CELL_NOTE = (
     "no white cell was found in the image: the class must come from the white cells, so no "
@@ -147,26 +145,25 @@ def to_predictions(
     images. Otherwise the answer is the top class, flagged `uncertain` below the threshold,
     with the conformal set of the classes that remain possible.
     """
-    flags = backend.out_of_scope(scored.ood_score)
     found = list(cells) if cells is not None else [None] * len(names)
+    refused = refusals(backend, scored.ood_score, found)
     sets = None
     if backend.conformal is not None:
         sets = set_labels(backend.conformal.sets(scored.probs), backend.labels)
     out = []
     for j, (name, row) in enumerate(zip(names, scored.probs, strict=True)):
-        no_cell = found[j] is not None and found[j].count == 0
-        unlike = flags is not None and bool(flags[j])
+        why = refused[j]
         common = {
             "path": name,
             "engine": backend.kind,
             "probabilities": dict(zip(backend.labels, _rounded(row), strict=True)),
-            "out_of_scope": True if no_cell else (None if flags is None else unlike),
-            "reason": NO_CELL_REASON if no_cell else (UNLIKE_TRAINING_REASON if unlike else None),
+            "out_of_scope": why.out_of_scope,
+            "reason": why.reason,
             "ood_score": None if scored.ood_score is None else round(float(scored.ood_score[j]), 6),
             **_cell_fields(found[j]),
         }
-        if no_cell or unlike:
-            note = NO_CELL_NOTE if no_cell else OUT_OF_SCOPE_NOTE
+        if why.refused:
+            note = NO_CELL_NOTE if why.reason == NO_CELL_REASON else OUT_OF_SCOPE_NOTE
             out.append(Prediction(**common, note=note))
             continue
         i = int(np.argmax(row))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.labels import DISPLAY_NAMES
+from bloodcell.records import AuditResult
 from bloodcell.reporting.markdown import pct, upsert_section
 from bloodcell.reporting.plots import pyplot, short_names
 from bloodcell.run_dir import AUDIT_JSON, AUDIT_PNG, REPORT_MD
@@ -26,7 +27,7 @@ MEANING = {
 
 
 def write_audit(
-    result: dict[str, Any], cases: Sequence[Any], answers: Sequence[Any], backend: Any, out: Path
+    result: AuditResult, cases: Sequence[Any], answers: Sequence[Any], backend: Any, out: Path
 ) -> Path:
     """audit.json, audit.png and the report section in `out` (RUN/eval/<split>/)."""
     from bloodcell.models.saved import write_json
@@ -37,7 +38,7 @@ def write_audit(
     return upsert_section(out / REPORT_MD, SECTION, report_lines(result, AUDIT_PNG))
 
 
-def report_lines(result: dict[str, Any], image: str | None = None) -> list[str]:
+def report_lines(result: AuditResult, image: str | None = None) -> list[str]:
     """The section: a table per variant, what swaps followed per class, and the pass marks."""
     v = result["variants"]
     lines = [
@@ -139,7 +140,7 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
     return out
 
 
-def summary_lines(audit: dict[str, Any]) -> list[str]:
+def summary_lines(audit: AuditResult) -> list[str]:
     """Two lines for the console: what erased and swapped images got."""
     v = audit["variants"]
     lines = []

@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from bloodcell.records import CvResult, CvSeed, ProtocolsResult
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.plots import plot_confusion, pyplot, short_names
-from bloodcell.run_dir import REPORT_MD
+from bloodcell.run_dir import FOLDS_PNG, PROTOCOLS_PNG, CvDir
 
-FOLDS_PNG = "folds.png"
-PROTOCOLS_PNG = "protocols.png"
 _SPREAD = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
 
 
@@ -30,7 +29,7 @@ def _spread_values(m: dict[str, Any]) -> dict[str, tuple[float | None, list[floa
     return out
 
 
-def plot_fold_spread(cv: dict[str, Any], out: Path) -> Path:
+def plot_fold_spread(cv: CvResult, out: Path) -> Path:
     """Every fold's metrics as dots (one colour per seed) beside the pooled value and its
     interval (black), and each fold's ECE: how much the figure moves from fold to fold."""
     plt = pyplot()
@@ -97,7 +96,7 @@ def _cell(m: dict[str, Any], key: str) -> str:
     return f"{pct(m[key])} ({ci_range(ci[key])})"
 
 
-def _fold_tables(seed: dict[str, Any]) -> list[str]:
+def _fold_tables(seed: CvSeed) -> list[str]:
     keys = ("accuracy", "macro_f1", "sensitivity", "specificity", "ece")
     lines = [
         "| fold | test images | accuracy | macro-F1 | sensitivity | specificity | ECE |",
@@ -129,11 +128,11 @@ def _fold_tables(seed: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_cv_report(cv: dict[str, Any], out_dir: str | Path) -> Path:
+def write_cv_report(cv: CvResult, out_dir: str | Path) -> Path:
     """`report.md` for a cross-validation (`bloodcell cv`): headline, per-fold tables, the
     pooled confusion matrix per seed and the folds' spread (PNGs beside it)."""
     out = Path(out_dir)
-    plot_fold_spread(cv, out / FOLDS_PNG)
+    plot_fold_spread(cv, CvDir(out).folds_png)
     s = cv["settings"]
     lines = [
         f"# Cross-validation: {s['folds']} folds, recipe `{cv['recipe']}`",
@@ -157,12 +156,12 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path) -> Path:
         "```",
         "",
     ]
-    path = out / REPORT_MD
+    path = CvDir(out).report
     path.write_text("\n".join(lines))
     return path
 
 
-def _cv_method(cv: dict[str, Any]) -> list[str]:
+def _cv_method(cv: CvResult) -> list[str]:
     """How the folds were made and what the intervals cover."""
     s, d = cv["settings"], cv["data"]
     grouping = {
@@ -190,7 +189,7 @@ def _cv_method(cv: dict[str, Any]) -> list[str]:
     ]
 
 
-def _cv_headline(cv: dict[str, Any]) -> list[str]:
+def _cv_headline(cv: CvResult) -> list[str]:
     """The pooled figures of every seed, and their spread over seeds."""
     lines = []
     for seed in cv["seeds"]:
@@ -211,18 +210,18 @@ def _cv_headline(cv: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _seed_section(seed: dict[str, Any], out: Path) -> list[str]:
+def _seed_section(seed: CvSeed, out: Path) -> list[str]:
     """One seed: its fold tables, pooled confusion matrix (drawn now) and fold manifests."""
-    png = f"confusion_matrix_seed-{seed['seed']}.png"
-    plot_confusion(seed["pooled"]["confusion_matrix"], seed["pooled"]["labels"], out / png)
+    png = CvDir(out).confusion_png(seed["seed"])
+    plot_confusion(seed["pooled"]["confusion_matrix"], seed["pooled"]["labels"], png)
     lines = [f"## Seed {seed['seed']}", "", *_fold_tables(seed), "",
              "Pooled confusion matrix (all out-of-fold predictions):", "",
-             f"![pooled confusion matrix]({png})", "", "Fold manifests:", ""]  # fmt: skip
+             f"![pooled confusion matrix]({png.name})", "", "Fold manifests:", ""]  # fmt: skip
     lines += [f"- `{f['manifest']}` sha256 `{f['manifest_sha256']}`" for f in seed["folds"]]
     return [*lines, "", *_audit_section(seed)]
 
 
-def _audit_section(seed: dict[str, Any]) -> list[str]:
+def _audit_section(seed: CvSeed) -> list[str]:
     """The shortcut audit of every fold's test part, pooled (none for folds run before it)."""
     from bloodcell.evaluation.audit import targets
     from bloodcell.reporting.audit_report import SECTION, report_lines
@@ -239,7 +238,7 @@ def _audit_section(seed: dict[str, Any]) -> list[str]:
     return [f"### {SECTION} (pooled over folds)", "", *report_lines(result), ""]
 
 
-def plot_protocols(result: dict[str, Any], out: Path) -> Path:
+def plot_protocols(result: ProtocolsResult, out: Path) -> Path:
     """Pooled accuracy of each protocol with its interval, and its difference from (a)."""
     plt = pyplot()
     rows = result["protocols"]
@@ -267,10 +266,10 @@ def plot_protocols(result: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
+def write_protocol_report(result: ProtocolsResult, out_dir: str | Path) -> Path:
     """`report.md` for `bloodcell cv --compare-protocols`: the protocols side by side."""
     out = Path(out_dir)
-    plot_protocols(result, out / PROTOCOLS_PNG)
+    plot_protocols(result, CvDir(out).protocols_png)
     b = result["bootstrap"]
     lines = [
         "# How much a leaky split overstates accuracy",
@@ -310,6 +309,6 @@ def write_protocol_report(result: dict[str, Any], out_dir: str | Path) -> Path:
         f"![protocols]({PROTOCOLS_PNG})",
         "",
     ]
-    path = out / REPORT_MD
+    path = CvDir(out).report
     path.write_text("\n".join(lines))
     return path

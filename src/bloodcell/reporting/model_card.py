@@ -17,17 +17,27 @@ from typing import Any
 
 import yaml
 
-from bloodcell.evaluation.scope import report_lines as ood_lines
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.models.saved import CONFIG_FILE, METRICS_FILE, resolve_model_dir
-from bloodcell.records import ModelConfig, ModelMetrics, SplitMetrics
-from bloodcell.reporting.audit_report import report_lines as audit_lines
-from bloodcell.reporting.eval_report import conformal_lines
+from bloodcell.models.saved import read_config, read_metrics, resolve_model_dir
+from bloodcell.records import (
+    ModelConfig,
+    ModelMetrics,
+    OodResult,
+    RobustnessResult,
+    SplitMetrics,
+)
+from bloodcell.reporting.card_studies import (
+    engines_section,
+    limits_section,
+    looks_at_section,
+    not_measured,
+    robustness_section,
+    scope_section,
+    sets_section,
+)
 from bloodcell.reporting.markdown import ci_range, pct
-from bloodcell.reporting.robustness_report import report_lines as robustness_lines
-from bloodcell.run_dir import AUDIT_PNG, RunDir
+from bloodcell.run_dir import ModelDir, RunDir
 
-CARD_FILE = "README.md"
 #: The Kaggle data set the models are trained on (its handle, as `bloodcell download` uses it).
 DATASET = "mehradaria/leukemia"
 WARNING = (
@@ -41,13 +51,6 @@ CITATION = (
     "al., Kaggle 2021, doi:10.34740/KAGGLE/DSV/2175623. The images may not be redistributed."
 )
 SPLITS = ("test", "val")
-#: The run folder as the card (in RUN/model/) links into it.
-RUN_FROM_CARD = RunDir(Path(".."))
-
-
-def not_measured(what: str) -> str:
-    """The one sentence a card says for a part nobody measured."""
-    return f"Not measured for this model: {what}."
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -57,12 +60,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def write_model_card(model_dir: str | Path) -> Path:
     """Render `README.md` into the model directory (a run directory is accepted); its path."""
     model_dir = resolve_model_dir(model_dir)
-    config: ModelConfig = json.loads((model_dir / CONFIG_FILE).read_text())
-    metrics: ModelMetrics = _read_json(model_dir / METRICS_FILE) or {}
+    config = read_config(model_dir)
+    metrics = read_metrics(model_dir)
     run = RunDir.of_model(model_dir)
     robust = _read_json(run.robustness_json("test"))
     ood = _read_json(run.ood_json)
-    path = model_dir / CARD_FILE
+    path = ModelDir(model_dir).card
     path.write_text(render_card(config, metrics, robust, ood, name=run.path.name))
     return path
 
@@ -115,8 +118,8 @@ def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[
 def render_card(
     config: ModelConfig,
     metrics: ModelMetrics,
-    robustness: dict[str, Any] | None = None,
-    ood: dict[str, Any] | None = None,
+    robustness: RobustnessResult | None = None,
+    ood: OodResult | None = None,
     name: str = "bloodcell",
 ) -> str:
     """The whole card as markdown, from the saved files' contents."""
@@ -128,12 +131,12 @@ def render_card(
         ("Training recipe", _training(config)),
         ("Metrics", _metrics(metrics)),
         ("Calibration", _calibration(config)),
-        ("What the model looks at", _looks_at(metrics.get("audit"))),
-        ("Robustness", _robustness(robustness)),
-        ("Out of scope", _scope(config, test, ood)),
-        ("Prediction sets", _sets(config, test)),
-        ("Engines", _engines(metrics)),
-        ("Known limits", _limits()),
+        ("What the model looks at", looks_at_section(metrics.get("audit"))),
+        ("Robustness", robustness_section(robustness)),
+        ("Out of scope", scope_section(config, test, ood)),
+        ("Prediction sets", sets_section(config, test)),
+        ("Engines", engines_section(metrics)),
+        ("Known limits", limits_section()),
         ("How to cite the data", [CITATION]),
     ]
     text = ["---", head.rstrip("\n"), "---", "", f"# {name}: B-ALL blood smear classifier", ""]
@@ -285,123 +288,4 @@ def _calibration(config: ModelConfig) -> list[str]:
         f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after. Probabilities the model "
         f"reports are after scaling; below {config.get('uncertain_threshold', 0.8):.0%} top-class "
         "probability an answer is flagged uncertain.",
-    ]
-
-
-def _looks_at(audit: dict[str, Any] | None) -> list[str]:
-    if audit is None:
-        return [
-            not_measured(
-                "whether the answer comes from the white cells or from the slide "
-                "(`bloodcell audit RUN`)"
-            )
-        ]
-    image = RUN_FROM_CARD.eval_dir(audit.get("split", "test")) / AUDIT_PNG
-    return audit_lines(audit, image=image.as_posix())
-
-
-def _robustness(result: dict[str, Any] | None) -> list[str]:
-    if result is None:
-        return [
-            not_measured(
-                "accuracy under stain, light, focus and camera changes "
-                "(`bloodcell evaluate RUN --robustness`)"
-            )
-        ]
-    image = RUN_FROM_CARD.robustness_png(result.get("split", "test"))
-    return robustness_lines(result, image=image.as_posix())
-
-
-def _scope(config: ModelConfig, test: SplitMetrics | None, ood: dict[str, Any] | None) -> list[str]:
-    detector = config.get("ood")
-    if not detector:
-        return [not_measured("out-of-scope detection (this model has no detector; retrain it)")]
-    layers = ", ".join(str(x) for x in detector.get("layers", []))
-    lines = [
-        f"Images unlike the training smears get no class: the detector ({detector['method']}, "
-        f"backbone blocks {layers}) scores each image's distance from the training images, and "
-        f"above **{detector['threshold']:.4f}**, the score that keeps "
-        f"{pct(detector['acceptance'])} of validation images, the answer is `out_of_scope`.",
-        "",
-    ]
-    scope = (test or {}).get("out_of_scope")
-    if scope:
-        lines.append(
-            f"On the in-scope test split it refused {scope['flagged']} of {scope['n']} images "
-            f"({pct(scope['flagged_rate'])}, 95% Wilson CI {ci_range(scope['flagged_ci95'])}): "
-            "each one a missed answer, not a caught error."
-        )
-    else:
-        lines.append(not_measured("the share of in-scope test images refused"))
-    lines.append("")
-    if ood is None:
-        lines.append(
-            not_measured("refusals on folders of other images (`bloodcell evaluate RUN --ood DIR`)")
-        )
-    else:
-        lines += ood_lines(ood, RUN_FROM_CARD.ood_png.as_posix())
-    return lines
-
-
-def _sets(config: ModelConfig, test: SplitMetrics | None) -> list[str]:
-    conformal = config.get("conformal")
-    if not conformal:
-        return [not_measured("prediction sets (`bloodcell calibrate RUN` fits them)")]
-    lines = [
-        f"Beside its answer the model gives the set of classes the image still fits, holding the "
-        f"true class {conformal['coverage']:.0%} of the time ({conformal.get('method', 'split')}, "
-        "fitted on the validation split). Measured on the test split:",
-        "",
-    ]
-    if not test or not test.get("prediction_sets"):
-        return [*lines, not_measured("coverage of the prediction sets on the test split")]
-    return lines + conformal_lines(test)
-
-
-def _engines(metrics: ModelMetrics) -> list[str]:
-    """The ONNX files beside the weights and how their check went (`engine_check`)."""
-    records = dict(metrics).get("engines")
-    if not records:
-        return [not_measured("ONNX engines (none exported; `bloodcell export MODEL --check`)")]
-    lines = [
-        f"`--engine auto` runs the fastest file whose check passed ({records['tolerance']}); "
-        "Grad-CAM always uses torch.",
-        "",
-        "| engine | file | checked against | val agreement | test agreement | test accuracy "
-        "| kept |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for engine in ("onnx", "onnx-int8"):
-        r = records.get(engine)
-        if not r:
-            continue
-        val, test = r.get("val") or {}, r.get("test") or {}
-        lines.append(
-            f"| {engine} | `{r['file']}` | {r['reference']} | {pct(val.get('agreement'))} "
-            f"| {pct(test.get('agreement'))} | {pct(test.get('accuracy'))} "
-            f"| {'yes' if r['verified'] else 'no (deleted)'} |"
-        )
-    return lines
-
-
-def _limits() -> list[str]:
-    return [
-        "- **Each class comes from its own slides.** In this dataset background, red cells, "
-        "stain and the scale bar differ by class, so accuracy on it can come from recognising "
-        "the slide rather than the white cells. 'What the model looks at' above measures how "
-        "much; a model that has not passed that audit will not carry over to another lab. The "
-        "cells recipes show the model only the white cells the finder marks, and an image in "
-        "which it finds none is refused. The cells' own stain still differs by slide batch; "
-        "the grey variant (`cells_gray`) also drops the colour.",
-        "- **No external-site validation.** Every image comes from one laboratory, one staining "
-        "protocol and one camera; the figures above say nothing about another hospital. The "
-        "robustness table simulates such changes, it does not replace them.",
-        "- **Hematogones against Early Pre-B is the hard pair.** Benign hematogones look like "
-        "malignant early precursors; most errors and two-class prediction sets fall between "
-        "Benign and Malignant Early Pre-B. Confirm by flow cytometry.",
-        "- **The int8 ONNX engine shifts the out-of-scope scores.** Quantisation moves the "
-        "scores a little, so an image close to the threshold can be refused by one engine and "
-        "answered by the other; the labels agree far more closely than the refusals.",
-        "- Small test split: intervals are wide, and differences between models inside them are "
-        "not evidence that one is better.",
     ]

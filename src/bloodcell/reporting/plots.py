@@ -13,6 +13,7 @@ import numpy as np
 from bloodcell.evaluation.metrics import roc_auc
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.ood import BLANK_SCORE
+from bloodcell.records import OodResult
 
 
 def pyplot() -> Any:
@@ -125,7 +126,7 @@ def plot_reliability(bins: Sequence[dict[str, float]], ece: float, out: Path) ->
     return out
 
 
-def plot_ood_scores(result: dict[str, Any], out: Path) -> Path:
+def plot_ood_scores(result: OodResult, out: Path) -> Path:
     """Histograms of the out-of-scope score: the in-scope split and each folder, with the
     threshold, on one axis so the overlap (or its absence) is visible at a glance."""
     plt = pyplot()

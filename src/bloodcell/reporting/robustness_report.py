@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bloodcell.data.corruptions import MIDDLE_SEVERITY
+from bloodcell.records import RobustnessResult
 from bloodcell.reporting.plots import pyplot
 from bloodcell.run_dir import ROBUSTNESS_PNG
 
@@ -46,7 +47,7 @@ def _csv_value(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _grid(result: dict[str, Any]) -> tuple[list[str], list[int], np.ndarray]:
+def _grid(result: RobustnessResult) -> tuple[list[str], list[int], np.ndarray]:
     """(corruption names, severities, accuracy matrix with NaN where not run)."""
     names = list(dict.fromkeys(r["corruption"] for r in result["results"]))  # run order
     sevs = sorted({r["severity"] for r in result["results"]})
@@ -56,7 +57,7 @@ def _grid(result: dict[str, Any]) -> tuple[list[str], list[int], np.ndarray]:
     return names, sevs, acc
 
 
-def plot_robustness(result: dict[str, Any], out: Path) -> Path:
+def plot_robustness(result: RobustnessResult, out: Path) -> Path:
     """Accuracy vs severity per corruption (left) and the same numbers as a heatmap (right)."""
     from matplotlib.colors import TwoSlopeNorm
 
@@ -105,7 +106,7 @@ def _cell(r: dict[str, Any] | None, target: float) -> str:
     return text
 
 
-def report_lines(result: dict[str, Any], image: str = ROBUSTNESS_PNG) -> list[str]:
+def report_lines(result: RobustnessResult, image: str = ROBUSTNESS_PNG) -> list[str]:
     """The markdown section: what was done, the worst middle case, the table and the plot
     (`image`: the plot's path relative to the report that gets these lines)."""
     names, sevs, _ = _grid(result)

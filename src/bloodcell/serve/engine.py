@@ -17,10 +17,10 @@ from PIL import Image
 from bloodcell.data.manifest import file_sha256
 from bloodcell.models.backends import Backend
 from bloodcell.models.engines import open_model, open_torch
-from bloodcell.models.saved import METRICS_FILE, WEIGHTS_FILE, read_model
+from bloodcell.models.saved import read_metrics, read_model
 from bloodcell.predict.records import Prediction as ImagePrediction
 from bloodcell.predict.stream import predict_images
-from bloodcell.run_dir import CARD_FILE, RunDir
+from bloodcell.run_dir import ModelDir, RunDir
 
 if TYPE_CHECKING:
     from bloodcell.models.torch_backend import TorchBackend
@@ -107,11 +107,12 @@ def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
     backend = open_model(path, engine)
     if path.suffix.lower() == ".onnx":  # a lone .onnx file
         info = _model_info(backend, None, path, path.parent)
-        return Engine(backend, None, info, path.parent / CARD_FILE)
+        return Engine(backend, None, info, ModelDir(path.parent).card)
     saved = read_model(path)
-    info = _model_info(backend, saved.metrics, saved.path / WEIGHTS_FILE, saved.path)
+    files = ModelDir(saved.path)
+    info = _model_info(backend, saved.metrics, files.weights, saved.path)
     log.info("engine: %s (%s)", backend.kind, backend.path)
-    return Engine(backend, saved.path, info, saved.path / CARD_FILE)
+    return Engine(backend, saved.path, info, files.card)
 
 
 def _model_info(
@@ -146,13 +147,10 @@ def _model_info(
 
 
 def _read_metrics(model_dir: Path) -> dict[str, Any]:
-    import json
-
-    path = model_dir / METRICS_FILE
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_metrics(model_dir)
     except (OSError, ValueError):
-        log.warning("%s: unreadable, serving without metrics", path)
+        log.warning("%s: unreadable, serving without metrics", ModelDir(model_dir).metrics)
         return {}
 
 

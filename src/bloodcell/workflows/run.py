@@ -17,13 +17,41 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bloodcell.records import SplitMetrics
-from bloodcell.run_dir import RunDir
+from bloodcell.records import (
+    AuditResult,
+    CalibrationRecord,
+    EngineRecords,
+    OodResult,
+    RobustnessResult,
+    SplitMetrics,
+)
+from bloodcell.run_dir import ModelDir, RunDir
 from bloodcell.train import DEFAULT_RECIPE, TrainConfig, recipe
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything one `bloodcell run` measured: what the report, `run_summary.json` and the
+    console are made from."""
+
+    out: RunDir
+    config: TrainConfig
+    #: The data step (`prepare_data`): layout, files, readable, unreadable, paths.
+    data: dict[str, Any]
+    manifest: Path
+    calibration: CalibrationRecord
+    timings: dict[str, float]
+    #: Split name -> its evaluation.
+    splits: dict[str, SplitMetrics]
+    robustness: RobustnessResult
+    audit: AuditResult
+    ood: OodResult | None = None
+    #: The ONNX engines' checks; None when not exported.
+    engines: EngineRecords | None = None
 
 
 def _say(msg: str) -> None:
@@ -88,9 +116,6 @@ def run(
     from bloodcell.evaluation.robustness import evaluate_robustness
     from bloodcell.evaluation.scope import evaluate_ood
     from bloodcell.export.check import export_engines
-    from bloodcell.reporting.audit_report import SECTION as AUDIT_SECTION
-    from bloodcell.reporting.audit_report import report_lines as audit_lines
-    from bloodcell.reporting.audit_report import summary_lines as audit_summary_lines
     from bloodcell.reporting.eval_report import write_run_report
     from bloodcell.reporting.model_card import write_model_card
 
@@ -123,56 +148,43 @@ def run(
         with _timed(timings, "ood"):
             ood = evaluate_ood(out.path, ood_dirs, progress=progress)
     timings = {k: round(v, 1) for k, v in timings.items()}
-    extra = report_extra(out, config, data, calibration, timings, results, robust, ood)
-    extra += ["", f"## {AUDIT_SECTION}", "", *audit_lines(audit, out.link(out.audit_png("test")))]
-    report = write_run_report(out.path, results, extra)
-    card = write_model_card(out.model)
-    summary = run_summary(
-        out, data, report, card, timings, calibration, results, robust, ood, engines
+    r = RunResults(
+        out, config, data, manifest, calibration, timings, results, robust, audit, ood, engines
     )
-    summary["audit"] = {"variants": audit["variants"], "targets": audit["targets"]}
+    write_run_report(out.path, results, report_extra(r))
+    write_model_card(out.model)
+    summary = run_summary(r)
     out.run_summary.write_text(json.dumps(summary, indent=2) + "\n")
-    print_summary(summary, manifest, results, robust, ood)
-    for line in audit_summary_lines(audit):
-        print(line)
+    print_summary(r)
     return summary
 
 
-def run_summary(
-    out: RunDir,
-    data: dict[str, Any],
-    report: Path,
-    card: Path,
-    timings: dict[str, float],
-    calibration: dict[str, Any],
-    results: dict[str, SplitMetrics],
-    robust: dict[str, Any],
-    ood: dict[str, Any] | None,
-    engines: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """What `run_summary.json` holds: where everything is, the headline figures and the ONNX
-    engines' checks (None when not exported)."""
+def run_summary(r: RunResults) -> dict[str, Any]:
+    """What `run_summary.json` holds: where everything is, the headline figures, the ONNX
+    engines' checks (None when not exported) and the audit's results."""
+    out, splits = r.out, r.splits
     return {
         "out": str(out.path),
-        "data": data,
+        "data": r.data,
         "model": str(out.model),
-        "report": str(report),
-        "model_card": str(card),
-        "timings": timings,
-        "calibration": calibration,
-        "engines": engines,
+        "report": str(out.report),
+        "model_card": str(ModelDir(out.model).card),
+        "timings": r.timings,
+        "calibration": r.calibration,
+        "engines": r.engines,
         "robustness": {
-            "worst_middle": robust["worst_middle"],
-            "below_target_middle": robust["below_target_middle"],
+            "worst_middle": r.robustness["worst_middle"],
+            "below_target_middle": r.robustness["below_target_middle"],
         },
         "metrics": {
-            s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in results.items()
+            s: {k: m[k] for k in ("accuracy", "macro_f1", "ci95", "n")} for s, m in splits.items()
         },
-        "out_of_scope": {s: m["out_of_scope"] for s, m in results.items()},
-        "prediction_sets": results["test"]["prediction_sets"],
+        "out_of_scope": {s: m["out_of_scope"] for s, m in splits.items()},
+        "prediction_sets": splits["test"]["prediction_sets"],
         "ood_folders": [
-            {k: v for k, v in r.items() if k != "scores"} for r in (ood or {}).get("folders", [])
+            {k: v for k, v in f.items() if k != "scores"} for f in (r.ood or {}).get("folders", [])
         ],
+        "audit": {"variants": r.audit["variants"], "targets": r.audit["targets"]},
     }
 
 
@@ -190,21 +202,17 @@ def train_once(
         train(config, data_root, manifest, out.path, resume=resume, progress=progress)
 
 
-def report_extra(
-    out: RunDir,
-    config: TrainConfig,
-    data: dict[str, Any],
-    calibration: dict[str, Any],
-    timings: dict[str, float],
-    results: dict[str, SplitMetrics],
-    robust: dict[str, Any],
-    ood: dict[str, Any] | None,
-) -> list[str]:
+def report_extra(r: RunResults) -> list[str]:
     """The run report's lines after its table: where everything is, calibration, timings,
-    robustness, refusals, prediction sets and (when measured) the out-of-scope folders."""
+    robustness, refusals, prediction sets, (when measured) the out-of-scope folders, and the
+    audit."""
     from bloodcell.evaluation.scope import report_lines as ood_report_lines
+    from bloodcell.reporting.audit_report import SECTION as AUDIT_SECTION
+    from bloodcell.reporting.audit_report import report_lines as audit_lines
     from bloodcell.reporting.eval_report import conformal_lines, scope_lines
     from bloodcell.reporting.robustness_report import report_lines
+
+    out, data, calibration, test = r.out, r.data, r.calibration, r.splits["test"]
 
     extra = [
         f"Data: {data['readable']} readable of {data['files']} files "
@@ -212,59 +220,57 @@ def report_extra(
         f"Split: `{out.link(out.manifest_copy)}` (duplicate groups kept within one split). "
         f"Sample images: `{out.link(out.figures)}/`.",
         "",
-        f"Training: recipe `{config.recipe}` (`{out.link(out.train_config)}`), "
+        f"Training: recipe `{r.config.recipe}` (`{out.link(out.train_config)}`), "
         f"`{out.link(out.log)}`, `{out.link(out.curves)}`; model: `{out.link(out.model)}/`.",
         "",
         f"Calibration: temperature {calibration['temperature']:.3f} fitted on the validation "
         f"split; validation ECE {calibration['ece_before']:.4f} before, "
         f"{calibration['ece_after']:.4f} after (the ECE in the split reports is after scaling).",
         "",
-        f"Timings (s): {json.dumps(timings)}",
+        f"Timings (s): {json.dumps(r.timings)}",
         "",
         f"![training curves]({out.link(out.curves)})",
         "",
         "## Robustness",
         "",
-        *report_lines(robust, image=out.link(out.robustness_png("test"))),
+        *report_lines(r.robustness, image=out.link(out.robustness_png("test"))),
         "",
         "## Out of scope (test split)",
         "",
-        *scope_lines(results["test"]),
+        *scope_lines(test),
         "",
         "## Prediction sets (test split)",
         "",
-        *conformal_lines(results["test"]),
+        *conformal_lines(test),
     ]
-    if ood is not None:
-        ood_lines = ood_report_lines(ood, out.link(out.ood_png))
+    if r.ood is not None:
+        ood_lines = ood_report_lines(r.ood, out.link(out.ood_png))
         extra += ["", "## Out-of-scope folders", "", *ood_lines]
-    return extra
+    audit = audit_lines(r.audit, out.link(out.audit_png("test")))
+    return [*extra, "", f"## {AUDIT_SECTION}", "", *audit]
 
 
-def print_summary(
-    summary: dict[str, Any],
-    manifest: Path,
-    results: dict[str, SplitMetrics],
-    robust: dict[str, Any],
-    ood: dict[str, Any] | None,
-) -> None:
+def print_summary(r: RunResults) -> None:
     """What the console shows at the end: where things are, and the headline figures."""
     from bloodcell.evaluation.evaluate import summary_line
     from bloodcell.evaluation.robustness import summary_lines
     from bloodcell.evaluation.scope import summary_lines as ood_summary_lines
     from bloodcell.export.check import summary_lines as engine_lines
+    from bloodcell.reporting.audit_report import summary_lines as audit_summary_lines
 
-    print(f"manifest: {manifest}")
-    print(f"model:    {summary['model']}")
-    print(f"report:   {summary['report']}")
-    print(f"card:     {summary['model_card']}")
-    for m in results.values():
+    print(f"manifest: {r.manifest}")
+    print(f"model:    {r.out.model}")
+    print(f"report:   {r.out.report}")
+    print(f"card:     {ModelDir(r.out.model).card}")
+    for m in r.splits.values():
         print(summary_line(m))
-    for line in summary_lines(robust):
+    for line in summary_lines(r.robustness):
         print(line)
-    for line in engine_lines(summary["engines"]) if summary.get("engines") else []:
+    for line in engine_lines(r.engines) if r.engines else []:
         print(line)
-    for line in scope_summary(results["test"]) + (ood_summary_lines(ood) if ood else []):
+    for line in scope_summary(r.splits["test"]) + (ood_summary_lines(r.ood) if r.ood else []):
+        print(line)
+    for line in audit_summary_lines(r.audit):
         print(line)
 
 

@@ -1,0 +1,117 @@
+"""The JSON records a run leaves on disk, as types.
+
+- `records.model`: `model/config.json` (`ModelConfig`), `train_config.json`
+  (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
+- `records.metrics`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
+  split; `eval/<split>/metrics.json` is one `SplitMetrics`);
+- `records.studies`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
+  out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`) and cross-validation
+  (`CvResult`, `ProtocolsResult`).
+
+Readers name their keys through these types instead of passing `dict[str, Any]` around, so what a
+file holds is written down once. They are TypedDicts, plain dicts at run time: nothing here
+changes a byte on disk. Records that older models or an exported file's neighbour may lack are
+`total=False`; readers use `.get` for those keys. Import them from here.
+"""
+
+from __future__ import annotations
+
+from bloodcell.records.metrics import (
+    BootstrapRecord,
+    CalibrationBin,
+    ClassMetrics,
+    ClinicalMetrics,
+    EvalData,
+    Figures,
+    GroupIntervals,
+    ImageIntervals,
+    Interval,
+    Metrics,
+    ModelMetrics,
+    RocAuc,
+    ScopeMetrics,
+    SetLevel,
+    SetMetrics,
+    SplitMetrics,
+)
+from bloodcell.records.model import (
+    CalibrationRecord,
+    ConformalRecord,
+    DataRecord,
+    ModelConfig,
+    OodRecord,
+    TrainConfigRecord,
+    TrainSummary,
+)
+from bloodcell.records.studies import (
+    AuditResult,
+    AuditVariant,
+    CorruptionInfo,
+    CvData,
+    CvFold,
+    CvMetrics,
+    CvResult,
+    CvSeed,
+    EngineCheck,
+    EngineComparison,
+    EngineOod,
+    EngineRecords,
+    FolderResult,
+    InScopeScores,
+    OodResult,
+    ProtocolRow,
+    ProtocolsResult,
+    RobustnessResult,
+    RobustnessRow,
+    Spread,
+    StudyData,
+    SwapShares,
+)
+
+__all__ = [
+    "AuditResult",
+    "AuditVariant",
+    "BootstrapRecord",
+    "CalibrationBin",
+    "CalibrationRecord",
+    "ClassMetrics",
+    "ClinicalMetrics",
+    "ConformalRecord",
+    "CorruptionInfo",
+    "CvData",
+    "CvFold",
+    "CvMetrics",
+    "CvResult",
+    "CvSeed",
+    "DataRecord",
+    "EngineCheck",
+    "EngineComparison",
+    "EngineOod",
+    "EngineRecords",
+    "EvalData",
+    "Figures",
+    "FolderResult",
+    "GroupIntervals",
+    "ImageIntervals",
+    "InScopeScores",
+    "Interval",
+    "Metrics",
+    "ModelConfig",
+    "ModelMetrics",
+    "OodRecord",
+    "OodResult",
+    "ProtocolRow",
+    "ProtocolsResult",
+    "RobustnessResult",
+    "RobustnessRow",
+    "RocAuc",
+    "ScopeMetrics",
+    "SetLevel",
+    "SetMetrics",
+    "SplitMetrics",
+    "Spread",
+    "StudyData",
+    "SwapShares",
+    "TrainConfigRecord",
+    "TrainSummary",
+]

@@ -1,0 +1,152 @@
+"""The model card's sections on what was measured beyond accuracy: what the model looks at
+(the audit), robustness, what it refuses, prediction sets, the ONNX engines, and its known
+limits. Split from `model_card`, which assembles the card, to keep each file readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bloodcell.evaluation.scope import report_lines as ood_lines
+from bloodcell.records import (
+    AuditResult,
+    ModelConfig,
+    ModelMetrics,
+    OodResult,
+    RobustnessResult,
+    SplitMetrics,
+)
+from bloodcell.reporting.audit_report import report_lines as audit_lines
+from bloodcell.reporting.eval_report import conformal_lines
+from bloodcell.reporting.markdown import ci_range, pct
+from bloodcell.reporting.robustness_report import report_lines as robustness_lines
+from bloodcell.run_dir import AUDIT_PNG, RunDir
+
+#: The run folder as the card (in RUN/model/) links into it.
+RUN_FROM_CARD = RunDir(Path(".."))
+
+
+def not_measured(what: str) -> str:
+    """The one sentence a card says for a part nobody measured."""
+    return f"Not measured for this model: {what}."
+
+
+def looks_at_section(audit: AuditResult | None) -> list[str]:
+    if audit is None:
+        return [
+            not_measured(
+                "whether the answer comes from the white cells or from the slide "
+                "(`bloodcell audit RUN`)"
+            )
+        ]
+    image = RUN_FROM_CARD.eval_dir(audit.get("split", "test")) / AUDIT_PNG
+    return audit_lines(audit, image=image.as_posix())
+
+
+def robustness_section(result: RobustnessResult | None) -> list[str]:
+    if result is None:
+        return [
+            not_measured(
+                "accuracy under stain, light, focus and camera changes "
+                "(`bloodcell evaluate RUN --robustness`)"
+            )
+        ]
+    image = RUN_FROM_CARD.robustness_png(result.get("split", "test"))
+    return robustness_lines(result, image=image.as_posix())
+
+
+def scope_section(
+    config: ModelConfig, test: SplitMetrics | None, ood: OodResult | None
+) -> list[str]:
+    detector = config.get("ood")
+    if not detector:
+        return [not_measured("out-of-scope detection (this model has no detector; retrain it)")]
+    layers = ", ".join(str(x) for x in detector.get("layers", []))
+    lines = [
+        f"Images unlike the training smears get no class: the detector ({detector['method']}, "
+        f"backbone blocks {layers}) scores each image's distance from the training images, and "
+        f"above **{detector['threshold']:.4f}**, the score that keeps "
+        f"{pct(detector['acceptance'])} of validation images, the answer is `out_of_scope`.",
+        "",
+    ]
+    scope = (test or {}).get("out_of_scope")
+    if scope:
+        lines.append(
+            f"On the in-scope test split it refused {scope['flagged']} of {scope['n']} images "
+            f"({pct(scope['flagged_rate'])}, 95% Wilson CI {ci_range(scope['flagged_ci95'])}): "
+            "each one a missed answer, not a caught error."
+        )
+    else:
+        lines.append(not_measured("the share of in-scope test images refused"))
+    lines.append("")
+    if ood is None:
+        lines.append(
+            not_measured("refusals on folders of other images (`bloodcell evaluate RUN --ood DIR`)")
+        )
+    else:
+        lines += ood_lines(ood, RUN_FROM_CARD.ood_png.as_posix())
+    return lines
+
+
+def sets_section(config: ModelConfig, test: SplitMetrics | None) -> list[str]:
+    conformal = config.get("conformal")
+    if not conformal:
+        return [not_measured("prediction sets (`bloodcell calibrate RUN` fits them)")]
+    lines = [
+        f"Beside its answer the model gives the set of classes the image still fits, holding the "
+        f"true class {conformal['coverage']:.0%} of the time ({conformal.get('method', 'split')}, "
+        "fitted on the validation split). Measured on the test split:",
+        "",
+    ]
+    if not test or not test.get("prediction_sets"):
+        return [*lines, not_measured("coverage of the prediction sets on the test split")]
+    return lines + conformal_lines(test)
+
+
+def engines_section(metrics: ModelMetrics) -> list[str]:
+    """The ONNX files beside the weights and how their check went (`engine_check`)."""
+    records = dict(metrics).get("engines")
+    if not records:
+        return [not_measured("ONNX engines (none exported; `bloodcell export MODEL --check`)")]
+    lines = [
+        f"`--engine auto` runs the fastest file whose check passed ({records['tolerance']}); "
+        "Grad-CAM always uses torch.",
+        "",
+        "| engine | file | checked against | val agreement | test agreement | test accuracy "
+        "| kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for engine in ("onnx", "onnx-int8"):
+        r = records.get(engine)
+        if not r:
+            continue
+        val, test = r.get("val") or {}, r.get("test") or {}
+        lines.append(
+            f"| {engine} | `{r['file']}` | {r['reference']} | {pct(val.get('agreement'))} "
+            f"| {pct(test.get('agreement'))} | {pct(test.get('accuracy'))} "
+            f"| {'yes' if r['verified'] else 'no (deleted)'} |"
+        )
+    return lines
+
+
+def limits_section() -> list[str]:
+    return [
+        "- **Each class comes from its own slides.** In this dataset background, red cells, "
+        "stain and the scale bar differ by class, so accuracy on it can come from recognising "
+        "the slide rather than the white cells. 'What the model looks at' above measures how "
+        "much; a model that has not passed that audit will not carry over to another lab. The "
+        "cells recipes show the model only the white cells the finder marks, and an image in "
+        "which it finds none is refused. The cells' own stain still differs by slide batch; "
+        "the grey variant (`cells_gray`) also drops the colour.",
+        "- **No external-site validation.** Every image comes from one laboratory, one staining "
+        "protocol and one camera; the figures above say nothing about another hospital. The "
+        "robustness table simulates such changes, it does not replace them.",
+        "- **Hematogones against Early Pre-B is the hard pair.** Benign hematogones look like "
+        "malignant early precursors; most errors and two-class prediction sets fall between "
+        "Benign and Malignant Early Pre-B. Confirm by flow cytometry.",
+        "- **The int8 ONNX engine shifts the out-of-scope scores.** Quantisation moves the "
+        "scores a little, so an image close to the threshold can be refused by one engine and "
+        "answered by the other; the labels agree far more closely than the refusals.",
+        "- Small test split: intervals are wide, and differences between models inside them are "
+        "not evidence that one is better.",
+    ]
