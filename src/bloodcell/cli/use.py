@@ -37,10 +37,10 @@ def calibrate_cmd(args: argparse.Namespace) -> int:
 
 
 def predict_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.models.engines import open_model
     from bloodcell.predict import format_totals, run_predict
+    from bloodcell.predict.run import open_for_files
 
-    backend = open_model(args.model, args.engine)
+    backend = open_for_files(args.model, args.engine)
     print(f"engine: {backend.kind} ({backend.path})", file=sys.stderr)
     totals = run_predict(
         backend,

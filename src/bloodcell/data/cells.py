@@ -41,6 +41,7 @@ grey, any single colour) scores zero everywhere and has no cells.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -93,6 +94,7 @@ def _optical_density_table() -> np.ndarray:
 _OD = _optical_density_table()
 
 
+@functools.cache
 def _disk(radius: int) -> np.ndarray:
     """`skimage.morphology.disk(radius)` as a uint8 kernel for OpenCV (tested equal)."""
     y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
@@ -286,11 +288,18 @@ def _boxes(
     """Input-pixel boxes of the kept regions, grown by `grow` working pixels and clipped, in
     the order of each region's first pixel in reading order (as `scipy.ndimage.label`
     numbers them), so the same image always lists its cells the same way."""
-    _, first = np.unique(labels, return_index=True)  # labels 0..n-1 all occur
+    order = [i for i in range(1, len(stats)) if keep[i - 1]]
+    if len(order) > 1:
+
+        def first_pixel(i: int) -> tuple[int, int]:  # its top row, then where in that row
+            top = int(stats[i, cv2.CC_STAT_TOP])
+            return top, int(np.argmax(labels[top] == i))
+
+        order.sort(key=first_pixel)
     sh, sw = small
     h, w = full
     boxes = []
-    for i in sorted(np.flatnonzero(keep) + 1, key=lambda i: first[i]):
+    for i in order:
         x, y, bw, bh = (int(v) for v in stats[i, :4])
         boxes.append(
             (

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -26,14 +27,20 @@ class Column:
 
 def prediction_columns(labels: Sequence[str]) -> list[Column]:
     """The columns in `Prediction` field order; fields that are not columns are skipped."""
-    out = []
+    return list(_columns(tuple(labels)))
+
+
+@functools.cache
+def _columns(labels: tuple[str, ...]) -> tuple[Column, ...]:
+    """`prediction_columns`, made once per label set: every row of a large folder asks."""
+    out: list[Column] = []
     for f in fields(Prediction):
         kind, prefix = f.metadata["column"], f.metadata["prefix"]
         if kind == PER_LABEL:
             out += [Column(f"{prefix}_{lb}", f.name, FLOAT, lb) for lb in labels]
         elif kind is not None:
             out.append(Column(f.name, f.name, kind))
-    return out
+    return tuple(out)
 
 
 def csv_header(labels: Sequence[str]) -> list[str]:
@@ -44,7 +51,7 @@ def csv_row(p: Prediction, labels: Sequence[str]) -> list[str]:
     """One CSV row; `prediction_set` is its labels joined by '|'."""
     if not p.ok:  # an error row says only which file and why
         p = Prediction(path=p.path, error=p.error)
-    return [_text(c.kind, c.value(p)) for c in prediction_columns(labels)]
+    return [_text(c.kind, c.value(p)) for c in _columns(tuple(labels))]
 
 
 def group_csv_header(labels: Sequence[str]) -> list[str]:

@@ -42,9 +42,7 @@ def run_predict(
     run (`models.engines.open_model`); every row names the engine that answered. With
     `cell_guard` (the default) an image with no white cell found is refused.
     """
-    # One ONNX Runtime thread per run and a batch per core at once: faster than one run over
-    # every core while decoding shares the cores (`OnnxBackend`, `benchmarks/predict_folder.py`).
-    backend = model if isinstance(model, Backend) else open_model(model, engine, threads=1)
+    backend = model if isinstance(model, Backend) else open_for_files(model, engine)
     out_path = Path(out) if out else None
     fmt = infer_format(fmt, out_path)
     if fmt not in FORMATS:
@@ -79,6 +77,13 @@ def run_predict(
         if fh is not None and out_path:
             fh.close()
     return totals
+
+
+def open_for_files(model: str | Path, engine: str = "auto") -> Backend:
+    """`open_model` set up for predicting files: one ONNX Runtime thread per run and a batch
+    per core at once, which keeps up better than one run over every core while decoding
+    shares the cores (`OnnxBackend`; measured by `benchmarks/predict_folder.py`)."""
+    return open_model(model, engine, threads=1)
 
 
 def _open_output(
