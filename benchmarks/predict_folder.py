@@ -45,8 +45,8 @@ def engine_alone(run: Path, images: list[Path], engine: str, batch_size: int) ->
     ratio never credits predict with the engine's own best setting."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from bloodcell.data.files import read_image
     from bloodcell.models.engines import open_model
-    from bloodcell.predict.paths import read_image
 
     ways = {"all cores, one batch": open_model(run, engine)}
     ways["one thread, a batch per core"] = open_model(run, engine, threads=1)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = ap.parse_args(argv)
 
-    from bloodcell.predict.paths import iter_image_paths
+    from bloodcell.data.files import iter_image_paths
 
     images = list(iter_image_paths([args.folder]))
     folder = args.folder

@@ -27,9 +27,9 @@ from tests.models import tiny_model_dir
 from tests.predict import BLOODCELL, scores_within_tolerance
 
 from bloodcell.cli import main
+from bloodcell.data.files import iter_image_paths
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
-from bloodcell.predict.paths import iter_image_paths
 from bloodcell.predict.resume import _cut_partial_line
 from bloodcell.predict.run import run_predict
 

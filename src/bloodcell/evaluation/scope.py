@@ -10,13 +10,13 @@ folder is the positive class). Writes `RUN/eval/ood/ood.json`, a score histogram
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.metrics import ood_separation
 from bloodcell.evaluation.runs import Split, open_run
@@ -33,16 +33,14 @@ def folder_scores(
 ) -> tuple[np.ndarray, list[str]]:
     """Out-of-scope scores of every readable image under `folder` (walked as `predict` walks
     it: sorted, hidden names skipped), and the unreadable files."""
-    from bloodcell.data.decode import ImageDecodeError, decode_image
-
     scores: list[np.ndarray] = []
     errors: list[str] = []
     batch: list[np.ndarray] = []
-    for path in _files(folder):
+    for path in iter_image_paths([folder]):
         try:
-            image = decode_image(path)
-        except ImageDecodeError as exc:
-            errors.append(f"{path}: {exc.reason}")
+            image = read_image(path)
+        except BloodcellError as exc:
+            errors.append(f"{path}: {exc}")
             continue
         batch.append(backend.preprocess.prepare_array(image, guard=False)[0])
         if len(batch) == batch_size:
@@ -51,14 +49,6 @@ def folder_scores(
     if batch:
         scores.append(_ood_scores(backend, batch))
     return (np.concatenate(scores) if scores else np.empty(0, np.float64)), errors
-
-
-def _files(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
-    return found
 
 
 def _ood_scores(backend: Backend, batch: list[np.ndarray]) -> np.ndarray:

@@ -84,6 +84,7 @@ fail the run; they are in the output) or, with `--resume`, all were already in t
 none could be.
 """
 
+from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.predict.columns import csv_header, csv_row, group_csv_header, group_csv_row
 from bloodcell.predict.grouping import (
     FolderGrouper,
@@ -92,7 +93,6 @@ from bloodcell.predict.grouping import (
     format_totals,
     group_by_folder,
 )
-from bloodcell.predict.paths import iter_image_paths, read_image
 from bloodcell.predict.records import OUT_OF_SCOPE_NOTE, Prediction, to_predictions
 from bloodcell.predict.resume import (
     RESUMABLE,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError
 from bloodcell.evaluation.explain import explain_image, render_figure, torch_backend
-from bloodcell.predict.paths import iter_image_paths, read_image
 
 
 def _out_name(path: Path, used: set[str]) -> str:

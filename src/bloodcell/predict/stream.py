@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend, Scored
-from bloodcell.predict.paths import iter_image_paths, read_image
 from bloodcell.predict.records import Prediction, to_predictions
 
 if TYPE_CHECKING:

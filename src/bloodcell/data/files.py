@@ -1,4 +1,6 @@
-"""Which files to try, and reading one of them."""
+"""Which files to try, and reading one of them: the one walk over the user's files and folders
+(`predict`, `explain`, the out-of-scope folders of `evaluate`), sorted, hidden names skipped,
+every file through the one decoder (`data.decode`)."""
 
 from __future__ import annotations
 
