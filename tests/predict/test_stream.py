@@ -4,6 +4,8 @@ override, TTA invariance."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from tests.predict import BAD, SCORE_TOLERANCE
 
 from bloodcell.labels import LABELS
 from bloodcell.models.engines import open_model
-from bloodcell.predict.stream import predict_images, predict_paths
+from bloodcell.predict.stream import DECODE_NICE, predict_images, predict_paths, yield_to_model
 
 
 def test_mixed_good_and_bad_files(backend, mixed: Path) -> None:
@@ -78,6 +80,22 @@ def test_stopping_early_with_batches_at_the_model(onnx_run: Path, mixed: Path) -
     assert len(first) == 1
     again = [p for b in predict_paths(many, [mixed], batch_size=4) for p in b]
     assert len(again) == 15  # the same backend still answers a new call in full
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_decoding_threads_run_below_the_model() -> None:
+    seen: dict[str, int] = {}
+
+    def decoder() -> None:
+        yield_to_model()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=decoder)
+    thread.start()
+    thread.join()
+    assert seen["nice"] == min(19, base + DECODE_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # caller unchanged
 
 
 def test_uncertain_threshold_override(backend, mixed: Path) -> None:
