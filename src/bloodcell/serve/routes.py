@@ -10,6 +10,7 @@ says which status code a batch gets).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,11 +45,23 @@ def add_routes(
     """Every route, in the order the OpenAPI spec lists them, then the page's static files."""
     # With a key, the /v1 routes declare the bearer scheme in OpenAPI (ApiKeyMiddleware checks).
     auth = [Security(bearer_scheme)] if protected else []
-    auth_responses = AUTH_RESPONSES if protected else {}
+    wiring = _Wiring(engine, batcher, limits, auth, AUTH_RESPONSES if protected else {})
     _add_page_route(app)
-    _add_model_routes(app, engine, batcher, limits, auth, auth_responses)
-    _add_predict_route(app, engine, batcher, limits, auth, auth_responses)
+    _add_model_routes(app, wiring)
+    _add_predict_route(app, wiring)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+@dataclass(frozen=True)
+class _Wiring:
+    """What the routes share: the model, the batch worker, the upload limits, and the bearer
+    dependency with its OpenAPI answers (both empty without a key)."""
+
+    engine: Engine
+    batcher: Batcher
+    limits: dict[str, int]
+    auth: list[Any]
+    auth_responses: dict[int | str, dict[str, Any]]
 
 
 def _add_page_route(app: FastAPI) -> None:
@@ -57,15 +70,10 @@ def _add_page_route(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html")
 
 
-def _add_model_routes(
-    app: FastAPI,
-    engine: Engine,
-    batcher: Batcher,
-    limits: dict[str, int],
-    auth: list[Any],
-    auth_responses: dict[int | str, dict[str, Any]],
-) -> None:
+def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
     """`/health` (always open), `/v1/model` and the model card."""
+    engine, batcher, limits = wiring.engine, wiring.batcher, wiring.limits
+    auth, auth_responses = wiring.auth, wiring.auth_responses
 
     @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
     async def health() -> dict[str, Any]:
@@ -111,14 +119,10 @@ def _add_model_routes(
         return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
 
-def _add_predict_route(
-    app: FastAPI,
-    engine: Engine,
-    batcher: Batcher,
-    limits: dict[str, int],
-    auth: list[Any],
-    auth_responses: dict[int | str, dict[str, Any]],
-) -> None:
+def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
+    """`POST /v1/predict`: every file of a batch answered on its own."""
+    engine, batcher, limits = wiring.engine, wiring.batcher, wiring.limits
+    auth, auth_responses = wiring.auth, wiring.auth_responses
     labels = list(engine.backend.labels)
 
     @app.post(
