@@ -89,8 +89,7 @@ def train_recipe(
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.data.manifest import read_manifest, select
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.evaluation.evaluate import evaluate_run
-    from bloodcell.evaluation.robustness import evaluate_robustness
+    from bloodcell.workflows.evaluate import evaluate_robustness, evaluate_run
 
     run = RunDir(out / f"{recipe}-seed{seed}")
     if not run.model.is_dir():
@@ -135,7 +134,7 @@ def scope_figures(
     run: Path, metrics: SplitMetrics, robust: dict[str, Any], ood_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
-    from bloodcell.evaluation.scope import evaluate_ood
+    from bloodcell.workflows.evaluate import evaluate_ood
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
     rates = [r["out_of_scope_rate"] for r in robust["results"] if r.get("out_of_scope_rate")]

@@ -110,14 +110,12 @@ def run(
     Re-running into the same folder resumes an unfinished training of the same settings.
     """
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
-    from bloodcell.evaluation.audit import audit_run
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.evaluation.evaluate import evaluate_run
-    from bloodcell.evaluation.robustness import evaluate_robustness
-    from bloodcell.evaluation.scope import evaluate_ood
     from bloodcell.export.check import export_engines
     from bloodcell.reporting.eval_report import write_run_report
     from bloodcell.reporting.model_card import write_model_card
+    from bloodcell.workflows.audit import audit_run
+    from bloodcell.workflows.evaluate import evaluate_ood, evaluate_robustness, evaluate_run
 
     out = RunDir(Path(out_dir))
     out.path.mkdir(parents=True, exist_ok=True)
@@ -206,11 +204,11 @@ def report_extra(r: RunResults) -> list[str]:
     """The run report's lines after its table: where everything is, calibration, timings,
     robustness, refusals, prediction sets, (when measured) the out-of-scope folders, and the
     audit."""
-    from bloodcell.evaluation.scope import report_lines as ood_report_lines
     from bloodcell.reporting.audit_report import SECTION as AUDIT_SECTION
     from bloodcell.reporting.audit_report import report_lines as audit_lines
     from bloodcell.reporting.eval_report import conformal_lines, scope_lines
     from bloodcell.reporting.robustness_report import report_lines
+    from bloodcell.reporting.scope_report import report_lines as ood_report_lines
 
     out, data, calibration, test = r.out, r.data, r.calibration, r.splits["test"]
 
