@@ -11,7 +11,7 @@ folder is the positive class). `ood_result` returns what `RUN/eval/ood/ood.json`
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import Backend, dataset_outputs
 from bloodcell.records import FolderResult, OodResult
 from bloodcell.run_dir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def folder_scores(
@@ -106,7 +108,7 @@ def folder_result(
     """One folder: how many images it has, how many were refused, and how well the score
     separates them from the in-scope split."""
     if progress:
-        print(f"scoring {folder}", file=sys.stderr, flush=True)
+        log.info("scoring %s", folder)
     scores, errors = folder_scores(backend, folder)
     flagged = backend.out_of_scope(scores)
     return {

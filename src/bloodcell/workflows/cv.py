@@ -29,7 +29,7 @@ them protocols.json, report.md and protocols.png.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -57,12 +57,10 @@ from bloodcell.records import CvResult, CvSeed, ProtocolsResult
 from bloodcell.run_dir import CvDir, FoldDir, atomic
 from bloodcell.train import TrainConfig
 
+log = logging.getLogger(__name__)
+
 #: Five folds grouped by duplicates, one seed, calibrated.
 DEFAULT_SETTINGS = CVSettings()
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _verified(data_root: Path, progress: bool) -> VerifyReport:
@@ -71,7 +69,7 @@ def _verified(data_root: Path, progress: bool) -> VerifyReport:
 
     report = verify(discover(data_root), progress=progress)
     for bad in report.unreadable:
-        _say(f"left out (unreadable): {bad['path']}: {bad['reason']}")
+        log.info("left out (unreadable): %s: %s", bad["path"], bad["reason"])
     return report
 
 
@@ -131,7 +129,7 @@ def run_cv(
     if len(seeds) > 1:
         result["over_seeds"] = over_seeds(seeds)
     CvDir(out).result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    _say(f"{name}: report {write_cv_report(result, out)}")
+    log.info("%s: report %s", name, write_cv_report(result, out))
     return result
 
 
@@ -153,19 +151,24 @@ def _run_folds(
         write_fold_manifest(rows, fold.manifest)
         where = f"{name}: seed {seed}, fold {i + 1}/{len(folds)}"
         if fold.predictions.is_file():
-            _say(f"{where}: finished before ({fold.predictions}), skipped")
+            log.info("%s: finished before (%s), skipped", where, fold.predictions)
             continue
         n = {s: len(select(rows, s)) for s in ("train", "val", "test")}
-        _say(f"{where}: training on {n['train']} images (val {n['val']}), "
-             f"testing on {n['test']}")  # fmt: skip
+        log.info(
+            "%s: training on %d images (val %d), testing on %d",
+            where,
+            n["train"],
+            n["val"],
+            n["test"],
+        )
         t0 = time.perf_counter()
         # A fold's model only predicts its test part: no out-of-scope detector is fitted.
         fold_config = replace(config, seed=seed, ood_acceptance=None)
         preds = run_fold(fold, rows, data_root, fold_config, settings.calibrate, progress)
         _, y, probs = read_predictions(preds)
         trained += 1
-        _say(f"{where}: done in {time.perf_counter() - t0:.0f} s, "
-             f"accuracy {accuracy(y, probs.argmax(1)):.1%}")  # fmt: skip
+        seconds, acc = time.perf_counter() - t0, accuracy(y, probs.argmax(1))
+        log.info("%s: done in %.0f s, accuracy %s", where, seconds, f"{acc:.1%}")
     return trained
 
 
@@ -212,7 +215,7 @@ def compare_protocols(
         "protocols": protocol_rows(out, runs, paths, groups),
     }
     CvDir(out).protocols.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    _say(f"protocols: report {write_protocol_report(result, out)}")
+    log.info("protocols: report %s", write_protocol_report(result, out))
     return result
 
 
