@@ -10,7 +10,6 @@ import pytest
 from tests.train import tiny_run
 
 from bloodcell.evaluation.calibrate import calibrate_run
-from bloodcell.evaluation.evaluate import evaluate_run
 from bloodcell.records import (
     CalibrationRecord,
     ClassMetrics,
@@ -29,6 +28,7 @@ from bloodcell.records import (
     TrainSummary,
 )
 from bloodcell.run_dir import RunDir
+from bloodcell.workflows.evaluate import evaluate_run
 
 
 def _matches(record: dict[str, Any], kind: Any) -> None:

@@ -22,7 +22,7 @@ A saved model directory (`models.saved`) holds:
   model.onnx, model.int8.onnx                     the checked ONNX engines (`export`)
   README.md                                       the model card (`reporting.model_card`)
 
-A cross-validation folder (`bloodcell cv --out CV`; `evaluation.cv`) holds:
+A cross-validation folder (`bloodcell cv --out CV`; `workflows.cv`) holds:
 
   cv_config.json, verify.json, cv.json, report.md, folds.png    the settings and the results
   seed-S/fold-F/manifest.csv, run/, predictions.csv             one fold (`FoldDir`)

@@ -1,11 +1,7 @@
-"""The shortcut audit: its image variants on synthetic smears, its shares, and the command."""
+"""The shortcut audit: its image variants on synthetic smears and its shares (the command:
+tests/workflows/test_audit.py)."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 from tests.conftest import LILAC_NUCLEUS, PURPLE_NUCLEUS, smear_field
@@ -26,7 +22,6 @@ from bloodcell.evaluation.audit import (
 )
 
 FINDER = CellFinder()
-BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
 
 def _field(seed: int, colour=PURPLE_NUCLEUS, where=(70, 80)):
@@ -114,25 +109,3 @@ def test_summarise_counts_what_the_labels_follow():
     assert t["erased_refused"] is False and t["swaps_follow_cells"] is False
     pooled = pool([s, s])
     assert pooled["swapped"]["n"] == 8 and pooled["swapped"]["follows_cells"] == round(1 / 3, 4)
-
-
-def test_audit_command_writes_its_outputs(tmp_path: Path):
-    from tests.train import tiny_run
-
-    # A registered architecture: the command runs in its own process.
-    run = tiny_run(tmp_path, model="mobilenet_v2", image_size=64, epochs=1)
-    proc = subprocess.run(
-        [str(BLOODCELL), "audit", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = run / "eval" / "test"
-    result = json.loads((out / "audit.json").read_text())
-    assert {"original", "erased", "alone", "swapped", "corner"} <= set(result["variants"])
-    assert (out / "audit.png").stat().st_size > 1000
-    assert "## What the model looks at" in (out / "report.md").read_text()
-    metrics = json.loads((run / "model" / "metrics.json").read_text())
-    assert metrics["audit"]["variants"]["erased"]["n"] == result["variants"]["erased"]["n"]
-    assert "What the model looks at" in (run / "model" / "README.md").read_text()

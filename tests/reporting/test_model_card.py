@@ -13,10 +13,9 @@ from fastapi.testclient import TestClient
 from tests.models import make_run
 
 from bloodcell.evaluation.calibrate import calibrate_run
-from bloodcell.evaluation.evaluate import evaluate_run
-from bloodcell.evaluation.robustness import evaluate_robustness
 from bloodcell.reporting.model_card import not_measured, write_model_card
 from bloodcell.run_dir import CARD_FILE
+from bloodcell.workflows.evaluate import evaluate_robustness, evaluate_run
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,17 @@
 One module per command group, in pipeline order: `data`, `model` (weights, train, evaluate),
 `use` (calibrate, predict, explain, export), `serve`, `run`, `cv`, `benchmark`. Handlers are
 module-level functions that import their library modules when called, so `bloodcell --help`
-answers at once; the training options come from `TrainConfig` (`train_options`).
+answers at once; the training options come from `TrainConfig` (`train_options`). The library
+reports progress through `logging` (a logger per module); `main` sets the one handler, plain
+lines on stderr at INFO (`-q` hides progress bars only, not these lines).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from bloodcell import __version__
 from bloodcell.cli import benchmark, cv, data, model, run, serve, use
@@ -56,6 +60,31 @@ def wants_fast_allocator(argv: Sequence[str]) -> bool:
     return False
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever `sys.stderr` is when a line is written, so a redirected stderr
+    (a test's capture, a caller's) gets the lines too."""
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """The one logging setup: the library's progress lines (`logging`, one logger per module
+    under `bloodcell`) as plain lines on stderr. Idempotent, since `main` may run many times in
+    one process."""
+    logger = logging.getLogger("bloodcell")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Run as a program (argv None), heavy commands re-execute once under a fast
     memory allocator (see `bloodcell.allocator`) before parsing, since parsing the training
@@ -65,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bloodcell.allocator import reexec_with_fast_allocator
 
         reexec_with_fast_allocator(sys.argv[1:])
+    log_to_stderr()
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -76,4 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["HEAVY_COMMANDS", "TORCH_ONLY_COMMANDS", "build_parser", "main", "wants_fast_allocator"]
+__all__ = [
+    "HEAVY_COMMANDS",
+    "TORCH_ONLY_COMMANDS",
+    "build_parser",
+    "log_to_stderr",
+    "main",
+    "wants_fast_allocator",
+]

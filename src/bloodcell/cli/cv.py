@@ -14,8 +14,9 @@ from bloodcell.records import CvResult, ProtocolsResult
 
 def cv_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import SHORTENING, given_settings
-    from bloodcell.evaluation.cv import CVSettings, compare_protocols, run_cv
+    from bloodcell.evaluation.cv import CVSettings
     from bloodcell.train.config import config_from_options
+    from bloodcell.workflows.cv import compare_protocols, run_cv
 
     config = config_from_options(args.recipe, given_settings(args, SHORTENING))
     settings = CVSettings(

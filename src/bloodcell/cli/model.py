@@ -57,8 +57,9 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.evaluation.evaluate import evaluate_run, summary_line
+    from bloodcell.evaluation.evaluate import summary_line
     from bloodcell.reporting.model_card import write_model_card
+    from bloodcell.workflows.evaluate import evaluate_run
 
     data = data_dir(args.data) if args.data else None
     if args.robustness:
@@ -86,7 +87,8 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
     """`evaluate --ood DIR...`: score the folders against the split and print the summary."""
-    from bloodcell.evaluation.scope import evaluate_ood, summary_lines
+    from bloodcell.evaluation.scope import summary_lines
+    from bloodcell.workflows.evaluate import evaluate_ood
 
     r = evaluate_ood(args.run, args.ood, args.split, data, args.manifest)
     for line in summary_lines(r):
@@ -96,12 +98,9 @@ def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
 
 def robustness(args: argparse.Namespace, data: Path | None) -> int:
     """`evaluate --robustness`: run, print a summary and the output paths."""
-    from bloodcell.evaluation.robustness import (
-        ROBUSTNESS_CSV,
-        ROBUSTNESS_PNG,
-        evaluate_robustness,
-        summary_lines,
-    )
+    from bloodcell.evaluation.robustness import summary_lines
+    from bloodcell.run_dir import ROBUSTNESS_CSV, ROBUSTNESS_PNG
+    from bloodcell.workflows.evaluate import evaluate_robustness
 
     result = evaluate_robustness(
         args.run,
@@ -119,9 +118,9 @@ def robustness(args: argparse.Namespace, data: Path | None) -> int:
 
 
 def audit_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.evaluation.audit import audit_run
     from bloodcell.reporting.audit_report import summary_lines
     from bloodcell.reporting.model_card import write_model_card
+    from bloodcell.workflows.audit import audit_run
 
     data = data_dir(args.data) if args.data else None
     result = audit_run(args.run, args.split, data, args.manifest, seed=args.seed)

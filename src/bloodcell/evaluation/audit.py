@@ -14,7 +14,8 @@ two (the white cells are those `data.cells` finds):
 - **corner**: the bottom-right corner, where the scale bar is, painted with the background.
 
 An image is *refused* when the white-cell finder sees no cell in it (the guard of `predict`)
-or the out-of-scope detector scores it as unlike the training images. Results go to
+or the out-of-scope detector scores it as unlike the training images. `audit_images` returns
+the summary with the cases and answers it came from; `workflows.audit.audit_run` writes them to
 `RUN/eval/<split>/audit.json`, `audit.png` (examples with answers and Grad-CAM), a section of
 the split's `report.md`, and `audit` in the model's metrics.json.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from bloodcell.data.cells import (
 )
 from bloodcell.models.backends import Backend
 from bloodcell.models.refusal import refusals
-from bloodcell.records import AuditResult, AuditVariant, SwapShares
+from bloodcell.records import AuditVariant, SwapShares
 
 #: The variants, in the order they are reported.
 VARIANTS = ("original", "erased", "alone", "swapped", "corner")
@@ -208,47 +208,6 @@ def audit_images(
     ) as bar:
         answers = answer(backend, [c.image for c in cases], batch_size, bar.update)
     return summarise(cases, answers, backend.labels), cases, answers
-
-
-def audit_run(
-    model: str | Path,
-    split: str = "test",
-    data_root: str | Path | None = None,
-    manifest: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    seed: int = DEFAULT_SEED,
-    progress: bool = True,
-) -> AuditResult:
-    """Audit a run's model on one split; write audit.json, audit.png, the report section and
-    `audit` in the model's metrics.json; return the result."""
-    import time
-
-    from bloodcell.evaluation.runs import open_run
-
-    run = open_run(model, data_root=data_root, manifest=manifest)
-    s = run.images(split, progress)
-    backend = run.backend
-    t0 = time.perf_counter()
-    summary, cases, answers = audit_images(backend, s.images, s.y_true, seed, progress=progress)
-    result: AuditResult = {
-        "split": split,
-        "n_images": len(s.split.rows),
-        "model": str(backend.path),
-        "backend": backend.kind,
-        "seed": seed,
-        "variants": summary,
-        "targets": targets(summary),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
-    from bloodcell.reporting.audit_report import write_audit
-
-    write_audit(result, cases, answers, backend, out)
-    if backend.path.is_dir():  # a model directory records it; a lone .onnx file cannot
-        from bloodcell.models.saved import update_metrics
-
-        update_metrics(backend.path, audit=result)
-    return result
 
 
 def targets(summary: dict[str, Any]) -> dict[str, bool | None]:

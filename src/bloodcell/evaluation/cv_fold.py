@@ -1,5 +1,6 @@
-"""One fold of a cross-validation (`cv`): its manifest, its training run and its out-of-fold
-predictions, each written so that a killed process leaves either the whole file or none.
+"""One fold of a cross-validation (`workflows.cv.run_fold` runs it): its manifest and its
+out-of-fold predictions, each written so that a killed process leaves either the whole file or
+none, and read back for the figures (`cv`).
 
   FOLD/manifest.csv      the fold's split (test = this fold); an existing one must match
   FOLD/run/              the fold's training run (`run_dir.RunDir`), with the shortcut audit of
@@ -19,8 +20,7 @@ import numpy as np
 from bloodcell.data.manifest import ManifestRow, select, write_manifest
 from bloodcell.errors import DatasetError, ModelError
 from bloodcell.labels import LABELS
-from bloodcell.run_dir import FoldDir, atomic
-from bloodcell.train import TrainConfig
+from bloodcell.run_dir import FoldDir, RunDir, atomic
 
 
 def write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
@@ -35,42 +35,29 @@ def write_fold_manifest(rows: list[ManifestRow], path: Path) -> None:
             )
 
 
-def run_fold(
-    fold: FoldDir,
-    rows: list[ManifestRow],
-    data_root: Path,
-    config: TrainConfig,
-    calibrate: bool = True,
-    progress: bool = True,
-) -> Path:
-    """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
-    (`evaluation.audit`), and write its out-of-fold predictions; returns the predictions file."""
+def fold_probs(
+    run: RunDir, rows: list[ManifestRow], data_root: Path, progress: bool = True
+) -> np.ndarray:
+    """Class probabilities of the fold's test part from its trained (and calibrated) model."""
     from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.evaluation.audit import audit_run
-    from bloodcell.evaluation.calibrate import calibrate_run
     from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
     from bloodcell.models.saved import load_model
-    from bloodcell.train import train
 
-    run = fold.run
-    if not run.model.is_dir():
-        resume = run.train_config.is_file()  # killed mid-training: go on from last.ckpt
-        train(config, data_root, fold.manifest, run.path, resume=resume, progress=progress)
-    if calibrate:
-        calibrate_run(run.path)  # fits on uncalibrated logits, so a rerun gives the same value
     model = TorchBackend(load_model(run.path))
     if list(model.labels) != list(LABELS):
         raise ModelError(f"{run.path}: model labels {model.labels} differ from {list(LABELS)}")
-    test = select(rows, "test")
-    dataset = ManifestDataset(test, data_root, model.preprocess.transform())
+    dataset = ManifestDataset(select(rows, "test"), data_root, model.preprocess.transform())
     outputs, _ = dataset_outputs(model, dataset, progress="predict test" if progress else None)
-    probs = softmax(outputs.logits, model.temperature)
-    audit_run(run.path, "test", data_root, fold.manifest, progress=progress)
+    return softmax(outputs.logits, model.temperature)
+
+
+def write_fold_predictions(fold: FoldDir, rows: list[ManifestRow], probs: np.ndarray) -> Path:
+    """The fold's predictions file, atomically: once it exists the fold is done."""
     path = fold.predictions
     with atomic(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["path", "label", "group", "predicted", *[f"p_{lab}" for lab in LABELS]])
-        for row, p in zip(test, probs, strict=True):
+        for row, p in zip(select(rows, "test"), probs, strict=True):
             w.writerow(
                 [row.path, row.label, row.group, LABELS[int(p.argmax())]] + [f"{v:.6f}" for v in p]
             )

@@ -2,11 +2,12 @@
 metrics, the clinical malignant-vs-benign trade-off, calibration, and how sure we can be
 (95% bootstrap confidence intervals over the evaluated images; all from `metrics`).
 
-`evaluate_run` opens a saved model on torch (`runs.open_run`), predicts one split of the manifest
-through `models.backends.dataset_outputs` (the loop calibration and export use too), and writes
-metrics, pictures and a report into RUN/eval/<split>/. Beside the classifier's figures it reports
-the out-of-scope detector's refusals (`scope_metrics`) and the conformal prediction sets'
-coverage and size (`conformal_metrics`).
+`split_metrics` predicts one split of the manifest with a run opened by `runs.open_run` (through
+`models.backends.dataset_outputs`, the loop calibration and export use too) and returns its
+figures; `write_predictions` and `record_in_model` keep them on disk. Beside the classifier's
+figures it reports the out-of-scope detector's refusals (`scope_metrics`) and the conformal
+prediction sets' coverage and size (`conformal_metrics`). `workflows.evaluate.evaluate_run`
+joins these with the pictures and report of `reporting.eval_report`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
 from bloodcell.evaluation.metrics import compute_metrics, wilson_ci
-from bloodcell.evaluation.runs import open_run
+from bloodcell.evaluation.runs import Run
 from bloodcell.records import EvalData, ModelConfig, ScopeMetrics, SetMetrics, SplitMetrics
-from bloodcell.run_dir import METRICS_FILE, PREDICTIONS_FILE, RunData
+from bloodcell.run_dir import RunData
 
 # --- out of scope and prediction sets ------------------------------------------------------------
 
@@ -83,35 +85,34 @@ def scope_metrics(
     }
 
 
-# --- a run's evaluation ---------------------------------------------------------------------------
+# --- the pieces of a run's evaluation (`workflows.evaluate.evaluate_run` joins them) ------------
 
 
-def evaluate_run(
-    run_or_model_dir: str | Path,
-    split: str = "test",
-    data_root: str | Path | None = None,
-    manifest: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> SplitMetrics:
-    """Evaluate a saved model on one manifest split; write RUN/eval/<split>/ and return metrics.
+@dataclass(frozen=True)
+class SplitEvaluation:
+    """One split evaluated: its figures, and what the pictures and predictions.csv are drawn
+    from."""
 
-    Data root and manifest default to those the model recorded at training time
-    (`RunDir.find_data`). The model answers with its calibration temperature, out-of-scope
-    detector and prediction sets.
-    """
+    metrics: SplitMetrics
+    rows: Sequence[Any]
+    y_true: np.ndarray
+    probs: np.ndarray
+    ood_scores: np.ndarray | None
+
+
+def split_metrics(
+    run: Run, split: str = "test", batch_size: int = 64, progress: bool = True
+) -> SplitEvaluation:
+    """Predict one manifest split of an opened run (torch, so the engines' reference is
+    measured) with its calibration temperature, out-of-scope detector and prediction sets."""
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.models.saved import write_json
-    from bloodcell.reporting.eval_report import write_eval_report
 
-    run = open_run(run_or_model_dir, "torch", data_root, manifest)
     backend = run.backend
     loaded = backend.loaded
     data, rows = run.data, run.split(split).rows
     all_rows = read_manifest(data.manifest)
     t0 = time.perf_counter()
-    y_true, probs, ood_scores = _predict(backend, rows, data.root, batch_size, progress, split)
+    y_true, probs, ood_scores = predict_split(backend, rows, data.root, batch_size, progress, split)
     seconds = time.perf_counter() - t0
     metrics = cast(SplitMetrics, compute_metrics(y_true, probs, loaded.labels))
     paths = [r.path for r in rows]
@@ -122,20 +123,14 @@ def evaluate_run(
         "model_dir": str(loaded.path),
         "architecture": loaded.architecture,
         "temperature": loaded.temperature,
-        "data": _data_record(data, all_rows, loaded.config),
+        "data": data_record(data, all_rows, loaded.config),
         "predict_seconds": round(seconds, 2),
         "images_per_second": round(len(rows) / seconds, 1) if seconds else None,
     }
-    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / METRICS_FILE, metrics)
-    _write_predictions(out / PREDICTIONS_FILE, rows, probs, ood_scores, loaded.labels)
-    write_eval_report(metrics, y_true, probs, out, loaded.config)
-    _record_in_model(loaded.path, split, metrics)
-    return metrics
+    return SplitEvaluation(metrics, rows, y_true, probs, ood_scores)
 
 
-def _predict(
+def predict_split(
     backend: Any, rows: Sequence[Any], root: Path, batch_size: int, progress: bool, split: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """True classes, temperature-scaled probabilities and out-of-scope scores of `rows`."""
@@ -150,7 +145,7 @@ def _predict(
     return y_true, probs, outputs.ood_score
 
 
-def _data_record(data: RunData, all_rows: Sequence[Any], config: ModelConfig) -> EvalData:
+def data_record(data: RunData, all_rows: Sequence[Any], config: ModelConfig) -> EvalData:
     """Which data was read, and whether its manifest is the one the model was trained on."""
     from bloodcell.data.manifest import file_sha256
     from bloodcell.data.split import split_counts
@@ -165,13 +160,14 @@ def _data_record(data: RunData, all_rows: Sequence[Any], config: ModelConfig) ->
     }
 
 
-def _write_predictions(
+def write_predictions(
     path: Path,
     rows: Sequence[Any],
     probs: np.ndarray,
     ood_scores: np.ndarray | None,
     labels: Sequence[str],
 ) -> None:
+    """predictions.csv: each image's true and predicted class, score and probabilities."""
     with path.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["path", "label", "predicted", "ood_score", *[f"p_{lab}" for lab in labels]])
@@ -182,7 +178,7 @@ def _write_predictions(
             )
 
 
-def _record_in_model(model_dir: Path, split: str, metrics: SplitMetrics) -> None:
+def record_in_model(model_dir: Path, split: str, metrics: SplitMetrics) -> None:
     """Keep the model's own metrics.json up to date, keyed by split (large tables left out)."""
     from bloodcell.models.saved import update_metrics
 

@@ -1,13 +1,14 @@
 """Robustness: how accuracy holds up when the microscope, the stain or the camera changes.
 
-`evaluate_robustness` re-evaluates one split under every corruption of `data.corruptions` at each
-severity, next to the clean images, and writes `robustness.json`, `robustness.csv`,
-`robustness.png` and a "Robustness" section in `report.md` into RUN/eval/<split>/.
+`robustness_result` re-evaluates one split under every corruption of `data.corruptions` at each
+severity, next to the clean images, and returns what `robustness.json` holds;
+`workflows.evaluate.evaluate_robustness` writes it with `robustness.csv`, `robustness.png` and a
+"Robustness" section in `report.md` into RUN/eval/<split>/ (`reporting.robustness_report`).
 
 Each image is decoded once; corruptions are applied in memory with a generator seeded from
 (seed, corruption name, severity, image index), so a rerun, or a run on a subset of corruptions,
 sees exactly the same corrupted images. Scores come from `metrics`, as `compute_metrics` gives
-them (and are tested against it); the files are drawn by `report_robustness`. The model is
+them (and are tested against it). The model is
 opened through `runs.open_run`, so an exported `.onnx` file works as well.
 """
 
@@ -17,7 +18,6 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,13 +31,10 @@ from bloodcell.evaluation.metrics import (
     macro_f1,
     wilson_ci,
 )
+from bloodcell.evaluation.runs import Run
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.records import RobustnessResult, RobustnessRow
-from bloodcell.reporting.markdown import upsert_section
-from bloodcell.reporting.robustness_report import plot_robustness, report_lines, write_csv
-from bloodcell.run_dir import REPORT_MD, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
 
-SECTION_TITLE = "Robustness"
 #: The bar: no middle-severity corruption may take accuracy below this.
 TARGET_ACCURACY = 0.95
 DEFAULT_SEED = 0
@@ -142,25 +139,17 @@ def worst_middle(results: Sequence[RobustnessRow]) -> RobustnessRow | None:
 # --- the evaluation -------------------------------------------------------------------------------
 
 
-def evaluate_robustness(
-    model: str | Path,
-    split: str = "test",
-    corruptions: str | Sequence[str] | None = None,
-    severities: Sequence[int] | None = None,
-    data_root: str | Path | None = None,
-    manifest: str | Path | None = None,
-    out_dir: str | Path | None = None,
+def robustness_result(
+    run: Run,
+    split: str,
+    chosen: Sequence[Corruption],
+    todo: Sequence[Condition],
     seed: int = DEFAULT_SEED,
     batch_size: int = 64,
     progress: bool = True,
 ) -> RobustnessResult:
-    """Evaluate `model` (run dir, model dir or `.onnx`) on `split` clean and under each
-    corruption and severity; write JSON, CSV, plot and the report section; return the result."""
-    from bloodcell.evaluation.runs import open_run
-
-    chosen = get(corruptions)
-    todo = conditions(chosen, severities)
-    run = open_run(model, data_root=data_root, manifest=manifest)
+    """Evaluate an opened run's model (run dir, model dir or `.onnx`) on `split` clean and
+    under each condition of `todo` (`conditions` of the `chosen` corruptions)."""
     s = run.images(split, progress)
     backend, data = run.backend, run.data
     t0 = time.perf_counter()
@@ -176,9 +165,6 @@ def evaluate_robustness(
         "data": {"manifest": str(data.manifest), "data_root": str(data.root)},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
-    result["out_dir"] = str(out)
-    write_outputs(result, out)
     return result
 
 
@@ -249,20 +235,6 @@ def _row(corruption: Corruption | None, severity: int, scores: dict[str, Any]) -
         "setting": corruption.label(severity) if corruption else "none",
         **scores,
     }
-
-
-# --- outputs --------------------------------------------------------------------------------------
-
-
-def write_outputs(result: RobustnessResult, out: Path) -> None:
-    """robustness.json, robustness.csv, robustness.png and the report.md section."""
-    from bloodcell.models.saved import write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / ROBUSTNESS_JSON, result)
-    write_csv(out / ROBUSTNESS_CSV, [result["clean"], *result["results"]])
-    plot_robustness(result, out / ROBUSTNESS_PNG)
-    upsert_section(out / REPORT_MD, SECTION_TITLE, report_lines(result))
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -4,13 +4,14 @@
 files are reported and skipped, as in `predict`) and the run's in-scope test split, then gives
 per folder: the share refused, the AUROC of score against "in scope", and the false-positive
 rate on the test split at 95% true-positive rate on the folder (`metrics.ood_separation`; the
-folder is the positive class). Writes `RUN/eval/ood/ood.json`, a score histogram
-(`ood_scores.png`) and an "Out-of-scope folders" section in the split's `report.md`.
+folder is the positive class). `ood_result` returns what `RUN/eval/ood/ood.json` holds;
+`workflows.evaluate.evaluate_ood` writes it with a score histogram (`ood_scores.png`) and an
+"Out-of-scope folders" section in the split's `report.md` (`reporting.scope_report`).
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,11 +22,10 @@ from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.metrics import ood_separation
 from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.models.backends import Backend, dataset_outputs
-from bloodcell.models.saved import write_json
 from bloodcell.records import FolderResult, OodResult
-from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
+from bloodcell.run_dir import RunDir
 
-SECTION_TITLE = "Out-of-scope folders"
+log = logging.getLogger(__name__)
 
 
 def folder_scores(
@@ -53,20 +53,20 @@ def folder_scores(
 
 def _ood_scores(backend: Backend, batch: list[np.ndarray]) -> np.ndarray:
     scores = backend.score(np.stack(batch)).ood_score
-    assert scores is not None  # evaluate_ood refuses a model without a detector
+    assert scores is not None  # ood_result refuses a model without a detector
     return np.array([round(float(x), 6) for x in scores])  # as `predict` reports them
 
 
-def evaluate_ood(
+def ood_result(
     model: str | Path,
     folders: Sequence[str | Path],
     split: str = "test",
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
-    out_dir: str | Path | None = None,
     progress: bool = True,
-) -> OodResult:
-    """Score the in-scope split and each folder; write JSON, histogram and report section."""
+) -> tuple[OodResult, RunDir]:
+    """Score the in-scope split and each folder; returns the result and the run it belongs to
+    (whose folders the outputs go in by default)."""
     opened = open_run(model, data_root=data_root, manifest=manifest)
     backend, run = opened.backend, opened.folder
     if backend.ood_threshold is None:
@@ -88,10 +88,7 @@ def evaluate_ood(
         },
         "folders": results,
     }
-    out = Path(out_dir) if out_dir else run.ood_dir
-    write_outputs(result, out, run, split, beside_run=out_dir is None)
-    result["out_dir"] = str(out)
-    return result
+    return result, run
 
 
 def split_scores(backend: Backend, split: Split, progress: bool) -> np.ndarray:
@@ -111,7 +108,7 @@ def folder_result(
     """One folder: how many images it has, how many were refused, and how well the score
     separates them from the in-scope split."""
     if progress:
-        print(f"scoring {folder}", file=sys.stderr, flush=True)
+        log.info("scoring %s", folder)
     scores, errors = folder_scores(backend, folder)
     flagged = backend.out_of_scope(scores)
     return {
@@ -123,45 +120,6 @@ def folder_result(
         **ood_separation(in_scope, scores),
         "scores": [round(float(s), 6) for s in scores],
     }
-
-
-def write_outputs(result: OodResult, out: Path, run: RunDir, split: str, beside_run: bool) -> None:
-    """ood.json, the histogram, and the section in the split's report.md, which links the
-    histogram relative to itself when it is in the run (so the run can move), else absolutely."""
-    from bloodcell.reporting.markdown import upsert_section
-    from bloodcell.reporting.plots import plot_ood_scores
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / OOD_JSON, result)
-    plot_ood_scores(result, out / OOD_PNG)
-    report = run.eval_report(split)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    image = run.link(run.ood_png, report.parent) if beside_run else str((out / OOD_PNG).resolve())
-    upsert_section(report, SECTION_TITLE, report_lines(result, image))
-
-
-def report_lines(result: OodResult, image: str) -> list[str]:
-    """The markdown section: one row per folder, then the histogram."""
-    s = result["in_scope"]
-    lines = [
-        f"Each folder scored by the out-of-scope detector (`{result['backend']}`, threshold "
-        f"{result['threshold']:.4f}) against the {s['n']} in-scope {result['split']} images "
-        f"({s['flagged']} of them refused). AUROC: how well the score ranks the folder above "
-        "the in-scope images (1 = perfectly). FPR at 95% TPR: the share of in-scope images a "
-        "threshold catching 95% of the folder would refuse.",
-        "",
-        "| folder | images | refused | AUROC | FPR at 95% TPR | unreadable |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in result["folders"]:
-        rate = "n/a" if r["flagged_rate"] is None else f"{r['flagged_rate']:.1%}"
-        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.4f}"
-        fpr = "n/a" if r["fpr_at_95_tpr"] is None else f"{r['fpr_at_95_tpr']:.1%}"
-        lines.append(
-            f"| `{r['folder']}` | {r['n']} | {r['flagged']} ({rate}) | {auroc} | {fpr} | "
-            f"{len(r['unreadable'])} |"
-        )
-    return [*lines, "", f"![out-of-scope scores]({image})"]
 
 
 def summary_lines(result: OodResult) -> list[str]:

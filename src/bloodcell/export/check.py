@@ -14,7 +14,7 @@ and recorded for the report, but the decision is taken on validation only.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from bloodcell.models.ood import threshold_for
 from bloodcell.models.saved import load_model, update_metrics
 from bloodcell.records import EngineCheck, EngineComparison, EngineRecords
 
+log = logging.getLogger(__name__)
+
 #: An engine passes when its labels equal its reference's on at least this share of the
 #: validation images...
 MIN_AGREEMENT = 0.995
@@ -40,10 +42,6 @@ TOLERANCE = (
 )
 #: Each engine is checked against the next one up: int8 against fp32, fp32 against torch.
 REFERENCE = {"onnx": "torch", "onnx-int8": "onnx"}
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def export_engines(
@@ -167,7 +165,7 @@ def _drop_failed(model_dir: Path, records: EngineRecords) -> None:
             continue
         (model_dir / record["file"]).unlink(missing_ok=True)
         record["deleted"] = True
-        _say(f"{engine}: failed its check ({TOLERANCE}); {record['file']} deleted")
+        log.info("%s: failed its check (%s); %s deleted", engine, TOLERANCE, record["file"])
 
 
 def summary_lines(records: EngineRecords) -> list[str]:

@@ -147,8 +147,8 @@ class EvalData(TypedDict):
 
 
 class SplitMetrics(Metrics, total=False):
-    """`eval/<split>/metrics.json` (`evaluate.evaluate_run`); in `model/metrics.json` without
-    the calibration bins and the confusion matrix."""
+    """`eval/<split>/metrics.json` (`workflows.evaluate.evaluate_run`); in `model/metrics.json`
+    without the calibration bins and the confusion matrix."""
 
     split: str
     model_dir: str

@@ -89,7 +89,7 @@ class StudyData(TypedDict):
 
 
 class RobustnessResult(TypedDict):
-    """`eval/<split>/robustness.json` (`robustness.evaluate_robustness`)."""
+    """`eval/<split>/robustness.json` (`workflows.evaluate.evaluate_robustness`)."""
 
     split: str
     n: int
@@ -132,7 +132,8 @@ class FolderResult(TypedDict):
 
 
 class OodResult(TypedDict):
-    """`eval/ood/ood.json` (`scope.evaluate_ood`); `out_dir` is returned, not written."""
+    """`eval/ood/ood.json` (`workflows.evaluate.evaluate_ood`); `out_dir` is returned, not
+    written."""
 
     model: str
     backend: str
@@ -231,7 +232,7 @@ class CvData(TypedDict):
 
 
 class CvResult(TypedDict):
-    """`cv.json` (`cv.run_cv`)."""
+    """`cv.json` (`workflows.cv.run_cv`)."""
 
     name: str
     settings: dict[str, Any]
@@ -259,7 +260,7 @@ class ProtocolRow(TypedDict):
 
 
 class ProtocolsResult(TypedDict):
-    """`protocols.json` (`cv.compare_protocols`)."""
+    """`protocols.json` (`workflows.cv.compare_protocols`)."""
 
     folds: int
     seeds: list[int]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bloodcell.evaluation.scope import report_lines as ood_lines
 from bloodcell.records import (
     AuditResult,
     ModelConfig,
@@ -20,6 +19,7 @@ from bloodcell.reporting.audit_report import report_lines as audit_lines
 from bloodcell.reporting.eval_report import conformal_lines
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.robustness_report import report_lines as robustness_lines
+from bloodcell.reporting.scope_report import report_lines as ood_lines
 from bloodcell.run_dir import AUDIT_PNG, RunDir
 
 #: The run folder as the card (in RUN/model/) links into it.

@@ -1,7 +1,8 @@
-"""How a robustness result (`robustness.evaluate_robustness`) is shown: `robustness.csv`, the
-plot `robustness.png`, and the markdown section that the split's report, the run's report and
-the model card include. Pure functions of the result (as saved in `robustness.json`), so the
-card can render a result read back from disk; the accuracy bar is the one the result records.
+"""How a robustness result (`evaluation.robustness.robustness_result`) is shown:
+`robustness.json`, `robustness.csv`, the plot `robustness.png`, and the markdown section that
+the split's report, the run's report and the model card include. Pure functions of the result
+(as saved in `robustness.json`), so the card can render a result read back from disk; the
+accuracy bar is the one the result records.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 
 from bloodcell.data.corruptions import MIDDLE_SEVERITY
 from bloodcell.records import RobustnessResult
+from bloodcell.reporting.markdown import upsert_section
 from bloodcell.reporting.plots import pyplot
-from bloodcell.run_dir import ROBUSTNESS_PNG
+from bloodcell.run_dir import REPORT_MD, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
 
+SECTION_TITLE = "Robustness"
 CSV_FIELDS = (
     "corruption",
     "severity",
@@ -31,6 +34,17 @@ CSV_FIELDS = (
     "sensitivity",
     "specificity",
 )
+
+
+def write_robustness(result: RobustnessResult, out: Path) -> None:
+    """robustness.json, robustness.csv, robustness.png and the report.md section in `out`."""
+    from bloodcell.models.saved import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / ROBUSTNESS_JSON, result)
+    write_csv(out / ROBUSTNESS_CSV, [result["clean"], *result["results"]])
+    plot_robustness(result, out / ROBUSTNESS_PNG)
+    upsert_section(out / REPORT_MD, SECTION_TITLE, report_lines(result))
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:

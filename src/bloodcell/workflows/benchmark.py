@@ -15,6 +15,7 @@ at batch 32 and batch-1 latency for torch eager, ONNX Runtime fp32 and ONNX Runt
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -29,12 +30,10 @@ import numpy as np
 from bloodcell.records import SplitMetrics, TrainConfigRecord, TrainSummary
 from bloodcell.run_dir import MANIFEST_COPY, RunDir
 
+log = logging.getLogger(__name__)
+
 #: What `run_measured` found for a recipe's training process, kept in its run folder.
 MEASURED_FILE = "benchmark_train.json"
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --- timing helpers -------------------------------------------------------------------------------
@@ -89,15 +88,14 @@ def train_recipe(
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.data.manifest import read_manifest, select
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.evaluation.evaluate import evaluate_run
-    from bloodcell.evaluation.robustness import evaluate_robustness
+    from bloodcell.workflows.evaluate import evaluate_robustness, evaluate_run
 
     run = RunDir(out / f"{recipe}-seed{seed}")
     if not run.model.is_dir():
         cmd = [sys.executable, "-m", "bloodcell.cli", "train", "--data", str(data_root),
                "--manifest", str(manifest), "--out", str(run.path), "--recipe", recipe,
                "--seed", str(seed), *extra]  # fmt: skip
-        _say(f"benchmark: training {recipe} (seed {seed}) -> {run.path}")
+        log.info("benchmark: training %s (seed %s) -> %s", recipe, seed, run.path)
         code, wall, rss = run_measured(cmd)
         if code != 0:
             raise RuntimeError(f"training {recipe} seed {seed} failed (exit {code})")
@@ -135,7 +133,7 @@ def scope_figures(
     run: Path, metrics: SplitMetrics, robust: dict[str, Any], ood_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
-    from bloodcell.evaluation.scope import evaluate_ood
+    from bloodcell.workflows.evaluate import evaluate_ood
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
     rates = [r["out_of_scope_rate"] for r in robust["results"] if r.get("out_of_scope_rate")]
@@ -206,7 +204,7 @@ def inference_figures(run: Path, seconds: float, runs: int) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     for name, (fn, path) in engines.items():
-        _say(f"benchmark: inference speed, {name}")
+        log.info("benchmark: inference speed, %s", name)
         out[name] = {
             "img_per_s": throughput(fn, batch, seconds),
             "latency_ms": latency(fn, one, runs)[0],

@@ -13,7 +13,7 @@ given) -> top-level `OUT/report.md` and the model card `OUT/model/README.md`.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +31,8 @@ from bloodcell.records import (
 )
 from bloodcell.run_dir import ModelDir, RunDir
 from bloodcell.train import DEFAULT_RECIPE, TrainConfig, recipe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,6 @@ class RunResults:
     engines: EngineRecords | None = None
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple[Path, dict]:
     """Verify and split the data; returns the manifest path and a summary of the data step."""
     from bloodcell.data.discover import discover
@@ -72,10 +70,10 @@ def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple
     run.data_dir.mkdir(parents=True, exist_ok=True)
     run.verify.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     for bad in report.unreadable:
-        _say(f"left out (unreadable): {bad['path']}: {bad['reason']}")
+        log.info("left out (unreadable): %s: %s", bad["path"], bad["reason"])
     rows = make_split(report, seed=seed)
     manifest = write_manifest(rows, run.manifest_copy)
-    _say(format_counts(rows))
+    log.info("%s", format_counts(rows))
     figures = write_figures(rows, index.root, run.figures)
     return manifest, {
         "layout": index.layout,
@@ -110,14 +108,12 @@ def run(
     Re-running into the same folder resumes an unfinished training of the same settings.
     """
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
-    from bloodcell.evaluation.audit import audit_run
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.evaluation.evaluate import evaluate_run
-    from bloodcell.evaluation.robustness import evaluate_robustness
-    from bloodcell.evaluation.scope import evaluate_ood
     from bloodcell.export.check import export_engines
     from bloodcell.reporting.eval_report import write_run_report
     from bloodcell.reporting.model_card import write_model_card
+    from bloodcell.workflows.audit import audit_run
+    from bloodcell.workflows.evaluate import evaluate_ood, evaluate_robustness, evaluate_run
 
     out = RunDir(Path(out_dir))
     out.path.mkdir(parents=True, exist_ok=True)
@@ -197,7 +193,7 @@ def train_once(
 
     resume = out.last_checkpoint.exists() and not out.model.exists()
     if out.model.exists():
-        _say(f"{out.model} exists: keeping the trained model (delete it to retrain)")
+        log.info("%s exists: keeping the trained model (delete it to retrain)", out.model)
     else:
         train(config, data_root, manifest, out.path, resume=resume, progress=progress)
 
@@ -206,11 +202,11 @@ def report_extra(r: RunResults) -> list[str]:
     """The run report's lines after its table: where everything is, calibration, timings,
     robustness, refusals, prediction sets, (when measured) the out-of-scope folders, and the
     audit."""
-    from bloodcell.evaluation.scope import report_lines as ood_report_lines
     from bloodcell.reporting.audit_report import SECTION as AUDIT_SECTION
     from bloodcell.reporting.audit_report import report_lines as audit_lines
     from bloodcell.reporting.eval_report import conformal_lines, scope_lines
     from bloodcell.reporting.robustness_report import report_lines
+    from bloodcell.reporting.scope_report import report_lines as ood_report_lines
 
     out, data, calibration, test = r.out, r.data, r.calibration, r.splits["test"]
 

@@ -19,11 +19,12 @@ from bloodcell.cli import main
 from bloodcell.data.manifest import read_manifest, select
 from bloodcell.data.split import file_number
 from bloodcell.errors import ModelError
-from bloodcell.evaluation.cv import CVSettings, compare_protocols, run_cv
+from bloodcell.evaluation.cv import CVSettings
 from bloodcell.evaluation.cv_fold import read_predictions
 from bloodcell.labels import LABELS
 from bloodcell.reporting.cv_report import write_protocol_report
 from bloodcell.run_dir import PREDICTIONS_FILE
+from bloodcell.workflows.cv import compare_protocols, run_cv
 
 BLOODCELL = shutil.which("bloodcell", path=str(Path(sys.executable).parent)) or "bloodcell"
 BENIGN = Path("Original/Benign")

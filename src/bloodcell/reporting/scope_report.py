@@ -1,0 +1,52 @@
+"""How the out-of-scope folders' result (`evaluation.scope.ood_result`) is shown: `ood.json`,
+the score histogram `ood_scores.png`, and the markdown section that the split's report, the
+run's report and the model card include."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bloodcell.records import OodResult
+from bloodcell.reporting.markdown import upsert_section
+from bloodcell.reporting.plots import plot_ood_scores
+from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
+
+SECTION_TITLE = "Out-of-scope folders"
+
+
+def write_ood(result: OodResult, out: Path, run: RunDir, split: str, beside_run: bool) -> None:
+    """ood.json, the histogram, and the section in the split's report.md, which links the
+    histogram relative to itself when it is in the run (so the run can move), else absolutely."""
+    from bloodcell.models.saved import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / OOD_JSON, result)
+    plot_ood_scores(result, out / OOD_PNG)
+    report = run.eval_report(split)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    image = run.link(run.ood_png, report.parent) if beside_run else str((out / OOD_PNG).resolve())
+    upsert_section(report, SECTION_TITLE, report_lines(result, image))
+
+
+def report_lines(result: OodResult, image: str) -> list[str]:
+    """The markdown section: one row per folder, then the histogram."""
+    s = result["in_scope"]
+    lines = [
+        f"Each folder scored by the out-of-scope detector (`{result['backend']}`, threshold "
+        f"{result['threshold']:.4f}) against the {s['n']} in-scope {result['split']} images "
+        f"({s['flagged']} of them refused). AUROC: how well the score ranks the folder above "
+        "the in-scope images (1 = perfectly). FPR at 95% TPR: the share of in-scope images a "
+        "threshold catching 95% of the folder would refuse.",
+        "",
+        "| folder | images | refused | AUROC | FPR at 95% TPR | unreadable |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["folders"]:
+        rate = "n/a" if r["flagged_rate"] is None else f"{r['flagged_rate']:.1%}"
+        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.4f}"
+        fpr = "n/a" if r["fpr_at_95_tpr"] is None else f"{r['fpr_at_95_tpr']:.1%}"
+        lines.append(
+            f"| `{r['folder']}` | {r['n']} | {r['flagged']} ({rate}) | {auroc} | {fpr} | "
+            f"{len(r['unreadable'])} |"
+        )
+    return [*lines, "", f"![out-of-scope scores]({image})"]
