@@ -30,10 +30,12 @@ run: setup
 test: lint
 	$(BIN)/python -m pytest
 
-# Lint and formatting are part of the tests: CI fails on either.
+# Lint, formatting and the layers (pyproject's [tool.importlinter]) are part of the tests: CI
+# fails on any of them.
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/lint-imports
 
 benchmark: setup
 	$(BIN)/bloodcell benchmark --data $(DATA) --out runs/benchmark

@@ -80,13 +80,9 @@ _COLUMN = _leukocyte_column()
 
 
 def _optical_density_table() -> np.ndarray:
-    """Optical density of each 8-bit level, as `skimage.color.separate_stains` computes it
-    (the level scaled to [0, 1] in float32, floored at 1e-6, its log divided by log(1e-6)).
-
-    A look-up table instead of the call: the same numbers (tested equal), less of the
-    finder's time, and no scikit-image colour module (with SciPy behind it) to import, which
-    was a third of a second of every one-image `predict`.
-    """
+    """Optical density of each 8-bit level as `skimage.color.separate_stains` computes it
+    (tested equal): a table instead of the call, so no scikit-image or SciPy is imported
+    (a third of a second of every one-image `predict`), and less of the finder's time."""
     levels = np.maximum(np.arange(256, dtype=np.float32) * np.float32(1 / 255), 1e-6)
     return np.log(levels) / np.log(1e-6)
 
