@@ -152,13 +152,13 @@ def _fast_allocator(skip: bool) -> None:
 def _calibration(loaded, model_dir: Path, data: str | None, size: int) -> list[np.ndarray]:
     """Train-split images of the run when available, else synthetic smear-like images."""
     from bloodcell.errors import BloodcellError
-    from bloodcell.evaluation.calibrate import run_split
+    from bloodcell.evaluation.runs import open_run
     from bloodcell.export.onnx import calibration_batches
 
     try:
-        rows, root = run_split(model_dir, "train", data)
-        print(f"int8 calibration on the train split under {root}", file=sys.stderr)
-        return calibration_batches(rows, root, loaded)
+        train = open_run(model_dir, data_root=data).split("train")
+        print(f"int8 calibration on the train split under {train.root}", file=sys.stderr)
+        return calibration_batches(train.rows, train.root, loaded)
     except BloodcellError:
         print("int8 calibration on synthetic images (speed only)", file=sys.stderr)
     rng = np.random.default_rng(1)

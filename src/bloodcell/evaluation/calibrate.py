@@ -30,7 +30,6 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from bloodcell.data.dataset import ManifestDataset
-from bloodcell.data.manifest import ManifestRow
 from bloodcell.errors import ModelError
 from bloodcell.evaluation.metrics import expected_calibration_error
 from bloodcell.evaluation.runs import open_run
@@ -115,18 +114,6 @@ def set_ood_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, An
     config = detector.with_acceptance(acceptance).to_config()
     update_config(model_dir, ood=config)
     return config
-
-
-def run_split(
-    run_dir: str | Path,
-    split: str,
-    data_root: str | Path | None = None,
-    manifest: str | Path | None = None,
-) -> tuple[list[ManifestRow], Path]:
-    """(rows, data root) of one split: `runs.open_run(...).split`, for scripts that want the
-    pair (benchmarks/inference.py)."""
-    found = open_run(run_dir, data_root=data_root, manifest=manifest).split(split)
-    return found.rows, found.root
 
 
 def split_logits(
