@@ -98,7 +98,7 @@ def test_bad_settings_are_named() -> None:
         make_folds(report, 1)
     with pytest.raises(DatasetError, match="fewer images than --folds 7"):
         make_folds(report, 7)
-    with pytest.raises(DatasetError, match="needs --group block"):
+    with pytest.raises(DatasetError, match="needs --group block or run"):
         make_folds(report, 3, grouping="near", block_size=4)
     with pytest.raises(DatasetError, match="--group 'slide'"):
         make_folds(report, 3, grouping="slide")

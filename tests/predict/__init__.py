@@ -23,6 +23,8 @@ PRED_KEYS = {
     "reason",
     "cells",
     "cell_boxes",
+    "scale",
+    "rescaled",
     "ood_score",
     "prediction_set",
     "note",

@@ -69,6 +69,8 @@ def test_csv_schema_cli(mixed: Path, tmp_path: Path) -> None:
             "out_of_scope",
             "reason",
             "cells",
+            "scale",
+            "rescaled",
             "ood_score",
             "prediction_set",
             "prob_benign",

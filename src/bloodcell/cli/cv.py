@@ -72,22 +72,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "over groups, pooled confusion matrix, a plot of the folds' spread). Rerun the same "
         "command to continue a killed run: finished folds are skipped. With "
         "--compare-protocols: the same under a random image-level split, grouped by "
-        "duplicates and grouped by blocks, side by side (OUT/report.md, OUT/protocols.json).",
+        "duplicates, grouped by blocks and grouped by runs of about one patient's images (new "
+        "slides), side by side (OUT/report.md, OUT/protocols.json).",
     )
     add_data_arg(p)
     p.add_argument("--out", metavar="DIR", required=True, help="output folder, e.g. runs/cv")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (default 5)")
     p.add_argument(
         "--group",
-        choices=("image", "exact", "near", "block"),
+        choices=("image", "exact", "near", "block", "run"),
         help="what stays inside one fold: near (default: exact and near-duplicates), exact "
         "(byte-identical copies only), block (also runs of --block-size file numbers, an "
-        "approximation of a split by slide), image (nothing: the usual random split, leaky)",
+        "approximation of a split by slide), run (runs of about one patient's images, 40 "
+        "file numbers: the figure to expect on new slides), image (nothing: the usual random "
+        "split, leaky)",
     )
     p.add_argument(
         "--block-size", type=int, metavar="N",
-        help="with --group block or --compare-protocols: file numbers k*N..k*N+N-1 of a class "
-        "folder form one block (default 10)",
+        help="with --group block or run, or --compare-protocols (its blocks): file numbers "
+        "k*N..k*N+N-1 of a class folder form one block (default 10 for block, 40 for run)",
     )  # fmt: skip
     p.add_argument(
         "--val-fraction", type=float, default=0.1, metavar="F",
@@ -100,9 +103,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--compare-protocols", action="store_true",
-        help="run the recipe under (a) a random image-level split, (b) grouped by duplicates "
-        "and (c) grouped by blocks, and report pooled accuracy side by side with the "
-        "difference from (a) and its paired bootstrap interval",
+        help="run the recipe under (a) a random image-level split, (b) grouped by duplicates, "
+        "(c) grouped by blocks and (d) grouped by runs of about one patient's images, and "
+        "report pooled accuracy side by side with the difference from (a) and its paired "
+        "bootstrap interval",
     )  # fmt: skip
     p.add_argument(
         "--no-calibrate", action="store_true",

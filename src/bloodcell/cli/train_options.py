@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import Field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 #: Settings that are not options of their own: `recipe` is the `--recipe` the others change.
 NOT_OVERRIDES = frozenset({"recipe"})
@@ -105,10 +105,13 @@ def recipe_defaults(name: str) -> str:
 
 
 def _kinds(f: Field) -> set[type]:
-    """The types a field holds, None left out: `int | None` -> {int}."""
+    """The types a field holds, None left out: `int | None` -> {int}; a tuple of paths
+    (`tuple[str, ...]`) -> {tuple}."""
     from bloodcell.train.config import TrainConfig
 
     hint = get_type_hints(TrainConfig)[f.name]
+    if get_origin(hint) is tuple:
+        return {tuple}
     return set(get_args(hint)) - {type(None)} or {hint}
 
 
@@ -164,6 +167,11 @@ def add_train_options(
                 option_name(f.name), action=argparse.BooleanOptionalAction, help=text
             )
             continue
+        if _kinds(f) == {tuple}:  # folders: one or more values, kept as a tuple
+            parser.add_argument(
+                option_name(f.name), nargs="+", type=str, metavar=meta.get("metavar"), help=text
+            )
+            continue
         choices = meta.get("choices") or registered.get(f.name)
         metavar = meta.get("metavar")
         if f.name in LIGHTNING_CHOICES or (choices and len(choices) > LONG_CHOICES):
@@ -189,7 +197,8 @@ def add_recipe_option(parser: argparse.ArgumentParser, default: str) -> None:
 def given_settings(args: argparse.Namespace, names: Iterable[str] | None = None) -> dict[str, Any]:
     """The training settings given on the command line (an option left out is None)."""
     wanted = [f.name for f in train_fields(names)]
-    return {n: getattr(args, n) for n in wanted if getattr(args, n, None) is not None}
+    given = {n: getattr(args, n) for n in wanted if getattr(args, n, None) is not None}
+    return {n: tuple(v) if isinstance(v, list) else v for n, v in given.items()}
 
 
 def train_argv(settings: dict[str, Any]) -> list[str]:
@@ -199,6 +208,9 @@ def train_argv(settings: dict[str, Any]) -> list[str]:
         flag = option_name(name)
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple | list):
+            if value:
+                argv += [flag, *map(str, value)]
         else:
             argv += [flag, str(value)]
     return argv

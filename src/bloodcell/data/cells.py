@@ -106,6 +106,12 @@ class Cells:
 
     mask: np.ndarray  # (H, W) bool, True on white-cell pixels (with the margin)
     boxes: tuple[Box, ...]  # (top, left, bottom, right) per cell, bottom/right exclusive
+    #: How many times larger than in the training images the image shows its red cells
+    #: (`data.scale`), when the model's preprocessing measured it; None: not measured or
+    #: unknown. When the image was rescaled to the training scale first, `mask` is in that
+    #: rescaled frame and `boxes` in the input's pixels.
+    scale: float | None = None
+    rescaled: bool = False
 
     @property
     def count(self) -> int:

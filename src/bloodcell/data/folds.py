@@ -11,7 +11,10 @@ Groupings, from none to strictest:
   * "exact": byte-identical copies (sha256) kept together;
   * "near": exact and near-duplicates (perceptual hash) kept together, as `data split` does;
   * "block": also runs of ``block_size`` consecutive file numbers of a class folder, an
-    approximation of a split by slide.
+    approximation of a split by slide;
+  * "run": the same with runs of about one patient's images (``DEFAULT_RUN_SIZE``, a few
+    dozen): whole runs of neighbouring slides are tested unseen, the figure to expect on a
+    new patient's slides.
 """
 
 from __future__ import annotations
@@ -22,23 +25,31 @@ from bloodcell.data.verify import FileRecord, VerifyReport
 from bloodcell.errors import DatasetError
 from bloodcell.labels import LABELS
 
-GROUPINGS: tuple[str, ...] = ("image", "exact", "near", "block")
+GROUPINGS: tuple[str, ...] = ("image", "exact", "near", "block", "run")
 DEFAULT_GROUPING = "near"
 #: Block size for "block" when none is given: near-copies in this dataset sit 1-3 numbers apart.
 DEFAULT_BLOCK_SIZE = 10
+#: Run size for "run" when none is given: about one patient's images in this dataset (its
+#: 3,256 images come from 89 patients, 37 a patient).
+DEFAULT_RUN_SIZE = 40
+#: The groupings made of runs of consecutive file numbers, and their default lengths.
+RUN_GROUPINGS = {"block": DEFAULT_BLOCK_SIZE, "run": DEFAULT_RUN_SIZE}
 #: Share of each fold's training part (images per class) kept back for validation.
 DEFAULT_VAL_FRACTION = 0.1
 
 
 def check_grouping(grouping: str, block_size: int | None) -> int | None:
-    """The block size that `grouping` uses (None unless "block"), or a DatasetError."""
+    """The length of the runs of file numbers that `grouping` keeps together (None unless
+    "block" or "run"), or a DatasetError."""
     if grouping not in GROUPINGS:
         raise DatasetError(f"--group {grouping!r}: choose one of {', '.join(GROUPINGS)}")
-    if grouping != "block":
+    if grouping not in RUN_GROUPINGS:
         if block_size is not None:
-            raise DatasetError(f"--block-size {block_size} needs --group block (not {grouping})")
+            raise DatasetError(
+                f"--block-size {block_size} needs --group block or run (not {grouping})"
+            )
         return None
-    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+    block_size = RUN_GROUPINGS[grouping] if block_size is None else block_size
     if block_size < 1:
         raise DatasetError(f"--block-size {block_size}: give a whole number >= 1")
     return block_size

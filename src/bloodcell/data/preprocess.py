@@ -57,10 +57,22 @@ class Preprocess:
     #: After that, drop the colour (luminance copied to the three channels): the model then
     #: reads shape and texture, not the stain's hue, which differs by slide batch.
     grayscale: bool = False
+    #: Instead of the cells' colours, their lightness standardised over the cells on a flat
+    #: background (`data.colour.cell_lightness`): hue, stain strength and exposure cannot
+    #: decide, shape and texture do. Needs `cells`.
+    lightness: bool = False
+    #: The training images' red-cell diameter in pixels (`data.scale`): images whose red cells
+    #: are much larger or smaller are first resized to the training scale, and every answer
+    #: records the measured scale. None: no scale step (models saved before it).
+    red_cell_px: float | None = None
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
+        if self.lightness and self.cells is None:
+            raise ValueError("lightness standardises the white cells: it needs cells")
+        if self.lightness and self.grayscale:
+            raise ValueError("lightness already drops the colour: do not ask for grayscale too")
         if self.stain is not None:  # check it now, and keep a private copy (frozen in spirit)
             from bloodcell.data.stain import StainNormalizer
 
@@ -83,6 +95,8 @@ class Preprocess:
             stain=d.get("stain"),  # likewise
             cells=d.get("cells"),  # likewise
             grayscale=bool(d.get("grayscale", False)),  # likewise
+            lightness=bool(d.get("lightness", False)),  # likewise
+            red_cell_px=d.get("red_cell_px"),  # likewise
         )
 
     # --- the steps on the PIL image, shared by both paths ------------------------------------
@@ -103,15 +117,25 @@ class Preprocess:
         return CellFinder() if self.cells is None else CellFinder.from_dict(self.cells)
 
     def image_steps(self) -> list[Callable]:
-        """PIL -> PIL steps before resizing: stain normalisation, keeping only the cells, then
-        dropping the colour."""
+        """PIL -> PIL steps before resizing: stain normalisation, keeping only the cells (or
+        their standardised lightness), then dropping the colour."""
         keep: list[Callable] = []
-        if self.cells is not None:
+        if self.lightness:
+            from bloodcell.data.colour import CellLightness
+
+            keep = [CellLightness(self.finder())]
+        elif self.cells is not None:
             from bloodcell.data.cells import KeepCells
 
             keep = [KeepCells(self.finder())]
         gray: list[Callable] = [Luminance()] if self.grayscale else []
-        return [*self.stain_steps(), *keep, *gray]
+        return [*self.stain_steps(), *self.scale_steps(), *keep, *gray]
+
+    def scale_steps(self) -> list[Callable]:
+        """Bringing the image to the training scale (none without `red_cell_px`)."""
+        if self.red_cell_px is None:
+            return []
+        return [TrainingScale(self.red_cell_px, self.image_size, self.finder())]
 
     def cells_image(self, image: Image.Image, guard: bool) -> tuple[Image.Image, Cells | None]:
         """`image_steps` with the finder run once: stain-normalise, find the cells (when the
@@ -119,14 +143,38 @@ class Preprocess:
         drop the colour when it sees grey. Returns the image and the cells (None: not run)."""
         for step in self.stain_steps():
             image = step(image)
-        cells = self.finder().find(image) if (guard or self.cells is not None) else None
-        if self.cells is not None and cells is not None:
+        finder = self.finder()
+        measured = self.red_cell_px is not None
+        cells = finder.find(image) if (guard or self.cells is not None or measured) else None
+        if measured and cells is not None:
+            image, cells = self._to_training_scale(image, cells)
+        if self.lightness and cells is not None:
+            from bloodcell.data.colour import cell_lightness
+
+            image = cell_lightness(image, cells)
+        elif self.cells is not None and cells is not None:
             from bloodcell.data.cells import keep_cells
 
             image = keep_cells(image, cells)
         if self.grayscale:
             image = Luminance()(image)
         return image, cells
+
+    def _to_training_scale(self, image: Image.Image, cells: Cells) -> tuple[Image.Image, Cells]:
+        """The image at the training scale, and its cells found there with the measured scale
+        and their boxes in the input's pixels."""
+        from dataclasses import replace
+
+        from bloodcell.data.scale import measure_scale, to_training_scale
+
+        assert self.red_cell_px is not None
+        scale = measure_scale(image, cells, self.red_cell_px)
+        image, placement = to_training_scale(image, scale, self.image_size)
+        if placement.factor == 1.0 and not placement.left and not placement.top:
+            return image, replace(cells, scale=scale.factor)
+        found = self.finder().find(image)
+        boxes = tuple(placement.to_input(b) for b in found.boxes)
+        return image, replace(found, boxes=boxes, scale=scale.factor, rescaled=True)
 
     def resize(self, image: Image.Image) -> Image.Image:
         """The square model size, by Pillow's antialiased bilinear filter (what torchvision's
@@ -209,6 +257,35 @@ class Preprocess:
         from torchvision.transforms import v2
 
         return v2.Compose([*self.image_steps(), self.tensor_steps()])
+
+
+class TrainingScale:
+    """PIL -> PIL: the image brought to the training scale (`data.scale`); plain values only,
+    so it pickles into DataLoader workers."""
+
+    def __init__(self, red_cell_px: float, size: int, finder: CellFinder) -> None:
+        self.red_cell_px = red_cell_px
+        self.size = size
+        self.finder = finder
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from bloodcell.data.scale import measure_scale, to_training_scale
+
+        scale = measure_scale(image, self.finder.find(image), self.red_cell_px)
+        return to_training_scale(image, scale, self.size)[0]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainingScale) and (
+            other.red_cell_px,
+            other.size,
+            other.finder,
+        ) == (self.red_cell_px, self.size, self.finder)
+
+    def __hash__(self) -> int:
+        return hash((TrainingScale, self.red_cell_px, self.size, self.finder))
+
+    def __repr__(self) -> str:
+        return f"TrainingScale(red_cell_px={self.red_cell_px}, size={self.size})"
 
 
 class Luminance:

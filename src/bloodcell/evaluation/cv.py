@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from bloodcell.data.folds import DEFAULT_GROUPING, DEFAULT_VAL_FRACTION, cv_groups
+from bloodcell.data.folds import DEFAULT_GROUPING, DEFAULT_VAL_FRACTION, RUN_GROUPINGS, cv_groups
 from bloodcell.data.manifest import ManifestRow, file_sha256
 from bloodcell.data.split import group_id, split_counts
 from bloodcell.data.verify import VerifyReport
@@ -31,6 +31,7 @@ PROTOCOLS: dict[str, str] = {
     "image": "(a) random image-level split: ungrouped, stratified by class",
     "near": "(b) grouped by duplicates: exact (sha256) and near (perceptual hash) copies",
     "block": "(c) grouped by blocks of consecutive file numbers, and duplicates",
+    "run": "(d) grouped by runs of about one patient's consecutive file numbers: new slides",
 }
 
 
@@ -79,11 +80,11 @@ def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> 
 
 
 def ci_unit(report: VerifyReport, grouping: str, block_size: int | None) -> dict[str, str]:
-    """path -> the group the intervals resample: blocks for "block", else duplicate groups
-    (exact and near), even when the folds were not grouped, since copies are not independent
-    evidence whatever the split."""
-    unit = "block" if grouping == "block" else "near"
-    groups = cv_groups(report, unit, block_size if unit == "block" else None)
+    """path -> the group the intervals resample: blocks for "block", runs for "run", else
+    duplicate groups (exact and near), even when the folds were not grouped, since copies are
+    not independent evidence whatever the split."""
+    unit = grouping if grouping in RUN_GROUPINGS else "near"
+    groups = cv_groups(report, unit, block_size if unit in RUN_GROUPINGS else None)
     return {r.path: group_id(k) for k, g in enumerate(groups) for r in g}
 
 

@@ -2,9 +2,12 @@
 
 `bloodcell evaluate RUN --ood DIR [DIR ...]` scores every image of each folder (unreadable
 files are reported and skipped, as in `predict`) and the run's in-scope test split, then gives
-per folder: the share refused, the AUROC of score against "in scope", and the false-positive
-rate on the test split at 95% true-positive rate on the folder (`metrics.ood_separation`; the
-folder is the positive class). `ood_result` returns what `RUN/eval/ood/ood.json` holds;
+per folder: the share refused (by any of `models.refusal`'s reasons, as `predict` refuses, and
+per reason), the labels given to the rest (a normal white cell called malignant is the worst
+answer), the AUROC of the detector's score against "in scope", and the false-positive rate on
+the test split at 95% true-positive rate on the folder (`metrics.ood_separation`; the folder
+is the positive class). For a folder the model trained on as outliers (`train.outliers`), the
+same over the files training held back. `ood_result` returns what `RUN/eval/ood/ood.json` holds;
 `workflows.evaluate.evaluate_ood` writes it with a score histogram (`ood_scores.png`) and an
 "Out-of-scope folders" section in the split's `report.md` (`reporting.scope_report`).
 """
@@ -12,8 +15,11 @@ folder is the positive class). `ood_result` returns what `RUN/eval/ood/ood.json`
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,40 +27,63 @@ from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.metrics import ood_separation
 from bloodcell.evaluation.runs import Split, open_run
+from bloodcell.labels import MALIGNANT
 from bloodcell.models.backends import Backend, dataset_outputs
+from bloodcell.models.refusal import refusals
 from bloodcell.records import FolderResult, OodResult
 from bloodcell.run_dir import RunDir
+from bloodcell.train.outliers import held_out
+
+if TYPE_CHECKING:
+    from bloodcell.data.cells import Cells
 
 log = logging.getLogger(__name__)
 
 
-def folder_scores(
-    backend: Backend, folder: Path, batch_size: int = 32
-) -> tuple[np.ndarray, list[str]]:
-    """Out-of-scope scores of every readable image under `folder` (walked as `predict` walks
-    it: sorted, hidden names skipped), and the unreadable files."""
-    scores: list[np.ndarray] = []
-    errors: list[str] = []
-    batch: list[np.ndarray] = []
+@dataclass
+class FolderAnswers:
+    """What the model said about every readable image of a folder, in walk order."""
+
+    paths: list[Path] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    reasons: list[str | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def folder_answers(backend: Backend, folder: Path, batch_size: int = 32) -> FolderAnswers:
+    """Every readable image under `folder` (walked as `predict` walks it: sorted, hidden names
+    skipped) answered as `predict` answers it: detector score, refusal reason (None when a
+    class is given) and top class; and the unreadable files."""
+    out = FolderAnswers()
+    batch: list[tuple[Path, np.ndarray, Cells | None]] = []
     for path in iter_image_paths([folder]):
         try:
             image = read_image(path)
         except BloodcellError as exc:
-            errors.append(f"{path}: {exc}")
+            out.errors.append(f"{path}: {exc}")
             continue
-        batch.append(backend.preprocess.prepare_array(image, guard=False)[0])
+        x, cells = backend.preprocess.prepare_array(image, guard=True)
+        batch.append((path, x, cells))
         if len(batch) == batch_size:
-            scores.append(_ood_scores(backend, batch))
+            _answer(backend, batch, out)
             batch = []
     if batch:
-        scores.append(_ood_scores(backend, batch))
-    return (np.concatenate(scores) if scores else np.empty(0, np.float64)), errors
+        _answer(backend, batch, out)
+    return out
 
 
-def _ood_scores(backend: Backend, batch: list[np.ndarray]) -> np.ndarray:
-    scores = backend.score(np.stack(batch)).ood_score
-    assert scores is not None  # ood_result refuses a model without a detector
-    return np.array([round(float(x), 6) for x in scores])  # as `predict` reports them
+def _answer(
+    backend: Backend, batch: list[tuple[Path, np.ndarray, Cells | None]], out: FolderAnswers
+) -> None:
+    scored = backend.score(np.stack([x for _, x, _ in batch]))
+    assert scored.ood_score is not None  # ood_result refuses a model without a detector
+    why = refusals(backend, scored, [cells for _, _, cells in batch])
+    for j, (path, _, _) in enumerate(batch):
+        out.paths.append(path)
+        out.scores.append(round(float(scored.ood_score[j]), 6))  # as `predict` reports them
+        out.reasons.append(why[j].reason)
+        out.labels.append(backend.labels[int(np.argmax(scored.probs[j]))])
 
 
 def ood_result(
@@ -105,21 +134,50 @@ def split_scores(backend: Backend, split: Split, progress: bool) -> np.ndarray:
 def folder_result(
     backend: Backend, folder: Path, in_scope: np.ndarray, progress: bool
 ) -> FolderResult:
-    """One folder: how many images it has, how many were refused, and how well the score
-    separates them from the in-scope split."""
+    """One folder: how many images it has, how many were refused and why, the labels the rest
+    got, the same over the files outlier training held back when it trained on the folder,
+    and how well the detector's score separates them from the in-scope split."""
     if progress:
         log.info("scoring %s", folder)
-    scores, errors = folder_scores(backend, folder)
-    flagged = backend.out_of_scope(scores)
-    return {
+    got = folder_answers(backend, folder)
+    scores = np.asarray(got.scores, np.float64)
+    n = len(got.paths)
+    refused = sum(r is not None for r in got.reasons)
+    result: FolderResult = {
         "folder": str(folder),
-        "n": int(len(scores)),
-        "unreadable": errors,
-        "flagged": int(flagged.sum()) if flagged is not None else 0,
-        "flagged_rate": float(flagged.mean()) if len(scores) else None,
+        "n": n,
+        "unreadable": got.errors,
+        "flagged": refused,
+        "flagged_rate": refused / n if n else None,
+        "reasons": dict(Counter(r for r in got.reasons if r is not None)),
+        "answered_labels": dict(
+            Counter(lab for lab, r in zip(got.labels, got.reasons, strict=True) if r is None)
+        ),
         **ood_separation(in_scope, scores),
-        "scores": [round(float(s), 6) for s in scores],
+        "scores": got.scores,
     }
+    trained = trained_outliers(backend, folder)
+    if trained is not None:
+        kept = [j for j, p in enumerate(got.paths) if held_out(p, trained)]
+        k = sum(got.reasons[j] is not None for j in kept)
+        result["held_out"] = {
+            "n": len(kept),
+            "flagged": k,
+            "flagged_rate": k / len(kept) if kept else None,
+        }
+    return result
+
+
+def trained_outliers(backend: Backend, folder: Path) -> float | None:
+    """The share of `folder`'s files that outlier training used (`train.outliers`), when the
+    model trained on it or on a folder inside it or around it; None when it did not."""
+    record = ((backend.config or {}).get("cell_gate") or {}).get("outliers") or {}
+    here = folder.resolve()
+    for trained in record.get("folders", []):
+        t = Path(trained)
+        if here == t or t in here.parents or here in t.parents:
+            return float(record["share"])
+    return None
 
 
 def summary_lines(result: OodResult) -> list[str]:
@@ -128,8 +186,21 @@ def summary_lines(result: OodResult) -> list[str]:
     for r in result["folders"]:
         rate = "n/a" if r["flagged_rate"] is None else f"{r['flagged_rate']:.1%}"
         auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.4f}"
+        kept = r.get("held_out")
+        unseen = (
+            f"; files training held back: {kept['flagged']}/{kept['n']} refused"
+            if kept and kept["n"]
+            else ""
+        )
         lines.append(
-            f"{r['folder']}: {r['flagged']}/{r['n']} refused ({rate}), AUROC {auroc}"
+            f"{r['folder']}: {r['flagged']}/{r['n']} refused ({rate}), called malignant "
+            f"{malignant_share(r):.1%}, detector AUROC {auroc}{unseen}"
             + (f", {len(r['unreadable'])} unreadable" if r["unreadable"] else "")
         )
     return lines
+
+
+def malignant_share(r: FolderResult) -> float:
+    """Share of a folder's images given a malignant class."""
+    given = r.get("answered_labels") or {}
+    return sum(k for lab, k in given.items() if lab in MALIGNANT) / r["n"] if r["n"] else 0.0

@@ -65,6 +65,7 @@ def onnx_metadata(loaded: LoadedModel, quantization: dict | None = None) -> dict
         "quantization": quantization,
         "ood": cfg.get("ood"),
         "conformal": cfg.get("conformal"),
+        "cell_gate": cfg.get("cell_gate"),
     }
     return {k: json.dumps(v) for k, v in meta.items()}
 

@@ -28,6 +28,7 @@ import numpy as np
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
+from bloodcell.models.cell_gate import CellGate, top_probability
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD
 
@@ -48,6 +49,7 @@ META_KEYS = (
     "quantization",
     "ood",
     "conformal",
+    "cell_gate",
 )
 ONNX_FORMAT = "bloodcell-onnx/1"
 
@@ -73,10 +75,12 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Scored:
-    """A batch's calibrated probabilities (N, C) and out-of-scope scores (N,) if any."""
+    """A batch's calibrated probabilities (N, C), out-of-scope scores (N,) if any, and the
+    top class probability before calibration (N,), what the cell-type gate reads."""
 
     probs: np.ndarray
     ood_score: np.ndarray | None = None
+    top: np.ndarray | None = None
 
 
 def as_array(batch: ArrayLike) -> np.ndarray:
@@ -110,6 +114,8 @@ class Backend:
     ood_threshold: float | None = None
     ood_info: dict[str, Any] | None = None
     conformal: ConformalSets | None = None
+    #: Refuses white cells of types the model does not classify; None without one.
+    cell_gate: CellGate | None = None
     #: What the model records about itself: config.json, or an ONNX file's metadata.
     config: dict[str, Any]
     #: How many batches to give the engine at once (from as many threads): 1 for an engine that
@@ -142,14 +148,18 @@ class Backend:
         batch = as_array(batch)
         views = list(dihedral_views(batch)) if tta else [batch]
         probs = np.zeros((batch.shape[0], len(self.labels)), dtype=np.float64)
+        top = np.zeros(batch.shape[0], dtype=np.float64)
         scores: np.ndarray | None = None
         for view in views:
             out = self.run(view)
             probs += softmax(out.logits, self.temperature)
+            top += top_probability(out.logits)
             if out.ood_score is not None:
                 scores = out.ood_score if scores is None else scores + out.ood_score
         n = len(views)
-        return Scored((probs / n).astype(np.float32), None if scores is None else scores / n)
+        return Scored(
+            (probs / n).astype(np.float32), None if scores is None else scores / n, top / n
+        )
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary for reports, `predict --format json` and the server."""
@@ -163,6 +173,7 @@ class Backend:
             "image_size": self.preprocess.image_size,
             "ood": self.ood_info,
             "conformal_coverage": self.conformal.coverage if self.conformal else None,
+            "cell_gate": self.cell_gate.to_config() if self.cell_gate else None,
         }
 
 
@@ -232,6 +243,7 @@ class OnnxBackend(Backend):
         self.ood_info = cfg.get("ood") if ONNX_OOD_SCORE in outputs else None
         self.ood_threshold = float(self.ood_info["threshold"]) if self.ood_info else None
         self.conformal = ConformalSets.from_config(cfg.get("conformal"))
+        self.cell_gate = CellGate.from_config(cfg.get("cell_gate"))
 
     def run(self, batch: ArrayLike) -> Outputs:
         x = as_array(batch)
@@ -265,6 +277,7 @@ class OnnxBackend(Backend):
             config.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD)
         )
         self.conformal = ConformalSets.from_config(config.get("conformal"))
+        self.cell_gate = CellGate.from_config(config.get("cell_gate"))
         if self.ood_info is not None and ood is not None:
             self.ood_info = {**self.ood_info, **ood}
             self.ood_threshold = float(ood["threshold"])

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.backends import ArrayLike, Backend, Outputs
+from bloodcell.models.cell_gate import CellGate
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
 from bloodcell.models.ood import METHOD, OOD_FILE, OodDetector, input_spread
@@ -59,6 +60,7 @@ class TorchBackend(Backend):
         self._has_ood = saved_ood(loaded.path, cfg) is not None
         self._ood: OodDetector | None = None
         self.conformal = ConformalSets.from_config(cfg.get("conformal"))
+        self.cell_gate = CellGate.from_config(cfg.get("cell_gate"))
 
     @property
     def ood(self) -> OodDetector | None:

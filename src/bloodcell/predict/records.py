@@ -10,7 +10,12 @@ import numpy as np
 
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.models.conformal import describe_set, set_labels
-from bloodcell.models.refusal import NO_CELL_REASON, UNLIKE_TRAINING_REASON, refusals
+from bloodcell.models.refusal import (
+    NO_CELL_REASON,
+    OTHER_CELL_REASON,
+    UNLIKE_TRAINING_REASON,
+    refusals,
+)
 
 if TYPE_CHECKING:
     from bloodcell.data.cells import Cells
@@ -25,6 +30,18 @@ NO_CELL_NOTE = (
     "no white cell was found in the image: the class must come from the white cells, so no "
     "class is given"
 )
+
+#: What a row refused by the cell-type gate says instead of a class.
+OTHER_CELL_NOTE = (
+    "the white cell looks like none of the four B-lymphocyte classes this model knows (for "
+    "example a neutrophil, monocyte or mature lymphocyte): no class is given"
+)
+#: The note of each refusal reason.
+NOTES = {
+    NO_CELL_REASON: NO_CELL_NOTE,
+    UNLIKE_TRAINING_REASON: OUT_OF_SCOPE_NOTE,
+    OTHER_CELL_REASON: OTHER_CELL_NOTE,
+}
 
 
 #: Column kinds (`columns`, `writers_parquet`): one column named after the field, holding text,
@@ -76,13 +93,25 @@ class Prediction:
     )
     reason: str | None = output(
         STRING,
-        f"Why no class is given: '{NO_CELL_REASON}' (the white-cell finder saw none) or "
-        f"'{UNLIKE_TRAINING_REASON}' (the out-of-scope detector); null when answered.",
+        f"Why no class is given: '{NO_CELL_REASON}' (the white-cell finder saw none), "
+        f"'{UNLIKE_TRAINING_REASON}' (the out-of-scope detector) or '{OTHER_CELL_REASON}' "
+        "(the cell-type gate); null when answered.",
     )
     cells: int | None = output(
         INT,
         "White cells the finder marked in the image (the answer must come from them); null "
         "when the finder was not run.",
+    )
+    scale: float | None = output(
+        FLOAT,
+        "How many times larger than in the training images the image shows its red cells "
+        "(measured on them; about 1 at the training magnification); null when not measured "
+        "or when no red cells could be measured.",
+    )
+    rescaled: bool | None = output(
+        BOOL,
+        "True when the image was resized to the training scale before the model saw it; "
+        "null when the scale was not measured.",
     )
     ood_score: float | None = output(
         FLOAT,
@@ -146,7 +175,7 @@ def to_predictions(
     with the conformal set of the classes that remain possible.
     """
     found = list(cells) if cells is not None else [None] * len(names)
-    refused = refusals(backend, scored.ood_score, found)
+    refused = refusals(backend, scored, found)
     sets = None
     if backend.conformal is not None:
         sets = set_labels(backend.conformal.sets(scored.probs), backend.labels)
@@ -163,8 +192,7 @@ def to_predictions(
             **_cell_fields(found[j]),
         }
         if why.refused:
-            note = NO_CELL_NOTE if why.reason == NO_CELL_REASON else OUT_OF_SCOPE_NOTE
-            out.append(Prediction(**common, note=note))
+            out.append(Prediction(**common, note=NOTES[why.reason or UNLIKE_TRAINING_REASON]))
             continue
         i = int(np.argmax(row))
         label = backend.labels[i]
@@ -186,7 +214,11 @@ def to_predictions(
 def _cell_fields(cells: Cells | None) -> dict[str, Any]:
     if cells is None:
         return {}
-    return {"cells": cells.count, "cell_boxes": [list(map(int, b)) for b in cells.boxes]}
+    found = {"cells": cells.count, "cell_boxes": [list(map(int, b)) for b in cells.boxes]}
+    if cells.scale is None and not cells.rescaled:
+        return found
+    scale = None if cells.scale is None else round(float(cells.scale), 3)
+    return {**found, "scale": scale, "rescaled": cells.rescaled}
 
 
 def _rounded(row: np.ndarray) -> list[float]:

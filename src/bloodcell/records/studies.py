@@ -27,15 +27,23 @@ class AuditVariant(TypedDict, total=False):
     follows_cells: float | None
     follows_background: float | None
     follows_neither: float | None
+    #: Only for recoloured cells: the shares whose label is the cells' own class (their
+    #: shape) or the colour donor's class.
+    follows_shape: float | None
+    follows_colour: float | None
 
 
-class SwapShares(TypedDict):
-    """Swaps of one class's cells: how many, answered, and what the label followed."""
+class SwapShares(TypedDict, total=False):
+    """Swaps (or recolourings) of one class's cells: how many, answered, and what the label
+    followed: for swaps the cells or the background, for recolourings the shape or the
+    colour."""
 
     n: int
     n_answered: int
     follows_cells: float | None
     follows_background: float | None
+    follows_shape: float | None
+    follows_colour: float | None
     follows_neither: float | None
 
 
@@ -47,10 +55,12 @@ class AuditResult(TypedDict):
     model: str
     backend: str
     seed: int
-    #: "original", "erased", "alone", "swapped", "corner" -> AuditVariant, and
-    #: "swapped_per_class" -> {label: SwapShares}.
+    #: "original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_5" ...
+    #: "hue_30" -> AuditVariant, and "swapped_per_class" / "recoloured_per_class" ->
+    #: {label: SwapShares}.
     variants: dict[str, Any]
-    #: Pass marks: erased_refused, swaps_answered, swaps_follow_cells, swaps_follow_background.
+    #: Pass marks: erased_refused, swaps_answered, swaps_follow_cells, swaps_follow_background,
+    #: recoloured_follow_shape, recoloured_follow_colour, hue_20_accuracy.
     targets: dict[str, bool | None]
     seconds: float
 
@@ -124,11 +134,25 @@ class FolderResult(TypedDict):
     folder: str
     n: int
     unreadable: list[str]
+    #: Refused, for any reason (`models.refusal`), and how many for each reason.
     flagged: int
     flagged_rate: float | None
+    reasons: NotRequired[dict[str, int]]
+    #: The class given to each answered image, counted.
+    answered_labels: NotRequired[dict[str, int]]
+    #: For a folder trained on as outliers: the files training held back.
+    held_out: NotRequired[HeldOut]
     auroc: float | None
     fpr_at_95_tpr: float | None
     scores: list[float]
+
+
+class HeldOut(TypedDict):
+    """Refusals over the files of an outlier folder that training held back."""
+
+    n: int
+    flagged: int
+    flagged_rate: float | None
 
 
 class OodResult(TypedDict):

@@ -23,7 +23,12 @@ MEANING = {
     "alone": "white cells alone on neutral grey",
     "swapped": "white cells pasted on another class's cell-free background",
     "corner": "scale-bar corner masked",
+    "recoloured": "white cells in another class's cells' colour (lightness kept)",
+    "grey": "white cells without colour (lightness kept)",
+    **{f"hue_{d}": f"hue turned {d}°" for d in (5, 10, 15, 20, 25, 30)},
 }
+#: The columns of the picture grid (the hue sweep is shown by its 20° turn).
+PICTURED = ("original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_20")
 
 
 def write_audit(
@@ -47,7 +52,10 @@ def report_lines(result: AuditResult, image: str | None = None) -> list[str]:
         "the slide. On the "
         f"{result['split']} split ({result['n_images']} images), the white cells the finder "
         "marks were erased, shown alone, moved onto another class's background, and the "
-        "scale-bar corner was masked. *Refused* = no white cell found or out of scope.",
+        "scale-bar corner was masked; then, with the slide hidden, does the answer come from "
+        "the cells' shape or their stain? The cells were given another class's cells' colour, "
+        "shown without colour, and the image's hue was turned. *Refused* = no white cell "
+        "found, out of scope, or a cell type the model does not classify.",
         "",
         "| images | n | refused | answered | top class right (all) | right (answered) |",
         "|---|---|---|---|---|---|",
@@ -78,9 +86,34 @@ def report_lines(result: AuditResult, image: str | None = None) -> list[str]:
                 f"{pct(s['follows_cells'])} | {pct(s['follows_background'])} | "
                 f"{pct(s['follows_neither'])} |"
             )
+    lines += _recoloured_lines(v)
     lines += ["", "Targets: " + _marks(result.get("targets") or {})]
     if image:
         lines += ["", f"![audit examples with Grad-CAM]({image})"]
+    return lines
+
+
+def _recoloured_lines(v: dict[str, Any]) -> list[str]:
+    """What recoloured cells' labels followed, per class of the cells."""
+    r = v.get("recoloured")
+    if not r:
+        return []
+    lines = [
+        "",
+        f"Recoloured cells answered: {pct(r['answered'])}; of those the label follows **the "
+        f"shape {pct(r['follows_shape'])}**, the colour donor {pct(r['follows_colour'])}, "
+        f"neither {pct(r['follows_neither'])}.",
+        "",
+        "| cells of | recoloured | answered | follows shape | follows colour | neither |",
+        "|---|---|---|---|---|---|",
+    ]
+    for lab, s in v.get("recoloured_per_class", {}).items():
+        answered = s["n_answered"] / s["n"] if s["n"] else None
+        lines.append(
+            f"| {DISPLAY_NAMES.get(lab, lab)} | {s['n']} | {pct(answered)} | "
+            f"{pct(s['follows_shape'])} | {pct(s['follows_colour'])} | "
+            f"{pct(s['follows_neither'])} |"
+        )
     return lines
 
 
@@ -90,6 +123,9 @@ def _marks(t: dict[str, bool | None]) -> str:
         "swaps_answered": ">= 80% of swaps answered",
         "swaps_follow_cells": "swaps follow the cells >= 90%",
         "swaps_follow_background": "swaps follow the background <= 5%",
+        "recoloured_follow_shape": "recoloured cells follow the shape >= 90%",
+        "recoloured_follow_colour": "recoloured cells follow the colour <= 5%",
+        "hue_20_accuracy": "hue turned 20°: >= 95% right",
     }
     done = {True: "met", False: "**not met**", None: "not measured"}
     return "; ".join(f"{w}: {done[t.get(k)]}" for k, w in words.items())
@@ -99,7 +135,6 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
     """One row per class (its first image with a white cell), one column per variant: the
     Grad-CAM overlay of the class the model gives (the image alone for an ONNX model), titled
     with that answer."""
-    from bloodcell.evaluation.audit import VARIANTS
     from bloodcell.evaluation.explain import explain_image
     from bloodcell.models.backends import TorchBackend
 
@@ -117,11 +152,11 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
             rows.append(picked)
     plt = pyplot()
     fig, axes = plt.subplots(
-        max(1, len(rows)), len(VARIANTS), figsize=(2.6 * len(VARIANTS), 2.8 * max(1, len(rows)))
+        max(1, len(rows)), len(PICTURED), figsize=(2.6 * len(PICTURED), 2.8 * max(1, len(rows)))
     )
     axes = [axes] if len(rows) <= 1 else axes
     for r, picked in enumerate(rows):
-        for j, variant in enumerate(VARIANTS):
+        for j, variant in enumerate(PICTURED):
             ax = axes[r][j]
             ax.axis("off")
             if variant not in picked:
@@ -131,7 +166,8 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
                 explain_image(torch, case.image, labels[ans.label]).overlay if torch else case.image
             )
             said = "refused" if ans.refused else names[ans.label]
-            extra = f" on {names[case.background]}" if case.background is not None else ""
+            donor = "in" if variant == "recoloured" else "on"
+            extra = f" {donor} {names[case.background]}" if case.background is not None else ""
             ax.set_title(f"{variant}{extra}\n{names[case.true]} -> {said}", fontsize=8)
     fig.suptitle("Audit: Grad-CAM of the class given (true -> answer)", fontsize=10)
     fig.tight_layout()
@@ -157,4 +193,14 @@ def summary_lines(audit: AuditResult) -> list[str]:
             f"follows the cells {s['follows_cells'] or 0:.1%}, the background "
             f"{s['follows_background'] or 0:.1%}"
         )
+    if "recoloured" in v:
+        r = v["recoloured"]
+        lines.append(
+            f"audit: cells in another class's colour -> {r['answered']:.1%} answered; label "
+            f"follows the shape {r['follows_shape'] or 0:.1%}, the colour "
+            f"{r['follows_colour'] or 0:.1%}"
+        )
+    hues = [f"{k[4:]}° {v[k]['accuracy']:.1%}" for k in v if k.startswith("hue_")]
+    if hues:
+        lines.append("audit: hue turned -> right " + ", ".join(hues))
     return lines

@@ -170,6 +170,8 @@ def _cv_method(cv: CvResult) -> list[str]:
         "near": "exact and near-duplicate copies kept in one fold",
         "block": f"blocks of {s['block_size']} consecutive file numbers of a class folder, "
         "and duplicates, kept in one fold",
+        "run": f"runs of {s['block_size']} consecutive file numbers of a class folder (about "
+        "one patient's images), and duplicates, kept in one fold",
     }[s["grouping"]]
     return [
         f"{d['images']} images ({d['unreadable']} unreadable, left out), each tested once per "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bloodcell.evaluation.scope import malignant_share
 from bloodcell.records import OodResult
 from bloodcell.reporting.markdown import upsert_section
 from bloodcell.reporting.plots import plot_ood_scores
@@ -34,19 +35,28 @@ def report_lines(result: OodResult, image: str) -> list[str]:
     lines = [
         f"Each folder scored by the out-of-scope detector (`{result['backend']}`, threshold "
         f"{result['threshold']:.4f}) against the {s['n']} in-scope {result['split']} images "
-        f"({s['flagged']} of them refused). AUROC: how well the score ranks the folder above "
-        "the in-scope images (1 = perfectly). FPR at 95% TPR: the share of in-scope images a "
+        f"({s['flagged']} of them beyond its threshold). *Refused*: given no class, as "
+        "`predict` refuses (no white cell found, unlike the training images, or a white cell "
+        "of a type the model does not classify); *held back*: for a folder the model was "
+        "trained on as outliers, the files training never saw. *Malignant*: given a "
+        "malignant class. AUROC: how well the detector's score ranks the folder above the "
+        "in-scope images (1 = perfectly). FPR at 95% TPR: the share of in-scope images a "
         "threshold catching 95% of the folder would refuse.",
         "",
-        "| folder | images | refused | AUROC | FPR at 95% TPR | unreadable |",
-        "|---|---|---|---|---|---|",
+        "| folder | images | refused | held back: refused | malignant | why refused | AUROC "
+        "| FPR at 95% TPR | unreadable |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["folders"]:
         rate = "n/a" if r["flagged_rate"] is None else f"{r['flagged_rate']:.1%}"
         auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.4f}"
         fpr = "n/a" if r["fpr_at_95_tpr"] is None else f"{r['fpr_at_95_tpr']:.1%}"
+        kept = r.get("held_out")
+        held = f"{kept['flagged']}/{kept['n']}" if kept else "not trained on"
+        why = ", ".join(f"{k} {n}" for k, n in sorted((r.get("reasons") or {}).items()))
         lines.append(
-            f"| `{r['folder']}` | {r['n']} | {r['flagged']} ({rate}) | {auroc} | {fpr} | "
+            f"| `{r['folder']}` | {r['n']} | {r['flagged']} ({rate}) | {held} | "
+            f"{malignant_share(r):.1%} | {why or '-'} | {auroc} | {fpr} | "
             f"{len(r['unreadable'])} |"
         )
     return [*lines, "", f"![out-of-scope scores]({image})"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from bloodcell.data.cells import CellFinder
 from bloodcell.data.dataset import NORMALIZATIONS, Preprocess
+from bloodcell.data.scale import TRAINING_RED_CELL_PX
 from bloodcell.data.stain import METHODS as STAIN_METHODS
 from bloodcell.data.stain import StainNormalizer
 from bloodcell.errors import BloodcellError
@@ -157,6 +158,62 @@ class TrainConfig:
             "training and inference alike"
         },
     )
+    #: Instead of the cells' colours, their lightness standardised over the cells on a flat
+    #: background (`data.colour`): the stain's hue and strength, the lamp and the exposure,
+    #: which differ by slide batch, cannot decide; shape and texture do.
+    lightness: bool = field(
+        default=False,
+        metadata={
+            "help": "show the model the white cells' lightness, standardised over the cells, "
+            "instead of their colours (needs --cells-only), in training and inference alike"
+        },
+    )
+    #: Measure each image's magnification on its red cells (`data.scale`) and bring images at
+    #: another scale to the training images' scale first; every answer records the scale.
+    match_scale: bool = field(
+        default=False,
+        metadata={
+            "help": "measure each image's scale on its red cells and resize images at another "
+            "magnification to the training scale first, in training and inference alike"
+        },
+    )
+    #: Folders of white cells the model must not name (neutrophils, monocytes, mature
+    #: lymphocytes, ...): trained on with outlier exposure (`train.outliers`), then refused by
+    #: the cell-type gate (`models.cell_gate`).
+    outliers: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "folders of white cells of other types (neutrophils, monocytes, "
+            "lymphocytes, ...) to train the model to refuse (outlier exposure)",
+            "metavar": "DIR",
+        },
+    )
+    #: The weight of the outliers' loss against the classes' cross-entropy.
+    outlier_weight: float = field(
+        default=0.5,
+        metadata={"help": "weight of the outlier-exposure loss", "min": 0},
+    )
+    #: Share of each outlier folder's files trained on (by a hash of the file name); the rest
+    #: are held back to measure refusals of unseen cells of trained-on types.
+    outlier_share: float = field(
+        default=0.7,
+        metadata={
+            "help": "share of each outlier folder's files trained on (chosen by a hash of the "
+            "file name); the rest are held back for evaluation",
+            "min": 0.05,
+            "max": 1.0,
+        },
+    )
+    #: Share of in-scope validation images the cell-type gate keeps.
+    gate_acceptance: float = field(
+        default=0.995,
+        metadata={
+            "help": "share of in-scope validation images the cell-type gate accepts",
+            "metavar": "P",
+            "min": 0.5,
+            "below": 1.0,
+        },
+    )
     #: With cached block outputs, also flip and turn them by 90 degrees (smears have no
     #: orientation); free augmentation that needs no second pass through the frozen blocks.
     feature_aug: bool = field(
@@ -229,6 +286,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             self.check(f.name, getattr(self, f.name))
+        if self.lightness and not self.cells_only:
+            raise ValueError("lightness standardises the white cells: it needs cells_only")
+        if self.lightness and self.grayscale:
+            raise ValueError("lightness already drops the colour: leave grayscale off")
 
     @classmethod
     def check(cls, name: str, value: Any) -> None:
@@ -271,6 +332,8 @@ class TrainConfig:
             stain=stain.to_dict() if stain else None,
             cells=CellFinder().to_dict() if self.cells_only else None,
             grayscale=self.grayscale,
+            lightness=self.lightness,
+            red_cell_px=TRAINING_RED_CELL_PX if self.match_scale else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,7 +342,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if "outliers" in values:  # a JSON list
+            values["outliers"] = tuple(values["outliers"] or ())
+        return cls(**values)
 
     def frozen_blocks(self, n_blocks: int) -> int:
         """How many backbone blocks are frozen (0 = full fine-tune)."""
@@ -329,6 +395,9 @@ RECIPES: dict[str, TrainConfig] = {
 RECIPES["cells"] = replace(RECIPES["fast"], cells_only=True, recipe="cells")
 # The same without colour: the cells' shape and texture, not their stain's hue.
 RECIPES["cells_gray"] = replace(RECIPES["cells"], grayscale=True, recipe="cells_gray")
+# The cells' shape and texture, not their stain: their lightness, standardised over the cells
+# (BENCHMARKS.md, "Know the cell, not its stain").
+RECIPES["shape"] = replace(RECIPES["cells"], lightness=True, match_scale=True, recipe="shape")
 #: What `bloodcell run` and `bloodcell cv` train: the answer comes from the white cells.
 DEFAULT_RECIPE = "cells"
 

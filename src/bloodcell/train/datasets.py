@@ -16,6 +16,7 @@ from bloodcell.data.manifest import ManifestRow, select
 from bloodcell.data.stain import StainNormalizer
 from bloodcell.errors import DatasetError
 from bloodcell.train.config import TrainConfig
+from bloodcell.train.outliers import OutlierDataset
 
 
 def no_rows(split: str) -> DatasetError:
@@ -75,8 +76,11 @@ def corrupt_seed(config: TrainConfig, copy: int) -> int:
 
 
 def corrupted_dataset(
-    dataset: ManifestDataset, config: TrainConfig, seed: int, pre: Preprocess | None = None
-) -> ManifestDataset:
+    dataset: ManifestDataset | OutlierDataset,
+    config: TrainConfig,
+    seed: int,
+    pre: Preprocess | None = None,
+) -> ManifestDataset | OutlierDataset:
     """The same images, each under one random corruption (deterministic for `seed`), then the
     run's preprocessing `pre` (default `config.preprocess()`): stain normalisation, if any,
     sees the corrupted image, as it would see another lab's."""

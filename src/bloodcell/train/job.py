@@ -41,6 +41,7 @@ from bloodcell.train.epoch_log import EpochLog, log_row, plot_curves
 from bloodcell.train.features import build_model, cache_start
 from bloodcell.train.loaders import loaders
 from bloodcell.train.module import BloodcellModule
+from bloodcell.train.outliers import fit_cell_gate
 from bloodcell.train.prepare import data_record, prepare_run
 from bloodcell.train.scope import fit_scope
 
@@ -100,6 +101,16 @@ def train(
         scope.fit(model, run / MODEL_DIR, config.ood_acceptance)
     elif config.ood_acceptance is not None:
         fit_scope(run / MODEL_DIR, config, rows, data_root, pre, progress)
+    if config.outliers:
+        fit_cell_gate(
+            model,
+            val_dl,
+            module.start,
+            run / MODEL_DIR,
+            config.outliers,
+            config.outlier_share,
+            config.gate_acceptance,
+        )
     return run
 
 

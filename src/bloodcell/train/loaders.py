@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from bloodcell.data.dataset import Preprocess
 from bloodcell.models.ood_fit import VAL, ScopeRecorder
@@ -19,6 +19,7 @@ from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_datase
 from bloodcell.train.devices import ValShardSampler, local_device, resolve_device, resolve_workers
 from bloodcell.train.features import compute_features, frozen_stem, stem_blocks
 from bloodcell.train.module import BloodcellModule
+from bloodcell.train.outliers import OutlierDataset, outlier_files
 
 
 def loaders(
@@ -33,13 +34,16 @@ def loaders(
     what the out-of-scope detector needs from the caching (None when nothing is cached)."""
     workers = resolve_workers(config.workers)
     train_ds, val_ds = split_datasets(config, rows, data_root, workers, pre)
+    outliers = outlier_dataset(config, pre)
     t0 = time.perf_counter()
     scope = None
     if module.start is not None:
         train_ds, val_ds, scope = cached_datasets(
-            config, module, train_ds, val_ds, workers, progress, pre
+            config, module, train_ds, val_ds, workers, progress, pre, outliers
         )
         workers = 0  # the cached outputs are in memory already
+    elif outliers is not None:
+        train_ds = ConcatDataset([train_ds, outliers])
     cache_s = time.perf_counter() - t0
     train_dl, val_dl = data_loaders(config, train_ds, val_ds, workers)
     return train_dl, val_dl, cache_s, scope
@@ -53,9 +57,11 @@ def cached_datasets(
     workers: int,
     progress: bool,
     pre: Preprocess,
+    outliers: OutlierDataset | None = None,
 ) -> tuple[Dataset, TensorDataset, ScopeRecorder | None]:
-    """The frozen stem's outputs for the train split (mixed with its corrupted copies, if any)
-    and the val split, and the detector's recordings (None without `ood_acceptance`)."""
+    """The frozen stem's outputs for the train split (mixed with its corrupted copies, if any,
+    and followed by the outlier images and their copies) and the val split, and the
+    detector's recordings (None without `ood_acceptance`)."""
     device = local_device(resolve_device(config.device))  # each DDP rank caches it all
     stem = frozen_stem(module.model, module.start)
     scope = None
@@ -79,7 +85,29 @@ def cached_datasets(
         if i < config.corrupt_copies:
             copies.append(features)
     train = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
+    if outliers is not None:  # not part of the detector's reference: computed without it
+        other = [compute(outliers, desc="features outliers")]
+        for i in range(config.corrupt_copies):
+            seed = corrupt_seed(config, i) + OUTLIER_SEEDS
+            corrupted = corrupted_dataset(outliers, config, seed=seed, pre=pre)
+            other.append(compute(corrupted, desc=f"features outliers, corrupted copy {i + 1}"))
+        mixed = other[0] if len(other) == 1 else MixedCopies(other, config.seed + 1)
+        train = ConcatDataset([train, mixed])
     return train, _cache(compute, scope, val_ds, VAL, "features val"), scope
+
+
+#: Added to a corrupted copy's seed for the outliers' copy: other draws than the train split's.
+OUTLIER_SEEDS = 500
+
+
+def outlier_dataset(config: TrainConfig, pre: Preprocess) -> OutlierDataset | None:
+    """The trained-on share of the outlier folders under the run's preprocessing (None
+    without outliers)."""
+    if not config.outliers:
+        return None
+    trained, _ = outlier_files(config.outliers, config.outlier_share)
+    dataset = OutlierDataset(trained, pre.transform())
+    return dataset if len(dataset) else None
 
 
 def _cache(

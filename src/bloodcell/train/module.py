@@ -9,12 +9,14 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset
 
 from bloodcell.labels import LABELS
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import MixedCopies
 from bloodcell.train.features import build_model, forward_from, random_dihedral
 from bloodcell.train.optim import optimization
+from bloodcell.train.outliers import exposure_loss
 
 
 class BloodcellModule(pl.LightningModule):
@@ -53,8 +55,10 @@ class BloodcellModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         dataset = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader else None
-        if isinstance(dataset, MixedCopies):
-            dataset.set_epoch(self.current_epoch)
+        parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+        for part in parts:
+            if isinstance(part, MixedCopies):
+                part.set_epoch(self.current_epoch)
         self.model.train()  # Lightning keeps module modes as found; frozen blocks must stay eval
         self._sums = torch.zeros(3)  # loss sum, correct, count
         self._epoch_t0 = time.perf_counter()
@@ -70,13 +74,15 @@ class BloodcellModule(pl.LightningModule):
         if self.config.feature_aug and isinstance(self.start, int):
             x = random_dihedral(x)
         logits = forward_from(self.model, self._layout(x), self.start)
-        loss = self.criterion(logits, y)
-        self.train_acc(logits, y)
+        loss = exposure_loss(logits, y, self.criterion, self.config.outlier_weight)
+        known = y >= 0  # outlier images (`train.outliers`) have no class to be right about
+        if bool(known.any()):
+            self.train_acc(logits[known], y[known])
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         self.log("train_acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
-        n = len(y)
-        self.samples_seen += n
-        correct = (logits.argmax(1) == y).sum()
+        n = int(known.sum())
+        self.samples_seen += len(y)
+        correct = (logits[known].argmax(1) == y[known]).sum()
         self._sums += torch.stack([loss.detach().float().cpu() * n, correct.cpu(), torch.tensor(n)])
         return loss
 

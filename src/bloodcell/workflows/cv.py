@@ -34,7 +34,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from bloodcell.data.folds import DEFAULT_BLOCK_SIZE, check_grouping, make_folds
+from bloodcell.data.folds import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_RUN_SIZE,
+    check_grouping,
+    make_folds,
+)
 from bloodcell.data.manifest import ManifestRow, select
 from bloodcell.data.verify import VerifyReport
 from bloodcell.evaluation.cv import (
@@ -189,14 +194,14 @@ def compare_protocols(
     block_size = settings.block_size or DEFAULT_BLOCK_SIZE
     report = _verified(data_root, progress)
     runs = {}
+    sizes = {"block": block_size, "run": DEFAULT_RUN_SIZE}
     for protocol in PROTOCOLS:
-        s = replace(
-            settings, grouping=protocol, block_size=block_size if protocol == "block" else None
-        )
+        s = replace(settings, grouping=protocol, block_size=sizes.get(protocol))
         where = CvDir(out).protocol(protocol).path
         runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol)
-    # Blocks contain every duplicate group, so resampling them is fair to all three protocols.
-    unit_of = ci_unit(report, "block", block_size)
+    # Runs hold whole blocks (their length a multiple of the blocks') and every duplicate
+    # group, so resampling runs is fair to all four protocols.
+    unit_of = ci_unit(report, "run", DEFAULT_RUN_SIZE)
     paths = sorted(unit_of)
     groups = [unit_of[p] for p in paths]
     result: ProtocolsResult = {
@@ -206,7 +211,7 @@ def compare_protocols(
         "recipe": config.recipe,
         "images": len(paths),
         "bootstrap": {
-            "unit": f"blocks of {block_size} file numbers joined with duplicate groups",
+            "unit": f"runs of {DEFAULT_RUN_SIZE} file numbers joined with duplicate groups",
             "groups": len(set(groups)),
             "resamples": N_BOOTSTRAP,
             "seed": BOOTSTRAP_SEED,

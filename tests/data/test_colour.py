@@ -1,0 +1,116 @@
+"""The cells' colour: the model's standardised lightness view, and the stain audit's edits
+(recolour keeps the mask and the lightness, grey has no chroma, hue turns).
+
+Synthetic smears only (`tests.data.test_cells.field`).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from tests.data.test_cells import LILAC_CELL, PURPLE_AT, PURPLE_CELL, field, smear
+
+from bloodcell.data.cells import find_cells
+from bloodcell.data.colour import (
+    BACKGROUND,
+    CELL_MEAN,
+    CELL_SPREAD,
+    CellColour,
+    CellLightness,
+    cell_colour,
+    cell_lightness,
+    grey_cells,
+    recolour_cells,
+    turn_hue,
+)
+from bloodcell.data.corruptions import brightness
+
+
+def _lab(image: Image.Image) -> np.ndarray:
+    return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2LAB).astype(int)
+
+
+def test_lightness_view_is_grey_standardised_inside_and_flat_outside() -> None:
+    image = field()
+    cells = find_cells(image)
+    view = np.asarray(cell_lightness(image, cells)).astype(float)
+    assert (view[..., 0] == view[..., 1]).all() and (view[..., 1] == view[..., 2]).all()
+    inside, outside = view[..., 0][cells.mask], view[..., 0][~cells.mask]
+    assert (outside == BACKGROUND).all()
+    assert inside.mean() == pytest.approx(CELL_MEAN, abs=1.0)
+    assert inside.std() == pytest.approx(CELL_SPREAD, rel=0.05)
+
+
+def test_lightness_view_ignores_the_cells_colour_and_the_lamp() -> None:
+    """Another class's colour (lightness kept) or a dimmer lamp leave the view as it was, to
+    rounding, given the same cells."""
+    image = field()
+    cells = find_cells(image)
+    view = np.asarray(cell_lightness(image, cells)).astype(int)
+    pink = recolour_cells(image, cells, CellColour((160.0, 120.0), (4.0, 6.0)))
+    dim = brightness(image, 0.7, np.random.default_rng(0))
+    for other in (pink, dim):
+        moved = np.abs(np.asarray(cell_lightness(other, cells)).astype(int) - view)
+        assert moved[cells.mask].mean() < 3.0
+        assert moved.max() <= 25  # rounding and clipping, not a different picture
+
+
+def test_lightness_view_of_a_field_without_cells_is_flat() -> None:
+    image = smear(red=[(60, 60, 11)])
+    cells = find_cells(image)
+    assert cells.count == 0
+    assert (np.asarray(cell_lightness(image, cells)) == BACKGROUND).all()
+
+
+def test_lightness_step_pickles_and_equals_the_function() -> None:
+    image = field()
+    step = pickle.loads(pickle.dumps(CellLightness()))
+    assert step == CellLightness() and hash(step) == hash(CellLightness())
+    expected = np.asarray(cell_lightness(image, find_cells(image)))
+    assert np.array_equal(np.asarray(step(image)), expected)
+
+
+def test_recolour_takes_the_donors_colour_and_keeps_lightness_and_outside() -> None:
+    purple = smear(white=[(PURPLE_AT, PURPLE_CELL)])
+    lilac = smear(white=[(PURPLE_AT, LILAC_CELL)], seed=1)
+    cells, donor_cells = find_cells(purple), find_cells(lilac)
+    donor = cell_colour(lilac, donor_cells)
+    assert donor is not None
+    out = recolour_cells(purple, cells, donor)
+    before, after = _lab(purple), _lab(out)
+    mask = cells.mask
+    assert np.array_equal(np.asarray(out)[~mask], np.asarray(purple)[~mask])
+    assert np.abs(after[..., 0][mask] - before[..., 0][mask]).mean() < 1.5
+    got = cell_colour(out, cells)
+    assert got is not None
+    assert np.allclose(got.mean, donor.mean, atol=2.0)
+    original = cell_colour(purple, cells)
+    assert original is not None and not np.allclose(original.mean, donor.mean, atol=5.0)
+
+
+def test_grey_cells_have_no_chroma_and_keep_lightness() -> None:
+    image = field()
+    cells = find_cells(image)
+    out = grey_cells(image, cells)
+    lab, before = _lab(out), _lab(image)
+    mask = cells.mask
+    assert np.abs(lab[..., 1:][mask] - 128).max() <= 2
+    assert np.abs(lab[..., 0][mask] - before[..., 0][mask]).mean() < 1.5
+    assert np.array_equal(np.asarray(out)[~mask], np.asarray(image)[~mask])
+
+
+def test_turn_hue_moves_colours_not_greys() -> None:
+    image = field()
+    assert np.array_equal(np.asarray(turn_hue(image, 0)), np.asarray(image))
+    turned = turn_hue(image, 20)
+    hue_before = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2HSV_FULL)[..., 0].astype(int)
+    hue_after = cv2.cvtColor(np.asarray(turned), cv2.COLOR_RGB2HSV_FULL)[..., 0].astype(int)
+    cells = find_cells(image)
+    shift = (hue_after - hue_before)[cells.mask] % 256
+    assert np.median(shift) == pytest.approx(20 / 360 * 256, abs=2)
+    grey = Image.new("RGB", (8, 8), (120, 120, 120))
+    assert np.array_equal(np.asarray(turn_hue(grey, 25)), np.asarray(grey))
