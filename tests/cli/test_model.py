@@ -61,3 +61,38 @@ def test_severities_are_parsed_by_the_command_line() -> None:
     assert severity_list("") is None
     with pytest.raises(argparse.ArgumentTypeError, match="numbers like 1,2,3"):
         severity_list("1,x")
+
+
+#: What Lightning's model-summary table and its own lines print.
+LIGHTNING_SUMMARY = ("Trainable params", "Total params", "Modules in train mode")
+LIGHTNING_LINES = ("GPU available", "`Trainer.fit` stopped")
+
+
+def test_train_shows_lightning_summary_only_with_verbose(tmp_path: Path, capfd) -> None:
+    from tests.train import TINY, tiny_data
+
+    from bloodcell.cli import main
+
+    data, manifest = tiny_data(tmp_path, n_per_class=6)
+    common = ["--model", TINY, "--no-pretrained", "--epochs", "1", "--image-size", "32"]
+    common += ["--batch-size", "8", "--freeze", "finetune", "--workers", "0", "--no-export"]
+
+    def train(name: str, *extra: str) -> str:
+        out = tmp_path / name
+        args = ["train", "--data", str(data), "--manifest", str(manifest), "--out", str(out)]
+        assert main([*args, *common, *extra]) == 0
+        captured = capfd.readouterr()
+        assert (out / "model" / "config.json").is_file()
+        assert f"run: {out}" in captured.out  # bloodcell's own result lines either way
+        return captured.out + captured.err
+
+    quiet = train("quiet")
+    for text in LIGHTNING_SUMMARY + LIGHTNING_LINES:
+        assert text not in quiet, text
+    assert "train_loss" not in quiet  # no per-step metrics beside the bar
+    assert "Epoch 0" in quiet  # the one bar of the long step
+
+    verbose = train("verbose", "--verbose")
+    for text in LIGHTNING_SUMMARY + LIGHTNING_LINES:
+        assert text in verbose, text
+    assert "train_loss" in verbose

@@ -6,7 +6,9 @@ Bad input must give a 4xx with a plain `detail` sentence, and the server must ke
 from __future__ import annotations
 
 import base64
+import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,8 +122,25 @@ def test_page_and_static_files(client: TestClient) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "Research use only" in page.text and "not a diagnosis" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for name in ("app.js", "style.css"):
-        assert client.get(f"/static/{name}").status_code == 200
+    assert '<script type="module" src="static/main.js">' in page.text
+    assert client.get("/static/style.css").status_code == 200
+    # Every module the page imports is served as JavaScript (a module needs the type).
+    modules, seen = ["main.js"], set()
+    while modules:
+        name = modules.pop()
+        seen.add(name)
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200, name
+        assert "javascript" in r.headers["content-type"], name
+        modules += [m for m in re.findall(r'from "\./([\w-]+\.js)"', r.text) if m not in seen]
+    assert {"api.js", "card.js", "results.js", "summary.js", "heatmap.js"} <= seen
+
+
+def test_no_static_file_is_over_400_lines() -> None:
+    from bloodcell.serve.routes import STATIC_DIR
+
+    for path in STATIC_DIR.iterdir():
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 400, path.name
 
 
 def test_predict_one(client: TestClient) -> None:
@@ -486,3 +505,100 @@ def test_cors_allows_the_named_origin_only(secured_server: LiveServer) -> None:
     r = httpx.get(f"{url}/v1/model", headers={"Origin": other, **key})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     assert "access-control-allow-origin" not in _preflight(url, other).headers
+
+
+# --- the model card as HTML, and the command line's tables of kept results --------------------
+
+
+def test_model_card_as_html_for_the_page(client: TestClient, model_dir: Path) -> None:
+    from bloodcell.reporting.model_card import write_model_card
+
+    card = write_model_card(model_dir)
+    card.write_text(card.read_text() + "\nA line with <script>alert(1)</script>.\n")
+    try:
+        markdown = client.get("/v1/model/card")  # API clients keep the file as saved
+        assert markdown.headers["content-type"].startswith("text/markdown")
+        assert markdown.text == card.read_text()
+        r = client.get("/v1/model/card", params={"format": "html"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        html = r.text
+        assert re.search(r"<h3>[^<]+: B-ALL blood smear classifier</h3>", html)
+        assert "<h4>Intended use</h4>" in html and "<table>" in html and "<strong>" in html
+        assert "license:" not in html and "model-index" not in html  # no front matter
+        assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert_plain_error(client.get("/v1/model/card", params={"format": "pdf"}), 422)
+    finally:
+        card.unlink()
+    assert client.get("/v1/model/card", params={"format": "html"}).status_code == 404
+
+
+def _kept(result: dict, engine: str, case: str) -> dict:
+    """A result as the page keeps and sends it back: its path under the case name."""
+    return {**result, "filename": f"{case}/{result['filename']}", "engine": engine}
+
+
+def test_summary_is_what_predict_writes_for_the_same_answers(client: TestClient) -> None:
+    from tests.serve.test_browser import _record
+
+    from bloodcell.predict.columns import csv_header, csv_row, group_csv_header, group_csv_row
+    from bloodcell.predict.grouping import Totals, group_by_folder
+
+    parts = [image_part(f"s{i}.png", png_bytes(LABELS[i], 40 + i)) for i in range(3)]
+    parts.insert(1, image_part("notes.png", b"not an image"))
+    body = client.post("/v1/predict", files=parts, params={"explain": True}).json()
+    kept = [
+        _kept(r, body["engine"], "Slide 7" if i < 2 else "Slide 8")
+        for i, r in enumerate(body["results"])
+    ]
+    kept.append({"filename": "loose.png", "error": "too large for this server"})
+    r = client.post("/v1/summary", json={"results": kept})
+    assert r.status_code == 200, r.text
+    summary = r.json()
+
+    records = [_record(k, body["engine"], k["filename"]) for k in kept]
+    rows = list(csv.reader(io.StringIO(summary["csv"])))
+    assert rows == [csv_header(LABELS)] + [csv_row(p, LABELS) for p in records]
+    assert [row[0] for row in rows[1:]] == [
+        "Slide 7/s0.png",
+        "Slide 7/notes.png",
+        "Slide 8/s1.png",
+        "Slide 8/s2.png",
+        "loose.png",
+    ]
+    groups = group_by_folder(records, LABELS)
+    assert summary["groups"] == groups
+    assert [g["folder"] for g in groups] == [".", "Slide 7", "Slide 8"]
+    grouped = list(csv.reader(io.StringIO(summary["groups_csv"])))
+    assert grouped[0] == group_csv_header(LABELS)
+    assert grouped[1:] == [[str(v) for v in group_csv_row(g, LABELS)] for g in groups]
+    totals = Totals(LABELS)
+    totals.add(records)
+    assert summary["totals"] == totals.to_dict()
+    assert summary["totals"]["n_files"] == 5 and summary["totals"]["n_errors"] == 2
+
+    empty = client.post("/v1/summary", json={"results": []}).json()
+    assert empty["groups"] == [] and empty["totals"]["n_files"] == 0
+    assert empty["csv"].splitlines() == [",".join(csv_header(LABELS))]
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        ({"filename": "a.png", "label": "pro_b"}, ("a.png", "probability", "benign")),
+        (
+            {
+                "filename": "b.png",
+                "label": "blast",
+                "probabilities": dict.fromkeys(LABELS, 0.25),
+            },
+            ("b.png", "unknown class", "blast"),
+        ),
+    ],
+    ids=["no-probabilities", "unknown-class"],
+)
+def test_summary_refuses_results_it_cannot_tabulate(
+    client: TestClient, result: dict, words: tuple
+) -> None:
+    assert_plain_error(client.post("/v1/summary", json={"results": [result]}), 400, *words)
+    assert_plain_error(client.post("/v1/summary", json={"results": [{"label": "x"}]}), 422)
+    assert_still_serving(client)

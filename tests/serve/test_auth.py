@@ -42,6 +42,7 @@ def test_key_absent(secured_server: LiveServer, headers: dict) -> None:
     assert_401(httpx.get(f"{url}/v1/model", headers=headers), "API key", "Bearer")
     r = httpx.post(f"{url}/v1/predict", headers=headers, files=[image_part()], timeout=60)
     assert_401(r, "API key")
+    assert_401(httpx.post(f"{url}/v1/summary", headers=headers, json={"results": []}))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_health_page_and_docs_stay_open(secured_server: LiveServer) -> None:
     url = secured_server.url
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
     assert "Research use only" in httpx.get(f"{url}/").text
-    assert httpx.get(f"{url}/static/app.js").status_code == 200
+    assert httpx.get(f"{url}/static/main.js").status_code == 200
     assert httpx.get(f"{url}/openapi.json").status_code == 200
 
 
@@ -77,7 +78,7 @@ def test_openapi_documents_the_bearer_scheme(secured_server: LiveServer) -> None
     spec = httpx.get(f"{secured_server.url}/openapi.json").json()
     scheme = spec["components"]["securitySchemes"]["apiKey"]
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
-    for path, method in (("/v1/model", "get"), ("/v1/predict", "post")):
+    for path, method in (("/v1/model", "get"), ("/v1/predict", "post"), ("/v1/summary", "post")):
         op = spec["paths"][path][method]
         assert op["security"] == [{"apiKey": []}], path
         assert "401" in op["responses"], path

@@ -504,7 +504,8 @@ def test_page_asks_for_the_api_key_once(
     finally:
         page.context.close()
     assert sent[:3] == [None, "Bearer not-the-key", f"Bearer {API_KEY}"]
-    assert len(sent) == 5 and all(h == f"Bearer {API_KEY}" for h in sent[3:])
+    # After the key: the model facts, the upload, its summary, the model facts after reload.
+    assert len(sent) == 6 and all(h == f"Bearer {API_KEY}" for h in sent[3:])
 
 
 # --- a model that knows its limits --------------------------------------------------------------

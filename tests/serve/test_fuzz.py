@@ -20,7 +20,13 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 MAX_EXAMPLES = 40
-OPERATIONS = ["GET /health", "GET /v1/model", "GET /v1/model/card", "POST /v1/predict"]
+OPERATIONS = [
+    "GET /health",
+    "GET /v1/model",
+    "GET /v1/model/card",
+    "POST /v1/predict",
+    "POST /v1/summary",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,9 @@ def test_schema_lists_every_operation(api_schema: schemathesis.BaseSchema) -> No
 
 
 CASES = [(op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
-    # The GETs take no input, so only the upload has invalid requests to make.
-    ("POST /v1/predict", GenerationMode.NEGATIVE),
+    # Health and the model facts take no input; the rest have invalid requests to make.
+    (op, GenerationMode.NEGATIVE)
+    for op in ("GET /v1/model/card", "POST /v1/predict", "POST /v1/summary")
 ]
 
 

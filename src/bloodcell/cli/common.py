@@ -117,6 +117,18 @@ def add_export_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_verbose_arg(p: argparse.ArgumentParser) -> None:
+    """`--verbose`: Lightning's own console output while training, which is otherwise quiet."""
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="while training, also show Lightning's own lines, its model-summary table and "
+        "the metrics of every step (by default: bloodcell's lines and one progress bar per "
+        "epoch; the metrics are in log.csv either way)",
+    )
+
+
 def print_engine_checks(records: dict) -> None:
     """The export's verdict on each engine, one line each."""
     from bloodcell.export.check import summary_lines

@@ -10,6 +10,7 @@ from bloodcell.cli.common import (
     Parser,
     add_data_arg,
     add_export_arg,
+    add_verbose_arg,
     data_dir,
     print_engine_checks,
 )
@@ -37,7 +38,7 @@ def train_cmd(args: argparse.Namespace) -> int:
     if not args.resume and not args.manifest:
         raise BloodcellError("--manifest FILE is required (make one with `bloodcell data split`)")
     try:
-        run = train(config, data, args.manifest, args.out, resume=args.resume)
+        run = train(config, data, args.manifest, args.out, resume=args.resume, verbose=args.verbose)
     except KeyboardInterrupt:
         print(
             f"bloodcell: interrupted; continue with `bloodcell train --resume --out {args.out}`",
@@ -190,6 +191,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue RUN from checkpoints/last.ckpt with its saved settings",
     )
     add_export_arg(tr)
+    add_verbose_arg(tr)
     tr.set_defaults(func=train_cmd)
 
 

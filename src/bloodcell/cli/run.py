@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bloodcell.cli.common import Parser, add_data_arg, add_export_arg, data_dir
+from bloodcell.cli.common import Parser, add_data_arg, add_export_arg, add_verbose_arg, data_dir
 
 
 def run_cmd(args: argparse.Namespace) -> int:
@@ -19,6 +19,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         config=config_from_options(args.recipe, given_settings(args, SHORTENING)),
         ood_dirs=args.ood,
         export=args.export,
+        verbose=args.verbose,
     )
     return 0
 
@@ -56,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="seed for the split and training (default 0)"
     )
     add_export_arg(p)
+    add_verbose_arg(p)
     p.add_argument(
         "--ood",
         nargs="+",

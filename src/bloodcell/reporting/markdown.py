@@ -1,5 +1,5 @@
-"""Markdown pieces shared by every report: percentages, intervals, and putting a section into
-an existing `report.md` without duplicating it."""
+"""Markdown pieces shared by every report: percentages, intervals, putting a section into
+an existing `report.md` without duplicating it, and markdown as HTML for the web page."""
 
 from __future__ import annotations
 
@@ -40,3 +40,29 @@ def upsert_section(path: Path, title: str, lines: Sequence[str]) -> Path:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text.rstrip("\n") + "\n")
     return path
+
+
+def strip_front_matter(text: str) -> str:
+    """The text after a leading YAML front matter block (`---` ... `---`), if there is one:
+    it is metadata for model hubs, not something to show a reader."""
+    lines = text.lstrip("\ufeff").splitlines(keepends=True)
+    if lines and lines[0].strip() == "---":
+        for i in range(1, len(lines)):
+            if lines[i].strip() == "---":
+                return "".join(lines[i + 1 :])
+    return text
+
+
+def to_html(text: str, heading_offset: int = 0) -> str:
+    """Markdown (CommonMark and tables) as an HTML fragment, safe to put into a page: raw HTML
+    in the text is escaped, never passed through, and images are not rendered (the page loads
+    nothing from elsewhere). Front matter is dropped; `heading_offset` moves every heading down
+    that many levels, for a document shown inside another one (`#` becomes `<h3>` with 2)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
+    tokens = md.parse(strip_front_matter(text))
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, int(token.tag[1]) + heading_offset)}"
+    return md.renderer.render(tokens, md.options, {})

@@ -1,9 +1,9 @@
 """The CSV columns of `bloodcell predict --format csv`, told to clients in API terms.
 
-The page writes its CSV download from this list (`/v1/model` -> `csv`), so its table has the
-columns, the order and the formatting of the command line's: one source of truth,
-`predict.columns`. Each column says which key of an API result holds its value (`path` is
-`filename` there; `engine` is the response's, once for all its results).
+An API client can write the command line's table from this list (`/v1/model` -> `csv`): the
+columns, the order and the formatting of `predict.columns`, the one source of truth (the page
+asks `POST /v1/summary` for the CSV itself). Each column says which key of an API result holds
+its value (`path` is `filename` there; `engine` is the response's, once for all its results).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The routes: the page, health and model facts, and classification of untrusted uploads.
+"""The routes: the page, health and model facts, classification of untrusted uploads, and the
+command line's tables of results a client kept (`summary`).
 
 Uploads are decoded in the threadpool (dimensions checked before any pixel is read) and
 classified by the batch worker; Grad-CAM runs under the batcher's model lock so it never shares
@@ -12,15 +13,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, HTTPException, Query, Response, Security, UploadFile
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.predict import Prediction as ImagePrediction
+from bloodcell.reporting.markdown import to_html
 from bloodcell.serve.auth import bearer_scheme
 from bloodcell.serve.batching import Batcher
 from bloodcell.serve.columns import csv_spec
@@ -33,9 +35,14 @@ from bloodcell.serve.schemas import (
     Health,
     ModelInfo,
     PredictResponse,
+    Summary,
+    SummaryRequest,
 )
+from bloodcell.serve.summary import SummaryError, summarize
 
 CARD_PATH = "/v1/model/card"
+#: The card's own `#` title becomes an <h3> inside the page, under its <h1> and <h2>s.
+CARD_HEADING_OFFSET = 2
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -49,6 +56,7 @@ def add_routes(
     _add_page_route(app)
     _add_model_routes(app, wiring)
     _add_predict_route(app, wiring)
+    _add_summary_route(app, wiring)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
@@ -100,14 +108,27 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
     @app.get(  # the default (JSON) response class: the 4xx answers are JSON like everywhere
         CARD_PATH,
         responses={
-            200: {"content": {"text/markdown": {}}, "description": "The model card."},
+            200: {
+                "content": {"text/markdown": {}, "text/html": {}},
+                "description": "The model card: markdown, or with format=html an HTML fragment.",
+            },
             404: {"model": ErrorResponse, "description": "This model has no model card."},
+            422: {"model": ErrorResponse, "description": "An unknown format."},
             **auth_responses,
         },
         dependencies=auth,
         summary="The model card (markdown): intended use, data, metrics with intervals, limits",
     )
-    async def model_card() -> PlainTextResponse:
+    async def model_card(
+        format: Annotated[
+            Literal["markdown", "html"],
+            Query(
+                description="markdown (the file as saved, front matter included) or html (a "
+                "fragment to put into a page: no front matter, headings from <h3>, markup in "
+                "the text escaped)."
+            ),
+        ] = "markdown",
+    ) -> Response:
         try:
             text = engine.card.read_text(encoding="utf-8") if engine.card else None
         except OSError:
@@ -116,6 +137,8 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
             raise HTTPException(
                 404, "this model has no model card: `bloodcell evaluate` on its run writes one"
             )
+        if format == "html":
+            return HTMLResponse(to_html(text, heading_offset=CARD_HEADING_OFFSET))
         return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
 
@@ -209,6 +232,32 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
             "results": results,
             "detail": detail,
         }
+
+
+def _add_summary_route(app: FastAPI, wiring: _Wiring) -> None:
+    """`POST /v1/summary`: kept results tabulated as `bloodcell predict` tabulates them."""
+    engine = wiring.engine
+
+    @app.post(
+        "/v1/summary",
+        response_model=Summary,
+        responses={
+            400: {"model": ErrorResponse, "description": "A result that cannot be tabulated."},
+            422: {"model": ErrorResponse, "description": "Missing or malformed fields."},
+            **wiring.auth_responses,
+        },
+        dependencies=wiring.auth,
+        summary="Totals, per-case summaries and the CSV files of results already received",
+        description="Send back results of `POST /v1/predict` (a session's, across requests); "
+        "the answer is what `bloodcell predict --group-by-folder --format csv` makes of the "
+        "same answers. Nothing is classified and nothing is kept.",
+    )
+    async def summary(body: SummaryRequest) -> dict[str, Any]:
+        results = [r.model_dump() for r in body.results]
+        try:
+            return await run_in_threadpool(summarize, results, engine.backend)
+        except SummaryError as exc:
+            raise HTTPException(400, str(exc)) from exc
 
 
 def _batch_status(failures: dict[int, ImageDecodeError], n_files: int) -> tuple[int, str | None]:

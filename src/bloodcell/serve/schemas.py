@@ -115,8 +115,9 @@ ERROR_DOC = (
 )
 
 
-def _record_fields() -> dict[str, Any]:
-    """The API fields of a result, taken from the `Prediction` record's fields (`records`)."""
+def _record_fields(required: set[str] = _ALWAYS) -> dict[str, Any]:
+    """The API fields of a result, taken from the `Prediction` record's fields (`records`);
+    those named in `required` must be present (a null where their type allows)."""
     hints = get_type_hints(Record)
     out: dict[str, Any] = {}
     for f in fields(Record):
@@ -125,7 +126,7 @@ def _record_fields() -> dict[str, Any]:
             continue
         kind = _API_TYPES.get(f.name, hints[f.name])
         doc = f.metadata["doc"]
-        default = Field(description=doc) if f.name in _ALWAYS else Field(None, description=doc)
+        default = Field(description=doc) if f.name in required else Field(None, description=doc)
         out[name or f.name] = (kind, default)
     # Each file of a batch gets its own answer, so a file that could not be read is a result
     # with an `error` (the record keeps its error out of the API: added here unless it is in).
@@ -165,6 +166,61 @@ Prediction = create_model(
 )
 
 RESULTS_DOC = "One result per file, in the order sent; a file that could not be read has `error`."
+
+#: One result sent back to be summarised: a result of `POST /v1/predict` as it came (only
+#: `filename` is required; `timing_ms` and heatmaps are ignored), with the response's `engine`.
+SummaryItem = create_model(
+    "SummaryItem",
+    **_record_fields(required={"path"}),
+    engine=(str | None, Field(None, description=ENGINE_DOC)),
+)
+
+
+class SummaryRequest(BaseModel):
+    """Results a client kept, e.g. the page's session, to be tabulated as `bloodcell predict`
+    would tabulate the same answers."""
+
+    results: list[SummaryItem] = Field(  # type: ignore[valid-type]
+        description="Results of `POST /v1/predict`, in the order the CSV lists them. "
+        "`filename` is the row's path and decides its group: the part before the last `/` "
+        "(a case or slide name, e.g. `Slide 7/smear.png`), `.` without one."
+    )
+
+
+class Totals(BaseModel):
+    """The counts of `bloodcell predict`'s closing line and JSON `summary`."""
+
+    n_files: int
+    n_predicted: int = Field(description="Files read and answered, with a class or without.")
+    n_errors: int = Field(description="Files that could not be read.")
+    n_uncertain: int
+    n_out_of_scope: int = Field(description="Answered without a class.")
+    counts: dict[str, int] = Field(description="Answers per class label.")
+
+
+class GroupSummary(BaseModel):
+    """One group (folder, case or slide), as `bloodcell predict --group-by-folder` writes it."""
+
+    folder: str = Field(description='The group: the part of `filename` before its last "/".')
+    n_images: int = Field(description="Images read and answered.")
+    n_errors: int = Field(description="Files that could not be read.")
+    n_uncertain: int
+    n_out_of_scope: int
+    counts: dict[str, int] = Field(description="Answers per class label.")
+    mean_probabilities: dict[str, float] | None = Field(
+        description="Mean probability of each class over the group's images; null when none "
+        "was read."
+    )
+
+
+class Summary(BaseModel):
+    """What `bloodcell predict` makes of the same answers: totals, per-group summaries and the
+    two CSV files, so every client shows and writes the command line's tables."""
+
+    totals: Totals
+    groups: list[GroupSummary] = Field(description="One per group, sorted by `folder`.")
+    csv: str = Field(description="`bloodcell predict --format csv` of the results.")
+    groups_csv: str = Field(description="`--group-by-folder`'s CSV of the groups.")
 
 
 class PredictResponse(BaseModel):

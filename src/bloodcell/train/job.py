@@ -35,6 +35,7 @@ from bloodcell.train.checkpoints import (
     load_checkpoint_weights,
 )
 from bloodcell.train.config import TrainConfig
+from bloodcell.train.console import lightning_console
 from bloodcell.train.datasets import fit_stain
 from bloodcell.train.devices import resolve_device, resolve_precision
 from bloodcell.train.epoch_log import EpochLog, log_row, plot_curves
@@ -54,12 +55,14 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     progress: bool = True,
+    verbose: bool = False,
 ) -> Path:
     """Train into `out_dir` (the run dir) and return it; the model is saved in `RUN/model/`.
 
     With `resume=True`, settings, data root and manifest default to the run's own records, and
     training continues from `checkpoints/last.ckpt` (the last finished epoch). A Ctrl-C raises
     KeyboardInterrupt after Lightning's graceful shutdown; the run can then be resumed.
+    `verbose` shows Lightning's own lines, model summary and per-step metrics (`console`).
     """
     from bloodcell.models.saved import save_model
 
@@ -77,7 +80,7 @@ def train(
     pre = config.preprocess(fit_stain(config, rows, data_root))
     module = BloodcellModule(config.to_dict(), _cache_start(config))
     train_dl, val_dl, cache_s, scope = loaders(config, module, data_root, rows, progress, pre)
-    trainer = _trainer(config, run, callbacks, progress)
+    trainer = _trainer(config, run, callbacks, progress, verbose)
     t0 = time.perf_counter()
     _fit(trainer, module, train_dl, val_dl, run, resume)
     seconds = {
@@ -129,9 +132,12 @@ def _cache_start(config: TrainConfig) -> str | int | None:
     return cache_start(config, len(probe.backbone))
 
 
-def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress: bool) -> Any:
+def _trainer(
+    config: TrainConfig, run: Path, callbacks: Sequence[Any], progress: bool, verbose: bool
+) -> Any:
     from lightning.pytorch.loggers import CSVLogger
 
+    bar = lightning_console(progress, verbose)
     device = resolve_device(config.device)
     return pl.Trainer(
         max_epochs=config.epochs,
@@ -141,11 +147,11 @@ def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress:
         strategy=config.strategy,
         precision=resolve_precision(config.precision, device),
         deterministic="warn",
-        callbacks=[EpochLog(run / LOG_FILE), *checkpoint_callbacks(run), *callbacks],
+        callbacks=[EpochLog(run / LOG_FILE), *checkpoint_callbacks(run), *bar, *callbacks],
         logger=CSVLogger(run, name="lightning_logs"),
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
-        enable_model_summary=progress,
+        enable_model_summary=verbose,
         log_every_n_steps=10,
         default_root_dir=run,
     )

@@ -102,10 +102,12 @@ def run(
     progress: bool = True,
     ood_dirs: list[str | Path] | None = None,
     export: bool = True,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run the whole job into `out_dir`; returns a summary (paths, timings, metrics per split).
 
     Re-running into the same folder resumes an unfinished training of the same settings.
+    `verbose` shows Lightning's own console output while training (`train.console`).
     """
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.evaluation.calibrate import calibrate_run
@@ -122,7 +124,7 @@ def run(
     with _timed(timings, "data"):
         manifest, data = prepare_data(Path(data_root).expanduser(), out.path, seed, progress)
     with _timed(timings, "train"):
-        train_once(out, config, data_root, manifest, progress)
+        train_once(out, config, data_root, manifest, progress, verbose)
     with _timed(timings, "calibrate"):
         calibration = calibrate_run(out.path)
     engines = None
@@ -185,7 +187,12 @@ def run_summary(r: RunResults) -> dict[str, Any]:
 
 
 def train_once(
-    out: RunDir, config: TrainConfig, data_root: str | Path, manifest: Path, progress: bool
+    out: RunDir,
+    config: TrainConfig,
+    data_root: str | Path,
+    manifest: Path,
+    progress: bool,
+    verbose: bool = False,
 ) -> None:
     """Train into the run unless it holds a model; go on from the last checkpoint of an
     unfinished training."""
@@ -195,7 +202,9 @@ def train_once(
     if out.model.exists():
         log.info("%s exists: keeping the trained model (delete it to retrain)", out.model)
     else:
-        train(config, data_root, manifest, out.path, resume=resume, progress=progress)
+        train(
+            config, data_root, manifest, out.path, resume=resume, progress=progress, verbose=verbose
+        )
 
 
 def report_extra(r: RunResults) -> list[str]:
