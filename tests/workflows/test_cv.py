@@ -1,6 +1,6 @@
 """Cross-validation on tiny synthetic data: every image tested once with duplicates kept in one
-fold, reports and figures, skipping finished folds, the protocol comparison, and the console
-script resuming after a real kill."""
+fold, reports and figures, skipping finished folds, folds run as jobs of their own then pooled,
+the protocol comparison, and the console script resuming after a real kill."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tests.conftest import make_dataset
 from tests.train import tiny_config
@@ -18,13 +19,18 @@ from tests.train import tiny_config
 from bloodcell.cli import main
 from bloodcell.data.manifest import read_manifest, select
 from bloodcell.data.split import file_number
-from bloodcell.errors import ModelError
+from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.cv import CVSettings
 from bloodcell.evaluation.cv_fold import read_predictions
 from bloodcell.labels import LABELS
 from bloodcell.reporting.cv_report import write_protocol_report
 from bloodcell.run_dir import PREDICTIONS_FILE
-from bloodcell.workflows.cv import compare_protocols, run_cv
+from bloodcell.workflows.cv import (
+    compare_protocols,
+    compare_protocols_fold,
+    run_cv,
+    run_cv_fold,
+)
 
 BLOODCELL = shutil.which("bloodcell", path=str(Path(sys.executable).parent)) or "bloodcell"
 BENIGN = Path("Original/Benign")
@@ -91,17 +97,73 @@ def test_cv_tests_every_image_once_reports_and_skips_finished_folds(tmp_path: Pa
         run_cv(data, out, tiny_config(), CVSettings(folds=2), progress=False)
 
 
+def test_folds_run_alone_then_pooled_equal_one_command(tmp_path: Path) -> None:
+    """What a scheduler's array does: each fold a job of its own (in any order), then the
+    whole command, which trains nothing and pools the same figures as one command."""
+    data = _data(tmp_path, n_per_class=8)
+    settings, config = CVSettings(folds=3, seeds=(0,)), tiny_config(epochs=2)
+    whole = run_cv(data, tmp_path / "whole", config, settings, progress=False)
+    out = tmp_path / "jobs"
+    for k in (3, 1, 2):
+        (done,) = run_cv_fold(data, out, config, k, settings, progress=False)
+        assert (done.seed, done.fold, done.trained_now) == (0, k, True)
+        assert done.predictions == out / "seed-0" / f"fold-{k}" / PREDICTIONS_FILE
+        if k == 3:  # a fold job touches its own fold only, and pools nothing
+            assert [d.name for d in (out / "seed-0").iterdir()] == ["fold-3"]
+            assert not (out / "cv.json").exists()
+    (again,) = run_cv_fold(data, out, config, 2, settings, progress=False)
+    assert not again.trained_now and again.accuracy == done.accuracy
+    pooled = run_cv(data, out, config, settings, progress=False)
+    assert pooled["folds_trained_now"] == 0
+    for k in (1, 2, 3):
+        a, b = (root / "seed-0" / f"fold-{k}" for root in (tmp_path / "whole", out))
+        assert (a / "manifest.csv").read_bytes() == (b / "manifest.csv").read_bytes()
+        (pa, ya, qa), (pb, yb, qb) = (read_predictions(d / PREDICTIONS_FILE) for d in (a, b))
+        assert pa == pb and (ya == yb).all()
+        np.testing.assert_allclose(qb, qa, atol=1e-3)  # trained twice: float noise at most
+    w, p = whole["seeds"][0]["pooled"], pooled["seeds"][0]["pooled"]
+    assert p["n"] == w["n"] == 34
+    assert p["accuracy"] == pytest.approx(w["accuracy"], abs=1 / 34 + 1e-9)
+    assert p["ece"] == pytest.approx(w["ece"], abs=0.02)
+    # a fold job with other settings than the folder's is refused, as a rerun would be
+    with pytest.raises(ModelError, match="other settings"):
+        run_cv_fold(data, out, config, 1, CVSettings(folds=2), progress=False)
+    with pytest.raises(BloodcellError, match="fold 4 does not exist.*1 to 3"):
+        run_cv_fold(data, out, config, 4, settings, progress=False)
+
+
+def test_a_fold_job_runs_that_fold_of_every_seed(tmp_path: Path) -> None:
+    data = _data(tmp_path, n_per_class=6)
+    out = tmp_path / "cv"
+    settings = CVSettings(folds=2, seeds=(0, 1), val_fraction=0.25)
+    done = run_cv_fold(data, out, tiny_config(epochs=1), 2, settings, progress=False)
+    assert [(d.seed, d.fold) for d in done] == [(0, 2), (1, 2)]
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("seed-*/fold-*")) == [
+        "seed-0/fold-2",
+        "seed-1/fold-2",
+    ]
+    # the seeds make different folds: fold 2 of seed 1 is not fold 2 of seed 0
+    tests = [read_predictions(d.predictions)[0] for d in done]
+    assert tests[0] != tests[1]
+
+
 def test_compare_protocols_on_tiny_data(tmp_path: Path) -> None:
     data = _data(tmp_path, n_per_class=8)
     out = tmp_path / "cmp"
     settings = CVSettings(folds=2, block_size=3, val_fraction=0.25, seeds=(0,))
+    # fold 2 of every protocol as a job of its own first; the comparison then trains fold 1
+    jobs = compare_protocols_fold(data, out, tiny_config(epochs=2), 2, settings, progress=False)
+    assert [(d.name, d.fold, d.trained_now) for d in jobs] == [
+        (p, 2, True) for p in ("image", "near", "block")
+    ]
+    assert not (out / "protocols.json").exists()
     result = compare_protocols(data, out, tiny_config(epochs=2), settings, progress=False)
     rows = {r["protocol"]: r for r in result["protocols"]}
     assert list(rows) == ["image", "near", "block"]
     assert rows["image"]["difference_vs_image"] == 0 and rows["image"]["difference_ci95"] == [0, 0]
     for name, r in rows.items():
         cv = json.loads((out / name / "cv.json").read_text())
-        assert cv["settings"]["grouping"] == name
+        assert cv["settings"]["grouping"] == name and cv["folds_trained_now"] == 1
         assert r["accuracy"] == pytest.approx(cv["seeds"][0]["pooled"]["accuracy"])
         assert r["difference_vs_image"] == pytest.approx(r["accuracy"] - rows["image"]["accuracy"])
         lo, hi = r["difference_ci95"]

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bloodcell.cli.common import add_data_arg, data_dir
 from bloodcell.cli.run import add_shortening
 from bloodcell.errors import BloodcellError
 from bloodcell.records import CvResult, ProtocolsResult
 
+if TYPE_CHECKING:
+    from bloodcell.workflows.cv import FoldDone
+
 
 def cv_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import SHORTENING, given_settings
     from bloodcell.evaluation.cv import CVSettings
     from bloodcell.train.config import config_from_options
-    from bloodcell.workflows.cv import compare_protocols, run_cv
+    from bloodcell.workflows.cv import (
+        check_fold,
+        compare_protocols,
+        compare_protocols_fold,
+        run_cv,
+        run_cv_fold,
+    )
 
     config = config_from_options(args.recipe, given_settings(args, SHORTENING))
     settings = CVSettings(
@@ -27,12 +37,17 @@ def cv_cmd(args: argparse.Namespace) -> int:
         seeds=tuple(args.seeds),
         calibrate=not args.no_calibrate,
     )
+    if args.fold is not None:
+        check_fold(args.fold, settings)  # a typo fails before the data is read
     data, progress = data_dir(args.data), not args.quiet
+    if args.compare_protocols and args.group is not None:
+        raise BloodcellError("--compare-protocols runs every grouping itself; leave --group out")
+    if args.fold is not None:
+        run = compare_protocols_fold if args.compare_protocols else run_cv_fold
+        print_folds(run(data, args.out, config, args.fold, settings, progress))
+        print("when every fold is done, pool them: the same command without --fold")
+        return 0
     if args.compare_protocols:
-        if args.group is not None:
-            raise BloodcellError(
-                "--compare-protocols runs every grouping itself; leave --group out"
-            )
         print_protocols(compare_protocols(data, args.out, config, settings, progress))
     else:
         print_seeds(run_cv(data, args.out, config, settings, progress))
@@ -46,6 +61,13 @@ def print_protocols(result: ProtocolsResult) -> None:
         print(f"{r['protocol']}: pooled accuracy {r['accuracy']:.2%} "
               f"(95% CI {lo:.2%}-{hi:.2%}), vs image-level "
               f"{100 * r['difference_vs_image']:+.2f} points")  # fmt: skip
+
+
+def print_folds(done: list[FoldDone]) -> None:
+    for d in done:
+        how = "trained now" if d.trained_now else "finished before"
+        print(f"{d.name}: seed {d.seed}, fold {d.fold}: accuracy {d.accuracy:.2%} on {d.n} "
+              f"images ({how}): {d.predictions}")  # fmt: skip
 
 
 def print_seeds(result: CvResult) -> None:
@@ -73,7 +95,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "command to continue a killed run: finished folds are skipped. With "
         "--compare-protocols: the same under a random image-level split, grouped by "
         "duplicates, grouped by blocks and grouped by runs of about one patient's images (new "
-        "slides), side by side (OUT/report.md, OUT/protocols.json).",
+        "slides), side by side (OUT/report.md, OUT/protocols.json). On a cluster, run each "
+        "fold as a job of its own with --fold F, then the same command without --fold to pool "
+        "them (docs/distributed.md).",
     )
     add_data_arg(p)
     p.add_argument("--out", metavar="DIR", required=True, help="output folder, e.g. runs/cv")
@@ -107,6 +131,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(c) grouped by blocks and (d) grouped by runs of about one patient's images, and "
         "report pooled accuracy side by side with the difference from (a) and its paired "
         "bootstrap interval",
+    )  # fmt: skip
+    p.add_argument(
+        "--fold", type=int, metavar="F",
+        help="train only fold F (counted from 1, as in OUT/seed-S/fold-F: 1 to K) of the very "
+        "folds the whole command makes, for each seed in --seeds (and, with "
+        "--compare-protocols, for each protocol), and pool nothing: one job of a scheduler's "
+        "array. Then run the same command without --fold: it skips the finished folds and "
+        "pools them",
     )  # fmt: skip
     p.add_argument(
         "--no-calibrate", action="store_true",

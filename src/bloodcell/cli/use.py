@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from bloodcell.cli.common import add_data_arg, add_engine_arg, print_engine_checks
 
@@ -55,9 +56,22 @@ def predict_cmd(args: argparse.Namespace) -> int:
         workers=args.workers,
         parquet_part_rows=args.parquet_part_rows,
         cell_guard=args.cell_guard,
+        shard=args.shard,
     )
     print(format_totals(totals), file=sys.stderr)
-    return 0 if totals.n_files > totals.n_errors or totals.n_skipped else 1
+    empty_shard = args.shard is not None and totals.n_files == 0  # more shards than files
+    return 0 if totals.n_files > totals.n_errors or totals.n_skipped or empty_shard else 1
+
+
+def _shard(text: str) -> Any:
+    """`--shard I/N` as a `data.files.Shard` (imported here: `--help` loads no PIL)."""
+    from bloodcell.data.files import Shard
+    from bloodcell.errors import BloodcellError
+
+    try:
+        return Shard.parse(text)
+    except BloodcellError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def explain_cmd(args: argparse.Namespace) -> int:
@@ -158,8 +172,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "are walked lazily, decoded by --workers threads and written batch by batch, so memory "
         "does not grow with the number of files. For large archives write CSV or Parquet "
         "(--out results.csv or --out results.parquet, a folder of part files) and, after an "
-        "interruption, rerun the same command with --resume. Schemas: see "
-        "`python -m pydoc bloodcell.predict`.",
+        "interruption, rerun the same command with --resume. To split an archive between "
+        "the jobs of a scheduler's array, give each --shard I/N and its own --out (see "
+        "docs/distributed.md). Schemas: see `python -m pydoc bloodcell.predict`.",
     )
     p.add_argument("model", metavar="MODEL", help="run directory, model directory or .onnx file")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
@@ -183,6 +198,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="skip images already in --out (CSV, JSON Lines or Parquet only; not with JSON or "
         "--group-by-folder) and append the rest: continues a killed run with "
         "nothing lost and nothing done twice",
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="predict only shard I of N (counted from 1, e.g. 2/8): the I-th of N contiguous, "
+        "near-equal parts of the sorted file list, so that the shards' outputs, put one after "
+        "the other in shard order, are the rows of one run over all the files. Give each "
+        "shard its own --out; works with --resume and every format, not with "
+        "--group-by-folder. An empty shard (more shards than files) exits 0",
     )
     _add_predict_tuning(p)
     add_engine_arg(p)

@@ -79,9 +79,27 @@ appending to the output; every file then appears exactly once. Only CSV, JSON Li
 outputs resume; a JSON document and `--group-by-folder` summaries end with totals of the whole
 run and do not.
 
+Shards (`--shard I/N`, `data.files.Shard`): shard I of N predicts only the I-th of N contiguous,
+near-equal parts of the files the walk above finds (files floor((I-1)*n/N) to floor(I*n/N)-1
+of n), so a scheduler's array of N jobs, each with its own `--out`, splits an archive between
+them, each resumable on its own. Put one after the other in shard order, the shards' outputs
+hold the rows of one run over everything, in its order (scores within float noise of it: the
+batches differ). The files must not change while the shards run. Merging, for N=4:
+
+    CSV:        awk 'FNR > 1 || NR == 1' out-{1..4}.csv > out.csv    (every shard has a header)
+    JSON Lines: cat out-{1..4}.jsonl > out.jsonl
+    Parquet:    pyarrow.concat_tables([pyarrow.parquet.read_table(f"out-{i}.parquet")
+                                       for i in range(1, 5)])
+    JSON:       each shard is a whole document whose `summary` counts that shard only; join
+                the `predictions` lists (or prefer JSON Lines for archives)
+
+`--group-by-folder` sums whole folders, which can span two shards, and is refused with a shard.
+An empty shard (more shards than files) writes an output with no rows (Parquet: an empty
+folder, to leave out of the merge) and exits 0.
+
 Exit status of `bloodcell predict`: 0 when at least one image was predicted (error rows do not
 fail the run; they are in the output) or, with `--resume`, all were already in the output; 1 when
-none could be.
+none could be (a shard: 0 also when it holds no file).
 """
 
 from bloodcell.data.files import iter_image_paths, read_image

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from bloodcell.data.files import Shard
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend
 from bloodcell.models.engines import open_model
@@ -34,14 +35,22 @@ def run_predict(
     parquet_part_rows: int = 4096,
     engine: str = "auto",
     cell_guard: bool = True,
+    shard: Shard | None = None,
 ) -> Totals:
     """What `bloodcell predict` does: predict, write in the chosen format, return the totals.
 
     With `resume`, files already in the CSV, JSON Lines or Parquet output `out` are skipped and
     the rest is appended (see the package docstring). `engine` chooses how a model path is
     run (`models.engines.open_model`); every row names the engine that answered. With
-    `cell_guard` (the default) an image with no white cell found is refused.
+    `cell_guard` (the default) an image with no white cell found is refused. With `shard`,
+    only that contiguous part of the files (`data.files.Shard`): the shards' outputs, one after
+    the other in shard order, hold the rows of one run over everything, in its order.
     """
+    if shard is not None and group:
+        raise BloodcellError(
+            "--group-by-folder sums whole folders and a folder can span two shards; run it "
+            "without --shard, or sum the merged rows"
+        )
     backend = model if isinstance(model, Backend) else open_for_files(model, engine)
     out_path = Path(out) if out else None
     fmt = infer_format(fmt, out_path)
@@ -67,6 +76,7 @@ def run_predict(
             progress=progress,
             skip=done,
             cell_guard=cell_guard,
+            shard=shard,
         ):
             writer.write(batch)
             totals.add(batch)

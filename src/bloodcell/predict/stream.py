@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from bloodcell.data.files import iter_image_paths, read_image
+from bloodcell.data.files import Shard, iter_image_paths, read_image
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend, Scored
 from bloodcell.predict.records import Prediction, to_predictions
@@ -84,6 +84,7 @@ def predict_paths(
     progress: bool | None = False,
     skip: Container[str] = (),
     cell_guard: bool = True,
+    shard: Shard | None = None,
 ) -> Iterator[list[Prediction]]:
     """Stream predictions for files and folders: yields one list per batch, in file order.
 
@@ -91,12 +92,13 @@ def predict_paths(
     the model, which runs on a thread of its own, so decoding, the model and the caller's
     writing overlap and memory stays flat however many files there are. Files whose path (as
     `str`) is in `skip` are left out (`--resume`). Error rows come in the batch their file was
-    in. `cell_guard` as in `predict_images`.
+    in. `cell_guard` as in `predict_images`. With `shard`, only that shard of the files
+    (`data.files.Shard`); `skip` applies within it, so a shard resumes like a whole run.
     """
     paths = list(paths)  # the arguments, not the files: small, and walked twice for the bar
     threshold = resolve_threshold(backend, uncertain_threshold)
-    todo = (p for p in iter_image_paths(paths) if str(p) not in skip)
-    bar = _progress_bar(paths, progress, skip)
+    todo = (p for p in iter_image_paths(paths, shard) if str(p) not in skip)
+    bar = _progress_bar(paths, progress, skip, shard)
     scorer = _Scorer(backend, todo, batch_size, tta, max(1, workers), cell_guard)
     try:
         for done in scorer.results():
@@ -301,7 +303,10 @@ def _chunks(items: Iterator[Path], size: int) -> Iterator[list[Path]]:
 
 
 def _progress_bar(
-    paths: Iterable[str | Path], progress: bool | None, skip: Container[str] = ()
+    paths: Iterable[str | Path],
+    progress: bool | None,
+    skip: Container[str] = (),
+    shard: Shard | None = None,
 ) -> Any:
     """A tqdm bar on stderr; `None` shows it only on a terminal. Counting the files first is a
     cheap directory walk that gives the bar a total."""
@@ -309,5 +314,5 @@ def _progress_bar(
         return None
     from tqdm import tqdm
 
-    total = sum(1 for p in iter_image_paths(paths) if str(p) not in skip)
+    total = sum(1 for p in iter_image_paths(paths, shard) if str(p) not in skip)
     return tqdm(total=total, unit="img", desc="predict", file=sys.stderr)

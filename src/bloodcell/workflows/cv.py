@@ -24,6 +24,11 @@ Layout of OUT (`run_dir.CvDir`):
 
 With `compare_protocols`, one such folder per protocol (image/, near/, block/), and beside
 them protocols.json, report.md and protocols.png.
+
+On a cluster, `run_cv_fold` (`bloodcell cv --fold F`) trains one fold of exactly these folds
+as a job of its own, into the same seed-S/fold-F/; the whole command (`run_cv`) run afterwards
+with the same options skips every finished fold, as it does after a kill, and pools them
+(docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bloodcell.data.folds import (
@@ -42,6 +47,7 @@ from bloodcell.data.folds import (
 )
 from bloodcell.data.manifest import ManifestRow, select
 from bloodcell.data.verify import VerifyReport
+from bloodcell.errors import BloodcellError
 from bloodcell.evaluation.cv import (
     PROTOCOLS,
     CVSettings,
@@ -78,6 +84,60 @@ def _verified(data_root: Path, progress: bool) -> VerifyReport:
     return report
 
 
+@dataclass(frozen=True)
+class FoldDone:
+    """One fold finished by `run_cv_fold`: where its predictions are, and how it did."""
+
+    name: str  # "cv", or the protocol of `compare_protocols`
+    seed: int
+    fold: int
+    predictions: Path
+    n: int
+    accuracy: float
+    trained_now: bool
+
+
+def _prepare(
+    data_root: Path,
+    out: Path,
+    config: TrainConfig,
+    settings: CVSettings,
+    report: VerifyReport | None,
+    progress: bool,
+) -> tuple[CVSettings, VerifyReport]:
+    """What every cross-validation job does first, alone or as one of a scheduler's folds:
+    record the settings (or refuse other ones) and verify the data, so that all the jobs on
+    one OUT make the same folds."""
+    settings = replace(settings, block_size=check_grouping(settings.grouping, settings.block_size))
+    record = {k: v for k, v in asdict(settings).items() if k != "seeds"}
+    record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
+    check_settings(out, record)
+    report = report or _verified(data_root, progress)
+    with atomic(CvDir(out).verify) as tmp:
+        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return settings, report
+
+
+def _folds(report: VerifyReport, seed: int, settings: CVSettings) -> list[list[ManifestRow]]:
+    return make_folds(
+        report,
+        settings.folds,
+        seed,
+        settings.grouping,
+        settings.block_size,
+        settings.val_fraction,
+    )
+
+
+def check_fold(fold: int, settings: CVSettings) -> None:
+    """Refuse a fold number the folds do not have, before any work."""
+    if not 1 <= fold <= settings.folds:
+        raise BloodcellError(
+            f"fold {fold} does not exist: folds are counted from 1 (as in OUT/seed-S/fold-F), "
+            f"so with {settings.folds} folds it must be 1 to {settings.folds}"
+        )
+
+
 def run_cv(
     data_root: str | Path,
     out_dir: str | Path,
@@ -88,32 +148,21 @@ def run_cv(
     name: str = "cv",
 ) -> CvResult:
     """Cross-validate `config` on the data; writes OUT (see the module's docstring) and returns
-    what cv.json holds. Folds whose predictions exist are skipped, so a killed run continues."""
+    what cv.json holds. Folds whose predictions exist are skipped, so a killed run continues
+    and folds trained by `run_cv_fold` jobs are only pooled."""
     from bloodcell.reporting.cv_report import write_cv_report
 
     data_root = Path(data_root).expanduser()
     out = Path(out_dir)
-    settings = replace(settings, block_size=check_grouping(settings.grouping, settings.block_size))
-    record = {k: v for k, v in asdict(settings).items() if k != "seeds"}
-    record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
-    check_settings(out, record)
-    report = report or _verified(data_root, progress)
-    with atomic(CvDir(out).verify) as tmp:
-        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    settings, report = _prepare(data_root, out, config, settings, report, progress)
     unit_of = ci_unit(report, settings.grouping, settings.block_size)
     t_start = time.perf_counter()
     trained = 0
     seeds: list[CvSeed] = []
     for seed in settings.seeds:
-        folds = make_folds(
-            report,
-            settings.folds,
-            seed,
-            settings.grouping,
-            settings.block_size,
-            settings.val_fraction,
-        )
-        trained += _run_folds(out, seed, folds, data_root, config, settings, progress, name)
+        folds = _folds(report, seed, settings)
+        done = _run_folds(out, seed, folds, data_root, config, settings, progress, name)
+        trained += sum(d.trained_now for d in done)
         seeds.append(summarise_seed(out, seed, folds, unit_of))
     result: CvResult = {
         "name": name,
@@ -138,6 +187,31 @@ def run_cv(
     return result
 
 
+def run_cv_fold(
+    data_root: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    fold: int,
+    settings: CVSettings = DEFAULT_SETTINGS,
+    progress: bool = True,
+    report: VerifyReport | None = None,
+    name: str = "cv",
+) -> list[FoldDone]:
+    """Only fold `fold` (counted from 1) of each seed of the cross-validation `run_cv` would
+    make with these arguments, into the same OUT/seed-S/fold-F/, as one job of a scheduler's
+    array: the same settings check, folds and training, skipped when already finished; no
+    pooling, which `run_cv` does afterwards. Jobs for different folds may share OUT at once."""
+    check_fold(fold, settings)
+    data_root = Path(data_root).expanduser()
+    out = Path(out_dir)
+    settings, report = _prepare(data_root, out, config, settings, report, progress)
+    done: list[FoldDone] = []
+    for seed in settings.seeds:
+        folds = _folds(report, seed, settings)
+        done += _run_folds(out, seed, folds, data_root, config, settings, progress, name, fold)
+    return done
+
+
 def _run_folds(
     out: Path,
     seed: int,
@@ -147,16 +221,20 @@ def _run_folds(
     settings: CVSettings,
     progress: bool,
     name: str,
-) -> int:
-    """Write every fold's manifest and train, calibrate and predict the unfinished folds;
-    returns how many were trained now."""
-    trained = 0
+    only: int | None = None,
+) -> list[FoldDone]:
+    """Write each fold's manifest and train, calibrate and predict it unless it is finished
+    (every fold, or fold `only`); returns each fold's outcome."""
+    done: list[FoldDone] = []
     for i, rows in enumerate(folds):
+        if only is not None and i + 1 != only:
+            continue
         fold = CvDir(out).fold(seed, i + 1)
         write_fold_manifest(rows, fold.manifest)
         where = f"{name}: seed {seed}, fold {i + 1}/{len(folds)}"
         if fold.predictions.is_file():
             log.info("%s: finished before (%s), skipped", where, fold.predictions)
+            done.append(_outcome(name, seed, i + 1, fold.predictions, trained_now=False))
             continue
         n = {s: len(select(rows, s)) for s in ("train", "val", "test")}
         log.info(
@@ -170,11 +248,16 @@ def _run_folds(
         # A fold's model only predicts its test part: no out-of-scope detector is fitted.
         fold_config = replace(config, seed=seed, ood_acceptance=None)
         preds = run_fold(fold, rows, data_root, fold_config, settings.calibrate, progress)
-        _, y, probs = read_predictions(preds)
-        trained += 1
-        seconds, acc = time.perf_counter() - t0, accuracy(y, probs.argmax(1))
+        done.append(_outcome(name, seed, i + 1, preds, trained_now=True))
+        seconds, acc = time.perf_counter() - t0, done[-1].accuracy
         log.info("%s: done in %.0f s, accuracy %s", where, seconds, f"{acc:.1%}")
-    return trained
+    return done
+
+
+def _outcome(name: str, seed: int, fold: int, predictions: Path, trained_now: bool) -> FoldDone:
+    _, y, probs = read_predictions(predictions)
+    acc = accuracy(y, probs.argmax(1))
+    return FoldDone(name, seed, fold, predictions, len(y), acc, trained_now)
 
 
 def compare_protocols(
@@ -194,9 +277,7 @@ def compare_protocols(
     block_size = settings.block_size or DEFAULT_BLOCK_SIZE
     report = _verified(data_root, progress)
     runs = {}
-    sizes = {"block": block_size, "run": DEFAULT_RUN_SIZE}
-    for protocol in PROTOCOLS:
-        s = replace(settings, grouping=protocol, block_size=sizes.get(protocol))
+    for protocol, s in _protocol_settings(settings).items():
         where = CvDir(out).protocol(protocol).path
         runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol)
     # Runs hold whole blocks (their length a multiple of the blocks') and every duplicate
@@ -222,6 +303,32 @@ def compare_protocols(
     CvDir(out).protocols.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     log.info("protocols: report %s", write_protocol_report(result, out))
     return result
+
+
+def compare_protocols_fold(
+    data_root: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    fold: int,
+    settings: CVSettings = DEFAULT_SETTINGS,
+    progress: bool = True,
+) -> list[FoldDone]:
+    """Fold `fold` of each protocol (and seed) of `compare_protocols`, as one job of a
+    scheduler's array; `compare_protocols` afterwards skips the finished folds and compares."""
+    check_fold(fold, settings)
+    data_root = Path(data_root).expanduser()
+    report = _verified(data_root, progress)
+    done: list[FoldDone] = []
+    for protocol, s in _protocol_settings(settings).items():
+        where = CvDir(Path(out_dir)).protocol(protocol).path
+        done += run_cv_fold(data_root, where, config, fold, s, progress, report, protocol)
+    return done
+
+
+def _protocol_settings(settings: CVSettings) -> dict[str, CVSettings]:
+    """The settings of each protocol: the same folds, seeds and recipe, another grouping."""
+    sizes = {"block": settings.block_size or DEFAULT_BLOCK_SIZE, "run": DEFAULT_RUN_SIZE}
+    return {p: replace(settings, grouping=p, block_size=sizes.get(p)) for p in PROTOCOLS}
 
 
 def run_fold(
