@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from bloodcell import __version__
+from bloodcell._version import __version__
 from bloodcell.cli import benchmark, cv, data, model, run, serve, use
 from bloodcell.cli.common import Parser
 from bloodcell.errors import BloodcellError
