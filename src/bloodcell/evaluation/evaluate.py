@@ -3,7 +3,7 @@ metrics, the clinical malignant-vs-benign trade-off, calibration, and how sure w
 (95% bootstrap confidence intervals over the evaluated images; all from `metrics`).
 
 `split_metrics` predicts one split of the manifest with a run opened by `runs.open_run` (through
-`models.backends.dataset_outputs`, the loop calibration and export use too) and returns its
+`models.torch_backend.dataset_outputs`, the loop calibration and export use too) and returns its
 figures; `write_predictions` and `record_in_model` keep them on disk. Beside the classifier's
 figures it reports the out-of-scope detector's refusals (`scope_metrics`) and the conformal
 prediction sets' coverage and size (`conformal_metrics`). `workflows.evaluate.evaluate_run`
@@ -135,7 +135,8 @@ def predict_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """True classes, temperature-scaled probabilities and out-of-scope scores of `rows`."""
     from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.models.backends import dataset_outputs, softmax
+    from bloodcell.models.backends import softmax
+    from bloodcell.models.torch_backend import dataset_outputs
 
     dataset = ManifestDataset(rows, root, backend.preprocess.transform())
     outputs, y_true = dataset_outputs(

@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.models.backends import Backend, TorchBackend
+from bloodcell.models.backends import Backend
 from bloodcell.models.engines import open_model
+from bloodcell.models.torch_backend import TorchBackend
 
 #: Grad-CAM hooks the shared model, so concurrent calls (a threaded server) take turns.
 _CAM_LOCK = threading.Lock()

@@ -21,7 +21,8 @@ from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.metrics import ood_separation
 from bloodcell.evaluation.runs import Split, open_run
-from bloodcell.models.backends import Backend, dataset_outputs
+from bloodcell.models.backends import Backend
+from bloodcell.models.torch_backend import dataset_outputs
 from bloodcell.records import FolderResult, OodResult
 from bloodcell.run_dir import RunDir
 

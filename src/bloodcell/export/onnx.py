@@ -38,10 +38,10 @@ from bloodcell.models.backends import (
     ONNX_OOD_SCORE,
     ONNX_OUTPUT,
     OnnxBackend,
-    dataset_logits,
 )
 from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
+from bloodcell.models.torch_backend import dataset_logits
 from bloodcell.run_dir import ModelDir
 
 OPSET = 17

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from bloodcell.models.backends import dataset_taps
 from bloodcell.models.fusion import fused_blocks
 from bloodcell.models.ood import DEFAULT_ACCEPTANCE, fit_detector, input_spread, tap_blocks
 from bloodcell.models.saved import load_model, update_config
+from bloodcell.models.torch_backend import dataset_taps
 
 VAL = "val"
 

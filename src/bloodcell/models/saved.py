@@ -21,8 +21,8 @@ from bloodcell._version import __version__
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.records import ModelConfig, ModelMetrics
-from bloodcell.run_dir import CONFIG_FILE, MODEL_DIR, WEIGHTS_FILE, ModelDir, atomic
+from bloodcell.records import ModelConfig, ModelMetrics, OodRecord
+from bloodcell.run_dir import CONFIG_FILE, MODEL_DIR, OOD_FILE, WEIGHTS_FILE, ModelDir, atomic
 
 if TYPE_CHECKING:
     import torch
@@ -96,6 +96,16 @@ def read_metrics(model_dir: str | Path) -> ModelMetrics:
     """A model directory's `metrics.json`; empty when nothing was measured yet."""
     path = ModelDir(Path(model_dir)).metrics
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def saved_ood(model_dir: Path, config: ModelConfig | dict[str, Any]) -> OodRecord | None:
+    """The out-of-scope detector's record (`OodDetector.to_config`) when the model has one:
+    `config.json` names it and its statistics file is there (the file is not read, so no torch).
+    The one rule for every engine; `OodDetector.load` checks the method when it reads the file."""
+    ood = config.get("ood")
+    if not ood or not (Path(model_dir) / OOD_FILE).is_file():
+        return None
+    return ood
 
 
 def read_model(path: str | Path) -> SavedModel:

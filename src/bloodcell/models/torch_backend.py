@@ -8,33 +8,18 @@ loads this module.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.backends import ArrayLike, Backend, Outputs
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
-from bloodcell.models.ood import METHOD, OOD_FILE, OodDetector, input_spread
-from bloodcell.models.saved import LoadedModel
-
-
-def saved_ood(model_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The out-of-scope detector's config as `OodDetector.to_config` gives it, from
-    `config.json`, when the model has one (and its `ood.safetensors`); the file is not read."""
-    ood = config.get("ood")
-    if not ood or not (Path(model_dir) / OOD_FILE).is_file():
-        return None
-    if ood.get("method") != METHOD:
-        raise ModelError(
-            f"{model_dir / OOD_FILE}: unknown out-of-scope method {ood.get('method')!r}"
-        )
-    return dict(ood)
+from bloodcell.models.ood import OodDetector, input_spread
+from bloodcell.models.saved import LoadedModel, saved_ood
 
 
 class TorchBackend(Backend):

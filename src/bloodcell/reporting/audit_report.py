@@ -101,7 +101,7 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
     with that answer."""
     from bloodcell.evaluation.audit import VARIANTS
     from bloodcell.evaluation.explain import explain_image
-    from bloodcell.models.backends import TorchBackend
+    from bloodcell.models.torch_backend import TorchBackend
 
     torch = backend if isinstance(backend, TorchBackend) else None  # Grad-CAM needs gradients
     labels = list(backend.labels)
