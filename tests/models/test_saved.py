@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.models.registry import create_model
 from bloodcell.models.saved import load_model, save_model, update_config

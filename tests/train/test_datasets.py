@@ -81,9 +81,9 @@ def test_stain_normalisation_is_fitted_once_saved_and_reapplied(tmp_path: Path) 
     """Reinhard, fitted on the first train image, reaches the cached (and corrupted) training
     inputs and the saved model; loading and evaluating apply it without the target image."""
     import bloodcell
-    from bloodcell.data.dataset import Preprocess
     from bloodcell.data.decode import decode_image
     from bloodcell.data.manifest import read_manifest
+    from bloodcell.data.preprocess import Preprocess
     from bloodcell.data.stain import StainNormalizer
     from bloodcell.workflows.evaluate import evaluate_run
 

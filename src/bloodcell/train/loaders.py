@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.models.ood_fit import VAL, ScopeRecorder
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, split_datasets
