@@ -55,7 +55,7 @@ from bloodcell.evaluation.cv_fold import (
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.records import CvResult, CvSeed, ProtocolsResult
 from bloodcell.run_dir import CvDir, FoldDir, atomic
-from bloodcell.train import TrainConfig
+from bloodcell.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def run_fold(
     """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
     (`workflows.audit`), and write its out-of-fold predictions; returns the predictions file."""
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.train import train
+    from bloodcell.train.job import train
     from bloodcell.workflows.audit import audit_run
 
     run = fold.run

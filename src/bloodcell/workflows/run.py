@@ -30,7 +30,7 @@ from bloodcell.records import (
     SplitMetrics,
 )
 from bloodcell.run_dir import ModelDir, RunDir
-from bloodcell.train import DEFAULT_RECIPE, TrainConfig, recipe
+from bloodcell.train.config import DEFAULT_RECIPE, TrainConfig, recipe
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def train_once(
 ) -> None:
     """Train into the run unless it holds a model; go on from the last checkpoint of an
     unfinished training."""
-    from bloodcell.train import train
+    from bloodcell.train.job import train
 
     resume = out.last_checkpoint.exists() and not out.model.exists()
     if out.model.exists():
