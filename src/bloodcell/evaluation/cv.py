@@ -7,7 +7,6 @@ writes only `cv_config.json`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from bloodcell.evaluation.audit import pool as pool_audits
 from bloodcell.evaluation.cv_fold import read_predictions
 from bloodcell.labels import LABELS
 from bloodcell.records import CvFold, CvMetrics, CvResult, CvSeed, ProtocolRow
-from bloodcell.run_dir import CvDir, FoldDir, atomic
+from bloodcell.run_dir import CvDir, FoldDir, read_json, write_json
 
 #: The leakage study: protocol name -> what it keeps together. (a) is the usual protocol.
 PROTOCOLS: dict[str, str] = {
@@ -51,7 +50,7 @@ def check_settings(out: Path, record: dict[str, Any]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
     path = CvDir(out).settings
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         diff = {k: (saved.get(k), v) for k, v in record.items() if saved.get(k) != v}
         if diff:
             raise ModelError(
@@ -60,8 +59,7 @@ def check_settings(out: Path, record: dict[str, Any]) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    with atomic(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(path, record)
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -127,7 +125,7 @@ def summarise_seed(
 def _fold_audit(fold: FoldDir) -> dict[str, Any] | None:
     """The audit summary of a fold's test part (None for a fold audited before audits)."""
     path = fold.run.audit_json("test")
-    return json.loads(path.read_text())["variants"] if path.is_file() else None
+    return read_json(path)["variants"] if path.is_file() else None
 
 
 def over_seeds(seeds: list[CvSeed]) -> dict[str, float]:

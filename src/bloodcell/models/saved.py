@@ -11,7 +11,6 @@ model and loads the weights (torch imported then).
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,16 @@ from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
 from bloodcell.records import ModelConfig, ModelMetrics, OodRecord
-from bloodcell.run_dir import CONFIG_FILE, MODEL_DIR, OOD_FILE, WEIGHTS_FILE, ModelDir, atomic
+from bloodcell.run_dir import (
+    CONFIG_FILE,
+    MODEL_DIR,
+    OOD_FILE,
+    WEIGHTS_FILE,
+    ModelDir,
+    atomic,
+    read_json,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +94,7 @@ class SavedModel(ConfigView):
 def read_config(model_dir: str | Path) -> ModelConfig:
     """A model directory's `config.json`: the one place it is parsed, so every reader gets the
     same record (and the same error for a file that is not a bloodcell model's)."""
-    config: ModelConfig = json.loads(ModelDir(Path(model_dir)).config.read_text())
+    config: ModelConfig = read_json(ModelDir(Path(model_dir)).config)
     if config.get("format") != FORMAT:
         raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
     return config
@@ -95,7 +103,7 @@ def read_config(model_dir: str | Path) -> ModelConfig:
 def read_metrics(model_dir: str | Path) -> ModelMetrics:
     """A model directory's `metrics.json`; empty when nothing was measured yet."""
     path = ModelDir(Path(model_dir)).metrics
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def saved_ood(model_dir: Path, config: ModelConfig | dict[str, Any]) -> OodRecord | None:
@@ -188,10 +196,6 @@ def update_metrics(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
     metrics.update(changes)
     write_json(ModelDir(model_dir).metrics, metrics)
     return metrics
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -30,7 +30,7 @@ def write_audit(
     result: AuditResult, cases: Sequence[Any], answers: Sequence[Any], backend: Any, out: Path
 ) -> Path:
     """audit.json, audit.png and the report section in `out` (RUN/eval/<split>/)."""
-    from bloodcell.models.saved import write_json
+    from bloodcell.run_dir import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / AUDIT_JSON, result)

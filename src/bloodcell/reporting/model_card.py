@@ -11,7 +11,6 @@ and never disagrees with them; whatever was not measured says so.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from bloodcell.reporting.card_studies import (
     sets_section,
 )
 from bloodcell.reporting.markdown import ci_range, pct
-from bloodcell.run_dir import ModelDir, RunDir
+from bloodcell.run_dir import ModelDir, RunDir, read_json
 
 #: The Kaggle data set the models are trained on (its handle, as `bloodcell download` uses it).
 DATASET = "mehradaria/leukemia"
@@ -54,7 +53,7 @@ SPLITS = ("test", "val")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def write_model_card(model_dir: str | Path) -> Path:

@@ -38,7 +38,7 @@ CSV_FIELDS = (
 
 def write_robustness(result: RobustnessResult, out: Path) -> None:
     """robustness.json, robustness.csv, robustness.png and the report.md section in `out`."""
-    from bloodcell.models.saved import write_json
+    from bloodcell.run_dir import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / ROBUSTNESS_JSON, result)

@@ -6,7 +6,6 @@ model directory in `RUN/model/`, with its out-of-scope detector."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import warnings
@@ -27,6 +26,7 @@ from bloodcell.run_dir import (
     LOG_FILE,
     MODEL_DIR,
     TRAIN_SUMMARY_FILE,
+    write_json,
 )
 from bloodcell.train.checkpoints import (
     best_checkpoint,
@@ -87,7 +87,7 @@ def train(
         return run  # rank 0 writes the curves, the summary and the model
     plot_curves(run / LOG_FILE, run / CURVES_FILE)
     model, summary = _chosen_model(config, run, trainer, module, seconds)
-    (run / TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(run / TRAIN_SUMMARY_FILE, summary)
     save_model(
         model,
         run / MODEL_DIR,

@@ -14,7 +14,6 @@ at batch 32 and batch-1 latency for torch eager, ONNX Runtime fp32 and ONNX Runt
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bloodcell.records import SplitMetrics, TrainConfigRecord, TrainSummary
-from bloodcell.run_dir import MANIFEST_COPY, RunDir
+from bloodcell.run_dir import MANIFEST_COPY, RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +98,10 @@ def train_recipe(
         code, wall, rss = run_measured(cmd)
         if code != 0:
             raise RuntimeError(f"training {recipe} seed {seed} failed (exit {code})")
-        (run.path / MEASURED_FILE).write_text(
-            json.dumps({"wall_s": wall, "peak_rss_mb": rss}) + "\n"
-        )
-    measured = json.loads((run.path / MEASURED_FILE).read_text())
-    summary: TrainSummary = json.loads(run.train_summary.read_text())
-    started: TrainConfigRecord = json.loads(run.train_config.read_text())
+        write_json(run.path / MEASURED_FILE, {"wall_s": wall, "peak_rss_mb": rss})
+    measured = read_json(run.path / MEASURED_FILE)
+    summary: TrainSummary = read_json(run.train_summary)
+    started: TrainConfigRecord = read_json(run.train_config)
     calibrate_run(run.path)
     metrics = evaluate_run(run.path, "test", progress=False)
     robust = evaluate_robustness(run.path, "test", severities=[MIDDLE_SEVERITY], progress=False)
@@ -326,6 +323,6 @@ def benchmark(
     header = f"Machine: {machine()}\n\n"
     (out / "benchmark.md").write_text(header + table + "\n")
     record = {"machine": machine(), "results": results, "inference": inference}
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out / "benchmark.json", record, sort_keys=False)
     print(header + table)
     return record

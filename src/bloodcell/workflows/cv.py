@@ -28,7 +28,6 @@ them protocols.json, report.md and protocols.png.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, replace
@@ -54,7 +53,7 @@ from bloodcell.evaluation.cv_fold import (
 )
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.records import CvResult, CvSeed, ProtocolsResult
-from bloodcell.run_dir import CvDir, FoldDir, atomic
+from bloodcell.run_dir import CvDir, FoldDir, write_json
 from bloodcell.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -93,8 +92,7 @@ def run_cv(
     record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
     check_settings(out, record)
     report = report or _verified(data_root, progress)
-    with atomic(CvDir(out).verify) as tmp:
-        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    write_json(CvDir(out).verify, report.to_json(), sort_keys=False)
     unit_of = ci_unit(report, settings.grouping, settings.block_size)
     t_start = time.perf_counter()
     trained = 0
@@ -128,7 +126,7 @@ def run_cv(
     }
     if len(seeds) > 1:
         result["over_seeds"] = over_seeds(seeds)
-    CvDir(out).result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(CvDir(out).result, result)
     log.info("%s: report %s", name, write_cv_report(result, out))
     return result
 
@@ -214,7 +212,7 @@ def compare_protocols(
         },
         "protocols": protocol_rows(out, runs, paths, groups),
     }
-    CvDir(out).protocols.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(CvDir(out).protocols, result)
     log.info("protocols: report %s", write_protocol_report(result, out))
     return result
 

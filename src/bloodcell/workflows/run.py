@@ -29,7 +29,7 @@ from bloodcell.records import (
     RobustnessResult,
     SplitMetrics,
 )
-from bloodcell.run_dir import ModelDir, RunDir
+from bloodcell.run_dir import ModelDir, RunDir, write_json
 from bloodcell.train.config import DEFAULT_RECIPE, TrainConfig, recipe
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple
     index = discover(data_root)
     report = verify(index, progress=progress)
     run.data_dir.mkdir(parents=True, exist_ok=True)
-    run.verify.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    write_json(run.verify, report.to_json(), sort_keys=False)
     for bad in report.unreadable:
         log.info("left out (unreadable): %s: %s", bad["path"], bad["reason"])
     rows = make_split(report, seed=seed)
@@ -150,7 +150,7 @@ def run(
     write_run_report(out.path, results, report_extra(r))
     write_model_card(out.model)
     summary = run_summary(r)
-    out.run_summary.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out.run_summary, summary, sort_keys=False)
     print_summary(r)
     return summary
 
