@@ -2,12 +2,13 @@
 
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
-`bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
-detector) -> calibrate (temperature and conformal prediction sets on val) -> ONNX engines
-(fp32 and int8 written and checked on val; `export=False` skips) -> evaluate val and test ->
-robustness on test (middle severities) -> the shortcut audit on test (what the model looks
-at: cells erased, alone, swapped, scale bar masked) -> out-of-scope folders (`ood_dirs`, if
-given) -> top-level `OUT/report.md` and the model card `OUT/model/README.md`.
+`bloodcell.load(OUT)` works; default recipe `cells`, `train.config.DEFAULT_RECIPE`; training
+ends by fitting the out-of-scope detector) -> calibrate (temperature and conformal prediction
+sets on val) -> ONNX engines (fp32 and int8 written and checked on val; `export=False` skips)
+-> evaluate val and test -> robustness on test (middle severities) -> the shortcut audit on
+test (what the model looks at: cells erased, alone, swapped, scale bar masked) -> out-of-scope
+folders (`ood_dirs`, if given) -> top-level `OUT/report.md` and the model card
+`OUT/model/README.md`.
 """
 
 from __future__ import annotations
