@@ -57,7 +57,7 @@ def test_the_picture_is_drawn(tmp_path: Path) -> None:
 def test_no_import_cycles() -> None:
     # Every import counts, also those inside functions and those for type checking only: a
     # circle, however it is spelt, means two modules cannot be understood one at a time.
-    graph = grimp.build_graph("bloodcell", exclude_type_checking_imports=False)
+    graph = grimp.build_graph("bloodcell", exclude_type_checking_imports=False, cache_dir=None)
     cycles = sorted(
         " -> ".join(graph.find_shortest_chain(importer=imported, imported=importer) or ())
         + f" -> {imported}"

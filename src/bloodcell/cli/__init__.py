@@ -65,7 +65,7 @@ class _Stderr(logging.StreamHandler):
     (a test's capture, a caller's) gets the lines too."""
 
     @property
-    def stream(self) -> TextIO:  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter

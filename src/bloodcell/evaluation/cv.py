@@ -93,17 +93,17 @@ def summarise_seed(
     for i, rows in enumerate(folds):
         fold = CvDir(out).fold(seed, i + 1)
         paths, y, probs = read_predictions(fold.predictions)
-        groups = [unit_of[p] for p in paths]
+        fold_groups = [unit_of[p] for p in paths]
         manifest = fold.manifest
         m: CvFold = {
-            **cv_metrics(y, probs, groups),
+            **cv_metrics(y, probs, fold_groups),
             "fold": i + 1,
             "manifest": str(manifest.relative_to(out)),
             "manifest_sha256": file_sha256(manifest),
             "counts": split_counts(rows),
         }
         per_fold.append(m)
-        for acc, part in zip(pooled, (groups, y, probs), strict=True):
+        for acc, part in zip(pooled, (fold_groups, y, probs), strict=True):
             acc.append(part)
     groups, y, probs = (np.concatenate(p) for p in pooled)
     accs = np.array([m["accuracy"] for m in per_fold])
@@ -162,7 +162,7 @@ def protocol_rows(
     for protocol, cv in runs.items():
         share = correct_share(CvDir(out).protocol(protocol).path, cv)
         correct[protocol] = np.array([share[p] for p in paths])
-    rows = []
+    rows: list[ProtocolRow] = []
     for protocol, cv in runs.items():
         acc = group_bootstrap_mean(correct[protocol], groups)
         diff = group_bootstrap_mean(correct[protocol] - correct["image"], groups)

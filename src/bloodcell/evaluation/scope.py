@@ -117,7 +117,7 @@ def folder_result(
         "n": int(len(scores)),
         "unreadable": errors,
         "flagged": int(flagged.sum()) if flagged is not None else 0,
-        "flagged_rate": float(flagged.mean()) if len(scores) else None,
+        "flagged_rate": float(flagged.mean()) if flagged is not None and len(scores) else None,
         **ood_separation(in_scope, scores),
         "scores": [round(float(s), 6) for s in scores],
     }

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class Backend:
     ood_info: dict[str, Any] | None = None
     conformal: ConformalSets | None = None
     #: What the model records about itself: config.json, or an ONNX file's metadata.
-    config: dict[str, Any]
+    config: Mapping[str, Any]
     #: How many batches to give the engine at once (from as many threads): 1 for an engine that
     #: spreads one batch over all cores itself.
     concurrent_batches: int = 1
@@ -241,9 +241,9 @@ class OnnxBackend(Backend):
 
     def use_calibration(
         self,
-        config: dict[str, Any],
-        ood: dict[str, Any] | None,
-        check: dict[str, Any] | None = None,
+        config: Mapping[str, Any],
+        ood: Mapping[str, Any] | None,
+        check: Mapping[str, Any] | None = None,
     ) -> None:
         """Take temperature, thresholds and prediction sets from the model directory's
         `config` (its out-of-scope detector `ood`, None without one): they are refitted

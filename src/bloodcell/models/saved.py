@@ -58,7 +58,7 @@ class ConfigView:
     """What a saved model's `config.json` says, as properties: shared by the record read
     without torch (`SavedModel`) and the loaded model (`LoadedModel`)."""
 
-    config: dict[str, Any]
+    config: ModelConfig
 
     @property
     def architecture(self) -> str:
@@ -87,8 +87,8 @@ class SavedModel(ConfigView):
     `metrics.json` (empty when absent)."""
 
     path: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    config: ModelConfig
+    metrics: ModelMetrics = field(default_factory=lambda: ModelMetrics())
 
 
 def read_config(model_dir: str | Path) -> ModelConfig:
@@ -119,7 +119,7 @@ def saved_ood(model_dir: Path, config: ModelConfig | dict[str, Any]) -> OodRecor
 def read_model(path: str | Path) -> SavedModel:
     """The config and metrics of a run or model directory (no weights are read)."""
     model_dir = resolve_model_dir(path)
-    return SavedModel(model_dir, dict(read_config(model_dir)), read_metrics(model_dir))
+    return SavedModel(model_dir, read_config(model_dir), read_metrics(model_dir))
 
 
 @dataclass
@@ -127,9 +127,9 @@ class LoadedModel(ConfigView):
     """A model ready for inference, with its recorded configuration."""
 
     model: Classifier
-    config: dict[str, Any]
+    config: ModelConfig
     path: Path
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: ModelMetrics = field(default_factory=lambda: ModelMetrics())
 
     def predict_proba(self, batch: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Class probabilities (N, 4) for a preprocessed batch, temperature-scaled by default."""

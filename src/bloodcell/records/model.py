@@ -27,6 +27,12 @@ class CalibrationRecord(TypedDict):
     nll_after: float
 
 
+class CalibrationResult(CalibrationRecord):
+    """What `calibrate.calibrate_run` returns: the record and the prediction sets' coverage."""
+
+    coverage: float
+
+
 class ConformalRecord(TypedDict):
     """`models.conformal.ConformalSets.to_config`."""
 
@@ -73,6 +79,13 @@ class TrainConfigRecord(TypedDict):
     config: dict[str, Any]
     data: DataRecord
     started: str
+
+
+class TrainSeconds(TypedDict):
+    """How long caching the frozen part's outputs and fitting took."""
+
+    feature_seconds: float
+    fit_seconds: float
 
 
 class TrainSummary(TypedDict):

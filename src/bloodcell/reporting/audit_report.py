@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.records import AuditResult
+from bloodcell.records import AuditResult, AuditSummary
 from bloodcell.reporting.markdown import pct, upsert_section
 from bloodcell.reporting.plots import pyplot, short_names
 from bloodcell.run_dir import AUDIT_JSON, AUDIT_PNG, REPORT_MD
@@ -38,7 +38,7 @@ def write_audit(
     return upsert_section(out / REPORT_MD, SECTION, report_lines(result, AUDIT_PNG))
 
 
-def report_lines(result: AuditResult, image: str | None = None) -> list[str]:
+def report_lines(result: AuditSummary, image: str | None = None) -> list[str]:
     """The section: a table per variant, what swaps followed per class, and the pass marks."""
     v = result["variants"]
     lines = [

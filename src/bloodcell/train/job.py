@@ -12,13 +12,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
-from torch import nn
 from torch.utils.data import DataLoader
 
 from bloodcell.data.manifest import read_manifest
+from bloodcell.records import TrainSeconds, TrainSummary
 from bloodcell.run_dir import (
     CHECKPOINT_DIR,
     CURVES_FILE,
@@ -43,6 +43,11 @@ from bloodcell.train.loaders import loaders
 from bloodcell.train.module import BloodcellModule
 from bloodcell.train.prepare import data_record, prepare_run
 from bloodcell.train.scope import fit_scope
+
+if TYPE_CHECKING:
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    from bloodcell.models.registry import Classifier
 
 
 def train(
@@ -79,7 +84,7 @@ def train(
     trainer = _trainer(config, run, callbacks, progress)
     t0 = time.perf_counter()
     _fit(trainer, module, train_dl, val_dl, run, resume)
-    seconds = {
+    seconds: TrainSeconds = {
         "feature_seconds": round(cache_s, 2),
         "fit_seconds": round(time.perf_counter() - t0, 2),
     }
@@ -128,7 +133,7 @@ def _trainer(config: TrainConfig, run: Path, callbacks: Sequence[Any], progress:
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
-        precision=resolve_precision(config.precision, device),
+        precision=cast("_PRECISION_INPUT", resolve_precision(config.precision, device)),
         deterministic="warn",
         callbacks=[EpochLog(run / LOG_FILE), *checkpoint_callbacks(run), *callbacks],
         logger=CSVLogger(run, name="lightning_logs"),
@@ -175,8 +180,8 @@ def _chosen_model(
     run: Path,
     trainer: pl.Trainer,
     module: BloodcellModule,
-    seconds: dict[str, float],
-) -> tuple[nn.Module, dict[str, Any]]:
+    seconds: TrainSeconds,
+) -> tuple[Classifier, TrainSummary]:
     """The model with the weights of the epoch `config.checkpoint` chooses, and the run's
     summary (`train_summary.json`, also recorded in the model's config)."""
     best = best_checkpoint(run)
@@ -184,7 +189,7 @@ def _chosen_model(
     model = build_model(replace(config, pretrained=False))
     ckpt = load_checkpoint_weights(model, chosen)
     best_epoch = int(ckpt.get("epoch", -1)) if chosen == best else checkpoint_epoch(best)
-    summary = {
+    summary: TrainSummary = {
         "best_checkpoint": best.name,
         "best_epoch": best_epoch,
         "best_val": log_row(run / LOG_FILE, best_epoch),

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bloodcell.records import SplitMetrics, TrainConfigRecord, TrainSummary
+from bloodcell.records import RobustnessResult, SplitMetrics, TrainConfigRecord, TrainSummary
 from bloodcell.run_dir import MANIFEST_COPY, RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -120,20 +120,20 @@ def train_recipe(
         "test_ci95": metrics["ci95"]["accuracy"],
         "test_macro_f1": metrics["macro_f1"],
         "min_recall": min(c["recall"] for c in metrics["per_class"].values()),
-        "robust_worst": f"{worst['corruption']} {worst['setting']}",
-        "robust_worst_accuracy": worst["accuracy"],
+        "robust_worst": f"{worst['corruption']} {worst['setting']}" if worst else None,
+        "robust_worst_accuracy": worst["accuracy"] if worst else None,
         "robust_middle": {r["corruption"]: r["accuracy"] for r in robust["results"]},
     }
 
 
 def scope_figures(
-    run: Path, metrics: SplitMetrics, robust: dict[str, Any], ood_dirs: Sequence[str | Path]
+    run: Path, metrics: SplitMetrics, robust: RobustnessResult, ood_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
     from bloodcell.workflows.evaluate import evaluate_ood
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
-    rates = [r["out_of_scope_rate"] for r in robust["results"] if r.get("out_of_scope_rate")]
+    rates = [rate for r in robust["results"] if (rate := r.get("out_of_scope_rate"))]
     figures: dict[str, Any] = {
         "ood_test_flagged": scope["flagged"] if scope else None,
         "ood_test_flagged_paths": scope["flagged_paths"] if scope else None,

@@ -179,7 +179,8 @@ def run_summary(r: RunResults) -> dict[str, Any]:
         "out_of_scope": {s: m["out_of_scope"] for s, m in splits.items()},
         "prediction_sets": splits["test"]["prediction_sets"],
         "ood_folders": [
-            {k: v for k, v in f.items() if k != "scores"} for f in (r.ood or {}).get("folders", [])
+            {k: v for k, v in f.items() if k != "scores"}
+            for f in (r.ood["folders"] if r.ood else [])
         ],
         "audit": {"variants": r.audit["variants"], "targets": r.audit["targets"]},
     }
