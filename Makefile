@@ -30,12 +30,13 @@ run: setup
 test: lint
 	$(BIN)/python -m pytest
 
-# Lint, formatting and the layers (pyproject's [tool.importlinter]) are part of the tests: CI
-# fails on any of them.
+# Lint, formatting, the layers (pyproject's [tool.importlinter]) and the types (pyproject's
+# [tool.mypy]) are part of the tests: CI fails on any of them.
 lint: setup
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/lint-imports
+	$(BIN)/mypy src
 
 benchmark: setup
 	$(BIN)/bloodcell benchmark --data $(DATA) --out runs/benchmark

@@ -32,7 +32,7 @@ from bloodcell.workflows.benchmark import latency, throughput
 
 
 def build_random_model(out: Path, size: int) -> Path:
-    from bloodcell.data.dataset import Preprocess
+    from bloodcell.data.preprocess import Preprocess
     from bloodcell.models.registry import create_model
     from bloodcell.models.saved import save_model
 

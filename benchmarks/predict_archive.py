@@ -71,7 +71,7 @@ def random_onnx(out: Path) -> Path:
     """A randomly initialised MobileNetV2 (224 px) exported as a bloodcell ONNX file."""
     import torch
 
-    from bloodcell.data.dataset import Preprocess
+    from bloodcell.data.preprocess import Preprocess
     from bloodcell.export.onnx import export_onnx
     from bloodcell.models.registry import create_model
     from bloodcell.models.saved import save_model

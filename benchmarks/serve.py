@@ -47,7 +47,7 @@ def smear_jpeg(size: int = 224, seed: int = 0) -> bytes:
 
 
 def make_model(root: Path, onnx: bool) -> Path:
-    from bloodcell.data.dataset import Preprocess
+    from bloodcell.data.preprocess import Preprocess
     from bloodcell.models import registry, saved
 
     model = registry.create_model("mobilenet_v2", pretrained=False)

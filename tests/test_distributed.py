@@ -20,7 +20,7 @@ from tests.conftest import make_dataset
 from tests.train import make_manifest
 
 from bloodcell.data.manifest import read_manifest, write_manifest
-from bloodcell.train import ValShardSampler
+from bloodcell.train.devices import ValShardSampler
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 

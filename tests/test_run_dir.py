@@ -14,7 +14,7 @@ from tests.train import tiny_run
 from bloodcell.errors import DatasetError
 from bloodcell.evaluation.runs import open_run
 from bloodcell.models.saved import resolve_model_dir
-from bloodcell.run_dir import DATA_ENV, CvDir, ModelDir, RunDir, atomic
+from bloodcell.run_dir import DATA_ENV, CvDir, ModelDir, RunDir, atomic, read_json, write_json
 from bloodcell.workflows.evaluate import evaluate_run
 
 
@@ -117,6 +117,20 @@ def _like_mkstemp(tmp: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(name, tmp)
+
+
+def test_json_records_are_written_one_way_and_whole(tmp_path: Path) -> None:
+    """Indented, keys sorted unless asked not to, a final newline; an object JSON cannot encode
+    leaves the old file and no temporary behind."""
+    path = write_json(tmp_path / "r.json", {"b": 1, "a": [1, 2]})
+    assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+    assert read_json(path) == {"a": [1, 2], "b": 1}
+    write_json(path, {"b": 1, "a": 2}, sort_keys=False)
+    assert list(read_json(path)) == ["b", "a"]
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert read_json(path) == {"b": 1, "a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 def test_atomic_files_get_the_mode_of_a_new_file(tmp_path: Path) -> None:

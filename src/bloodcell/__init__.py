@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bloodcell._version import __version__
 from bloodcell.labels import DISPLAY_NAMES, LABELS
 
-__version__ = "0.1.0"
 __all__ = ["DISPLAY_NAMES", "LABELS", "__version__", "load"]
 
 if TYPE_CHECKING:

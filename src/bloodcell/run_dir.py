@@ -30,17 +30,20 @@ A cross-validation folder (`bloodcell cv --out CV`; `workflows.cv`) holds:
 
 Every module reads and writes these paths through these classes, so each name is spelled once.
 It imports nothing but the error types and the records, so the data and model layers can use it
-too; that is also why the one helper for writing a file atomically (`atomic`) lives here.
+too; that is also why the one helper for writing a file atomically (`atomic`) and the one
+reader and writer of the JSON records (`read_json`, `write_json`) live here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bloodcell.errors import DatasetError
 from bloodcell.records import DataRecord
@@ -386,3 +389,19 @@ def atomic(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, record: object, sort_keys: bool = True) -> Path:
+    """Write a JSON record the one way every record bloodcell leaves is written: indented, keys
+    sorted unless the record's own order is meant for reading, a final newline, and atomically
+    (`atomic`), so a killed run never leaves half a record that a rerun would trust."""
+    path = Path(path)
+    text = json.dumps(record, indent=2, sort_keys=sort_keys) + "\n"
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON record written by `write_json`; the caller names its type (`records`)."""
+    return json.loads(Path(path).read_text())

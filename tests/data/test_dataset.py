@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from tests.conftest import synthetic_image
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 
 
 def _affine(img: Image.Image, gain: tuple[float, float, float], offset: float) -> Image.Image:

@@ -13,7 +13,8 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from bloodcell.data import stain as stain_module
-from bloodcell.data.dataset import Augment, Preprocess
+from bloodcell.data.dataset import Augment
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.data.stain import METHODS, StainNormalizer
 
 # Ruifrok & Johnston's haematoxylin and eosin optical-density directions.

@@ -17,8 +17,8 @@ import torch
 from tests.conftest import make_dataset, synthetic_image
 from torch import nn
 
-from bloodcell.data.dataset import Preprocess
 from bloodcell.data.manifest import ManifestRow, file_sha256, write_manifest
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.labels import LABELS
 from bloodcell.models.conformal import fit_conformal
 from bloodcell.models.ood import fit_detector, input_spread, tap_blocks

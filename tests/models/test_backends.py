@@ -14,9 +14,10 @@ from tests.predict import SCORE_TOLERANCE
 
 from bloodcell.errors import ModelError
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import OnnxBackend, TorchBackend, softmax
+from bloodcell.models.backends import OnnxBackend, softmax
 from bloodcell.models.engines import open_model
 from bloodcell.models.saved import update_config
+from bloodcell.models.torch_backend import TorchBackend
 
 
 def test_open_model_and_run_dir(tmp_path: Path) -> None:
@@ -68,7 +69,7 @@ def test_onnx_without_bloodcell_metadata(tmp_path: Path) -> None:
 def test_dataset_outputs_keeps_order_and_scores_every_image(tmp_path: Path) -> None:
     from bloodcell.data.dataset import ManifestDataset
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.models.backends import dataset_outputs
+    from bloodcell.models.torch_backend import dataset_outputs
 
     run = make_run(tmp_path)
     rows = read_manifest(run / "manifest.csv")

@@ -14,7 +14,6 @@ from tests.models import IMAGE_SIZE, tiny_model_dir
 
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import TorchBackend
 from bloodcell.models.engines import open_model
 from bloodcell.models.ood import (
     BLANK_SCORE,
@@ -26,6 +25,7 @@ from bloodcell.models.ood import (
     threshold_for,
 )
 from bloodcell.models.saved import load_model
+from bloodcell.models.torch_backend import TorchBackend
 
 
 def features(n: int, seed: int, dims: tuple[int, ...] = (3, 8)) -> tuple[list, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.models.registry import create_model
 from bloodcell.models.saved import load_model, save_model, update_config
@@ -44,7 +44,7 @@ def test_not_a_model_dir_says_how_to_make_one(tmp_path: Path) -> None:
 
 def test_bloodcell_load_returns_the_backend_every_command_uses(tmp_path: Path) -> None:
     import bloodcell
-    from bloodcell.models.backends import TorchBackend
+    from bloodcell.models.torch_backend import TorchBackend
 
     model = create_model("mobilenet_v2", pretrained=False).eval()
     out = save_model(model, tmp_path / "m", "mobilenet_v2", Preprocess(image_size=32))

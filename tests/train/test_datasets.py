@@ -12,13 +12,15 @@ import torch
 from tests.train import tiny_config, tiny_data
 
 from bloodcell.run_dir import LOG_FILE
-from bloodcell.train import read_log, train
+from bloodcell.train.epoch_log import read_log
+from bloodcell.train.job import train
 
 
 def test_fast_recipe_caches_corrupted_copies_and_mixes_them(tmp_path: Path) -> None:
     """The default recipe's machinery: cached block outputs, feature-map flips and turns, and
     every epoch drawing each image from a clean or a corrupted cached copy, on a tiny model."""
-    from bloodcell.train import MixedCopies, recipe
+    from bloodcell.train.config import recipe
+    from bloodcell.train.datasets import MixedCopies
 
     data, manifest = tiny_data(tmp_path)
     fast = recipe("fast")
@@ -56,7 +58,7 @@ def test_corrupted_copies_are_seeded_and_focus_blurs_them(tmp_path: Path) -> Non
     random defocus (`focus_severity`) removes fine detail on top of the other corruptions."""
     from bloodcell.data.dataset import ManifestDataset
     from bloodcell.data.manifest import read_manifest
-    from bloodcell.train import corrupted_dataset
+    from bloodcell.train.datasets import corrupted_dataset
 
     data, manifest = tiny_data(tmp_path)
     rows = [r for r in read_manifest(manifest) if r.split == "train"]
@@ -81,9 +83,9 @@ def test_stain_normalisation_is_fitted_once_saved_and_reapplied(tmp_path: Path) 
     """Reinhard, fitted on the first train image, reaches the cached (and corrupted) training
     inputs and the saved model; loading and evaluating apply it without the target image."""
     import bloodcell
-    from bloodcell.data.dataset import Preprocess
     from bloodcell.data.decode import decode_image
     from bloodcell.data.manifest import read_manifest
+    from bloodcell.data.preprocess import Preprocess
     from bloodcell.data.stain import StainNormalizer
     from bloodcell.workflows.evaluate import evaluate_run
 

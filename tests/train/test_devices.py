@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bloodcell.train import is_rank_zero, local_device
+from bloodcell.train.devices import is_rank_zero, local_device
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "SLURM_LOCALID")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bloodcell.train import LOG_COLUMNS, append_log_row, read_log
+from bloodcell.train.epoch_log import LOG_COLUMNS, append_log_row, read_log
 
 
 def test_a_repeated_epoch_replaces_itself_and_later_rows(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 from tests.train import assert_same_detector, tiny_config, tiny_data
 
 from bloodcell.models.engines import open_model
-from bloodcell.train import train
+from bloodcell.train.job import train
 
 
 def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> Non
 
 
 def test_random_dihedral_keeps_shape_and_content() -> None:
-    from bloodcell.train import random_dihedral
+    from bloodcell.train.features import random_dihedral
 
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
     for _ in range(8):
@@ -47,7 +47,7 @@ def test_frozen_stem_computes_the_front_of_the_model() -> None:
     from torch import nn
 
     from bloodcell.models.registry import create_model
-    from bloodcell.train import frozen_stem
+    from bloodcell.train.features import frozen_stem
 
     model = create_model("mobilenet_v2", pretrained=False).eval()
     x = torch.randn(2, 3, 64, 64)

@@ -13,7 +13,8 @@ from tests.train import TINY, tiny_config, tiny_data, tiny_run
 
 from bloodcell.errors import ModelError
 from bloodcell.run_dir import LOG_FILE
-from bloodcell.train import read_log, train
+from bloodcell.train.epoch_log import read_log
+from bloodcell.train.job import train
 
 
 def test_small_model_learns_and_writes_the_run_dir(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.train import assert_same_detector, tiny_config, tiny_data
 
 from bloodcell.models.engines import open_model
-from bloodcell.train import train
+from bloodcell.train.job import train
 
 
 def test_frozen_backbone_detector_is_recorded_while_caching(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 from tests.train import tiny_config, tiny_data
 from torch import nn
 
-from bloodcell.train import train
+from bloodcell.train.job import train
 
 
 def test_channels_last_trains_the_same_model(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from bloodcell import __version__
+from bloodcell._version import __version__
 from bloodcell.cli import benchmark, cv, data, model, run, serve, use
 from bloodcell.cli.common import Parser
 from bloodcell.errors import BloodcellError
@@ -65,7 +65,7 @@ class _Stderr(logging.StreamHandler):
     (a test's capture, a caller's) gets the lines too."""
 
     @property
-    def stream(self) -> TextIO:  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter

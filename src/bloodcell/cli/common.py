@@ -6,9 +6,12 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bloodcell.errors import BloodcellError
+
+if TYPE_CHECKING:
+    from bloodcell.records import EngineRecords
 
 Populate = Callable[["Parser"], None]
 
@@ -129,7 +132,7 @@ def add_verbose_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def print_engine_checks(records: dict) -> None:
+def print_engine_checks(records: EngineRecords) -> None:
     """The export's verdict on each engine, one line each."""
     from bloodcell.export.check import summary_lines
 

@@ -57,7 +57,7 @@ def cv_cmd(args: argparse.Namespace) -> int:
 
 def print_protocols(result: ProtocolsResult) -> None:
     for r in result["protocols"]:
-        lo, hi = r["accuracy_ci95"]
+        lo, hi = r["accuracy_ci95"] or (float("nan"), float("nan"))
         print(f"{r['protocol']}: pooled accuracy {r['accuracy']:.2%} "
               f"(95% CI {lo:.2%}-{hi:.2%}), vs image-level "
               f"{100 * r['difference_vs_image']:+.2f} points")  # fmt: skip
@@ -73,7 +73,7 @@ def print_folds(done: list[FoldDone]) -> None:
 def print_seeds(result: CvResult) -> None:
     for seed in result["seeds"]:
         p = seed["pooled"]
-        lo, hi = p["ci95"]["accuracy"]
+        lo, hi = p["ci95"]["accuracy"] or (float("nan"), float("nan"))
         print(f"seed {seed['seed']}: pooled accuracy {p['accuracy']:.2%} "
               f"(95% CI {lo:.2%}-{hi:.2%}), macro-F1 {p['macro_f1']:.3f}, "
               f"n={p['n']}")  # fmt: skip

@@ -30,7 +30,9 @@ def weights_import_cmd(args: argparse.Namespace) -> int:
 
 def train_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import given_settings
-    from bloodcell.train import config_from_options, is_rank_zero, train
+    from bloodcell.train.config import config_from_options
+    from bloodcell.train.devices import is_rank_zero
+    from bloodcell.train.job import train
 
     overrides = given_settings(args)
     config = None if args.resume and not overrides else config_from_options(args.recipe, overrides)

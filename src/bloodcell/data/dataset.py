@@ -1,8 +1,7 @@
 """Torch datasets over a split manifest, and the training augmentation.
 
-`Preprocess` (how an image becomes a model input, saved with every model) lives in
-`data.preprocess`, which imports no torch; it is re-exported here, where training and
-evaluation have always found it.
+How an image becomes a model input (`Preprocess`, saved with every model) is `data.preprocess`,
+which imports no torch.
 """
 
 from __future__ import annotations
@@ -20,47 +19,10 @@ from torchvision.transforms import v2
 
 from bloodcell.data.decode import decode_image
 from bloodcell.data.manifest import ManifestRow
-from bloodcell.data.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NORMALIZATIONS,
-    PER_IMAGE_EPS,
-    Preprocess,
-)
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.labels import LABELS
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "NORMALIZATIONS",
-    "Augment",
-    "ManifestDataset",
-    "PerImageStandardize",
-    "Preprocess",
-    "RandomRot90",
-]
-
-
-class PerImageStandardize(torch.nn.Module):
-    """Give each colour channel of each image zero mean and unit variance.
-
-    A smear photographed brighter, darker, with more or less contrast or another white balance
-    changes each channel by roughly `a * x + b`; standardising per image undoes exactly that, so
-    the model never sees the difference (a Reinhard-style colour normalisation in RGB).
-    """
-
-    def __init__(self, eps: float = PER_IMAGE_EPS) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Statistics summed in float64, then rounded: the same float32 mean and std whatever
-        # the memory layout (a float32 sum depends on its order), and the same as NumPy's
-        # (`Preprocess.pixels`).
-        wide = x.double()
-        mean = wide.mean(dim=(-2, -1), keepdim=True).to(x.dtype)
-        std = wide.std(dim=(-2, -1), keepdim=True).to(x.dtype)
-        return (x - mean) / (std + self.eps)
+__all__ = ["Augment", "ManifestDataset", "RandomRot90"]
 
 
 class RandomRot90:

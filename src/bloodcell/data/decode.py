@@ -86,7 +86,7 @@ def _decode(
     if size == 0:
         raise ImageDecodeError(name, "empty file (0 bytes)", "empty")
     try:
-        with Image.open(fh, formats=formats) as img:
+        with Image.open(fh, formats=None if formats is None else tuple(formats)) as img:
             _check_pixels(img.size, name, max_pixels)
             img.load()  # full decode: truncated or corrupt data fails here, not at open()
             # An RGB image is returned as decoded: convert() would copy every pixel (a quarter

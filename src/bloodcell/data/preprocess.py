@@ -13,7 +13,7 @@ Two ways to run it, with the same numbers (tested equal within 1e-6, `tests/data
 
 Both resize the PIL image with Pillow's antialiased bilinear filter (torchvision's `Resize` of a
 PIL image calls Pillow), then scale to [0, 1] in float32 and normalise: ImageNet's fixed mean
-and std, or each image's own (`per_image`, `data.dataset.PerImageStandardize`).
+and std, or each image's own (`per_image`, `data.standardize.PerImageStandardize`).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ class Preprocess:
     def normalizer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The last step, on a float tensor in [0, 1]."""
         if self.normalize == "per_image":
-            from bloodcell.data.dataset import PerImageStandardize
+            from bloodcell.data.standardize import PerImageStandardize
 
             return PerImageStandardize(PER_IMAGE_EPS)
         from torchvision.transforms import v2

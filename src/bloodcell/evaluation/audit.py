@@ -131,7 +131,7 @@ def make_cases(
     found = [finder.find(im) for im in images]
     rng = np.random.default_rng(seed)
     by_class = {
-        int(c): [i for i in np.flatnonzero(y_true == c) if found[i].count] for c in set(y_true)
+        int(c): [int(i) for i in np.flatnonzero(y_true == c) if found[i].count] for c in set(y_true)
     }
     cases = []
     for i, (im, cells) in enumerate(zip(images, found, strict=True)):

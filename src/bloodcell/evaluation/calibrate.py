@@ -34,11 +34,12 @@ from bloodcell.errors import ModelError
 from bloodcell.evaluation.metrics import expected_calibration_error
 from bloodcell.evaluation.runs import open_run
 from bloodcell.labels import LABELS
-from bloodcell.models.backends import dataset_logits, softmax
+from bloodcell.models.backends import softmax
 from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
 from bloodcell.models.ood import OodDetector
 from bloodcell.models.saved import read_config, resolve_model_dir, update_config
-from bloodcell.records import CalibrationRecord
+from bloodcell.models.torch_backend import dataset_logits
+from bloodcell.records import CalibrationRecord, CalibrationResult
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
@@ -91,7 +92,7 @@ def fit_and_store(
     logits: np.ndarray,
     targets: np.ndarray,
     coverage: float = DEFAULT_COVERAGE,
-) -> dict:
+) -> CalibrationResult:
     """Fit T and the conformal sets on given validation logits; store both in the model config.
 
     For callers that already have the validation logits (the pipeline after training).
@@ -102,7 +103,7 @@ def fit_and_store(
     update_config(
         model_dir, temperature=temperature, calibration=summary, conformal=conformal.to_config()
     )
-    return summary | {"coverage": conformal.coverage}
+    return {**summary, "coverage": conformal.coverage}
 
 
 def set_ood_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def calibrate_run(
     manifest: str | Path | None = None,
     batch_size: int = 64,
     coverage: float = DEFAULT_COVERAGE,
-) -> dict:
+) -> CalibrationResult:
     """Fit the temperature and the conformal sets on the run's validation split and store them
     with the model.
 

@@ -7,7 +7,6 @@ writes only `cv_config.json`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from bloodcell.evaluation.audit import pool as pool_audits
 from bloodcell.evaluation.cv_fold import read_predictions
 from bloodcell.labels import LABELS
 from bloodcell.records import CvFold, CvMetrics, CvResult, CvSeed, ProtocolRow
-from bloodcell.run_dir import CvDir, FoldDir, atomic
+from bloodcell.run_dir import CvDir, FoldDir, read_json, write_json
 
 #: The leakage study: protocol name -> what it keeps together. (a) is the usual protocol.
 PROTOCOLS: dict[str, str] = {
@@ -52,7 +51,7 @@ def check_settings(out: Path, record: dict[str, Any]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
     path = CvDir(out).settings
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         diff = {k: (saved.get(k), v) for k, v in record.items() if saved.get(k) != v}
         if diff:
             raise ModelError(
@@ -61,8 +60,7 @@ def check_settings(out: Path, record: dict[str, Any]) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    with atomic(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(path, record)
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -96,17 +94,17 @@ def summarise_seed(
     for i, rows in enumerate(folds):
         fold = CvDir(out).fold(seed, i + 1)
         paths, y, probs = read_predictions(fold.predictions)
-        groups = [unit_of[p] for p in paths]
+        fold_groups = [unit_of[p] for p in paths]
         manifest = fold.manifest
         m: CvFold = {
-            **cv_metrics(y, probs, groups),
+            **cv_metrics(y, probs, fold_groups),
             "fold": i + 1,
             "manifest": str(manifest.relative_to(out)),
             "manifest_sha256": file_sha256(manifest),
             "counts": split_counts(rows),
         }
         per_fold.append(m)
-        for acc, part in zip(pooled, (groups, y, probs), strict=True):
+        for acc, part in zip(pooled, (fold_groups, y, probs), strict=True):
             acc.append(part)
     groups, y, probs = (np.concatenate(p) for p in pooled)
     accs = np.array([m["accuracy"] for m in per_fold])
@@ -128,7 +126,7 @@ def summarise_seed(
 def _fold_audit(fold: FoldDir) -> dict[str, Any] | None:
     """The audit summary of a fold's test part (None for a fold audited before audits)."""
     path = fold.run.audit_json("test")
-    return json.loads(path.read_text())["variants"] if path.is_file() else None
+    return read_json(path)["variants"] if path.is_file() else None
 
 
 def over_seeds(seeds: list[CvSeed]) -> dict[str, float]:
@@ -165,7 +163,7 @@ def protocol_rows(
     for protocol, cv in runs.items():
         share = correct_share(CvDir(out).protocol(protocol).path, cv)
         correct[protocol] = np.array([share[p] for p in paths])
-    rows = []
+    rows: list[ProtocolRow] = []
     for protocol, cv in runs.items():
         acc = group_bootstrap_mean(correct[protocol], groups)
         diff = group_bootstrap_mean(correct[protocol] - correct["image"], groups)

@@ -40,8 +40,9 @@ def fold_probs(
 ) -> np.ndarray:
     """Class probabilities of the fold's test part from its trained (and calibrated) model."""
     from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.models.backends import TorchBackend, dataset_outputs, softmax
+    from bloodcell.models.backends import softmax
     from bloodcell.models.saved import load_model
+    from bloodcell.models.torch_backend import TorchBackend, dataset_outputs
 
     model = TorchBackend(load_model(run.path))
     if list(model.labels) != list(LABELS):

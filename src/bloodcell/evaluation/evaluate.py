@@ -3,7 +3,7 @@ metrics, the clinical malignant-vs-benign trade-off, calibration, and how sure w
 (95% bootstrap confidence intervals over the evaluated images; all from `metrics`).
 
 `split_metrics` predicts one split of the manifest with a run opened by `runs.open_run` (through
-`models.backends.dataset_outputs`, the loop calibration and export use too) and returns its
+`models.torch_backend.dataset_outputs`, the loop calibration and export use too) and returns its
 figures; `write_predictions` and `record_in_model` keep them on disk. Beside the classifier's
 figures it reports the out-of-scope detector's refusals (`scope_metrics`) and the conformal
 prediction sets' coverage and size (`conformal_metrics`). `workflows.evaluate.evaluate_run`
@@ -17,14 +17,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from bloodcell.evaluation.metrics import compute_metrics, wilson_ci
 from bloodcell.evaluation.runs import Run
-from bloodcell.records import EvalData, ModelConfig, ScopeMetrics, SetMetrics, SplitMetrics
+from bloodcell.records import (
+    EvalData,
+    ModelConfig,
+    ScopeMetrics,
+    SetLevel,
+    SetMetrics,
+    SplitMetrics,
+)
 from bloodcell.run_dir import RunData
+
+if TYPE_CHECKING:
+    from bloodcell.models.conformal import ConformalSets
 
 # --- out of scope and prediction sets ------------------------------------------------------------
 
@@ -33,7 +43,7 @@ REPORT_COVERAGES = (0.90, 0.95, 0.99)
 
 
 def conformal_metrics(
-    conformal: Any, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]
+    conformal: ConformalSets | None, y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]
 ) -> SetMetrics | None:
     """Empirical coverage (Wilson 95% CI), mean set size and share of sets with more than one
     class, at each of `REPORT_COVERAGES` and the model's own; None without conformal sets."""
@@ -42,7 +52,7 @@ def conformal_metrics(
     if conformal is None or len(y_true) == 0:
         return None
     y_true = np.asarray(y_true, dtype=int)
-    rows = {}
+    rows: dict[str, SetLevel] = {}
     for coverage in sorted({*REPORT_COVERAGES, conformal.coverage}):
         member = conformal.sets(probs, coverage)
         covered = int(member[np.arange(len(y_true)), y_true].sum())
@@ -107,8 +117,7 @@ def split_metrics(
     measured) with its calibration temperature, out-of-scope detector and prediction sets."""
     from bloodcell.data.manifest import read_manifest
 
-    backend = run.backend
-    loaded = backend.loaded
+    backend, loaded = run.backend, run.loaded
     data, rows = run.data, run.split(split).rows
     all_rows = read_manifest(data.manifest)
     t0 = time.perf_counter()
@@ -135,7 +144,8 @@ def predict_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """True classes, temperature-scaled probabilities and out-of-scope scores of `rows`."""
     from bloodcell.data.dataset import ManifestDataset
-    from bloodcell.models.backends import dataset_outputs, softmax
+    from bloodcell.models.backends import softmax
+    from bloodcell.models.torch_backend import dataset_outputs
 
     dataset = ManifestDataset(rows, root, backend.preprocess.transform())
     outputs, y_true = dataset_outputs(

@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.models.backends import Backend, TorchBackend
+from bloodcell.models.backends import Backend
 from bloodcell.models.engines import open_model
+from bloodcell.models.torch_backend import TorchBackend
 
 #: Grad-CAM hooks the shared model, so concurrent calls (a threaded server) take turns.
 _CAM_LOCK = threading.Lock()
@@ -54,13 +55,15 @@ class Explanation:
 
 def torch_backend(model: str | Path | Backend) -> TorchBackend:
     """The torch backend for `model`, or a ModelError saying why an .onnx file cannot do."""
-    backend = model if isinstance(model, Backend) else None
-    if backend is None and Path(model).suffix.lower() == ".onnx":
+    if isinstance(model, Backend):
+        backend = model
+    elif Path(model).suffix.lower() == ".onnx":
         raise ModelError(
             f"{model}: Grad-CAM needs the torch model's gradients, which an .onnx file does not "
             "have; pass the run or model directory it was exported from"
         )
-    backend = backend or open_model(model, "torch")
+    else:
+        backend = open_model(model, "torch")
     if not isinstance(backend, TorchBackend):
         raise ModelError(
             f"{backend.path}: Grad-CAM works on torch models only, not {backend.kind}; "
@@ -110,7 +113,9 @@ def explain_image(
 
 def _resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a (S, S) map to the image's (W, H), clipped to [0, 1]."""
-    resized = Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
+    resized = Image.fromarray(cam.astype(np.float32), mode="F").resize(
+        size, Image.Resampling.BILINEAR
+    )
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 

@@ -32,10 +32,12 @@ from bloodcell.records import (
     CalibrationBin,
     ClassMetrics,
     ClinicalMetrics,
+    GroupBootstrapRecord,
     GroupIntervals,
     ImageIntervals,
     Interval,
     Metrics,
+    OodSeparation,
     RocAuc,
 )
 
@@ -144,7 +146,7 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> Roc
     return {"per_class": per, "macro": float(np.mean(known)) if known else None}
 
 
-def ood_separation(in_scope: np.ndarray, other: np.ndarray) -> dict[str, float | None]:
+def ood_separation(in_scope: np.ndarray, other: np.ndarray) -> OodSeparation:
     """AUROC and FPR at 95% TPR of an out-of-scope score (pytorch-ood's metrics), with the
     images of `other` as the positive (out-of-scope) class against the in-scope ones."""
     import torch
@@ -264,7 +266,9 @@ def _percentiles(values: np.ndarray, level: float) -> Interval | None:
     return _interval(values, level) if len(values) else None
 
 
-def _group_bootstrap_record(n_groups: int, n_boot: int, seed: int, level: float) -> dict:
+def _group_bootstrap_record(
+    n_groups: int, n_boot: int, seed: int, level: float
+) -> GroupBootstrapRecord:
     """How a group-bootstrap interval was made, recorded beside it."""
     return {
         "unit": "group",

@@ -18,7 +18,6 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,7 +32,12 @@ from bloodcell.evaluation.metrics import (
 )
 from bloodcell.evaluation.runs import Run
 from bloodcell.models.backends import Backend, Scored
-from bloodcell.records import RobustnessResult, RobustnessRow
+from bloodcell.records import (
+    ConditionScores,
+    RobustnessResult,
+    RobustnessRow,
+    RobustnessSummary,
+)
 
 #: The bar: no middle-severity corruption may take accuracy below this.
 TARGET_ACCURACY = 0.95
@@ -76,9 +80,10 @@ def predict_condition(
         scores.append(scored.ood_score)
         if on_batch:
             on_batch(len(batch))
-    has_scores = all(s is not None for s in scores)
+    present = [s for s in scores if s is not None]
     return Scored(
-        np.concatenate(probs).astype(float), np.concatenate(scores) if has_scores else None
+        np.concatenate(probs).astype(float),
+        np.concatenate(present) if present and len(present) == len(scores) else None,
     )
 
 
@@ -91,7 +96,7 @@ def scope_rate(backend: Backend, scored: Scored) -> float | None:
 # --- scoring --------------------------------------------------------------------------------------
 
 
-def score(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+def score(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> ConditionScores:
     """Accuracy (with its Wilson 95% interval), macro-F1, balanced accuracy, sensitivity and
     specificity, as `metrics.compute_metrics` gives them: the full metrics (ROC, bootstrap)
     cost ~0.1 s per condition and are not needed here."""
@@ -204,7 +209,7 @@ def score_conditions(
     return results
 
 
-def summarise(results: list[RobustnessRow], chosen: Sequence[Corruption]) -> dict[str, Any]:
+def summarise(results: list[RobustnessRow], chosen: Sequence[Corruption]) -> RobustnessSummary:
     """Clean against corrupted (clean first in `results`): each row's drop, the worst middle
     case and the corruptions that take accuracy below the target at the middle severity."""
     clean, corrupted = results[0], results[1:]
@@ -227,7 +232,7 @@ def summarise(results: list[RobustnessRow], chosen: Sequence[Corruption]) -> dic
     }
 
 
-def _row(corruption: Corruption | None, severity: int, scores: dict[str, Any]) -> RobustnessRow:
+def _row(corruption: Corruption | None, severity: int, scores: ConditionScores) -> RobustnessRow:
     return {
         "corruption": corruption.name if corruption else "clean",
         "severity": severity,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bloodcell.data.manifest import ManifestRow, read_manifest, select
-from bloodcell.errors import DatasetError
+from bloodcell.errors import DatasetError, ModelError
 from bloodcell.models.engines import open_model
 from bloodcell.models.saved import read_config, resolve_model_dir
 from bloodcell.records import ModelConfig
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from bloodcell.models.backends import Backend
+    from bloodcell.models.saved import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,16 @@ class Run:
     @cached_property
     def backend(self) -> Backend:
         return open_model(self.path, self.engine)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The torch model of a run opened on the torch engine: what evaluation measures."""
+        from bloodcell.models.torch_backend import TorchBackend
+
+        backend = self.backend
+        if not isinstance(backend, TorchBackend):
+            raise ModelError(f"{self.path}: opened on the {backend.kind} engine, not torch")
+        return backend.loaded
 
     @cached_property
     def data(self) -> RunData:

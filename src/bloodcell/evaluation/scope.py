@@ -28,8 +28,9 @@ from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.metrics import ood_separation
 from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.labels import MALIGNANT
-from bloodcell.models.backends import Backend, dataset_outputs
+from bloodcell.models.backends import Backend
 from bloodcell.models.refusal import refusals
+from bloodcell.models.torch_backend import dataset_outputs
 from bloodcell.records import FolderResult, OodResult
 from bloodcell.run_dir import RunDir
 from bloodcell.train.outliers import held_out

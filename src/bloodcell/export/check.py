@@ -15,18 +15,20 @@ and recorded for the report, but the decision is taken on validation only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.export.onnx import export_onnx, split_or_none
-from bloodcell.models.backends import Backend, OnnxBackend, Outputs, TorchBackend, dataset_outputs
+from bloodcell.models.backends import Backend, OnnxBackend, Outputs
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
 from bloodcell.models.ood import threshold_for
 from bloodcell.models.saved import load_model, update_metrics
+from bloodcell.models.torch_backend import TorchBackend, dataset_outputs
 from bloodcell.records import EngineCheck, EngineComparison, EngineRecords
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ TOLERANCE = (
     f"{MAX_EXTRA_ERRORS} more of them wrong"
 )
 #: Each engine is checked against the next one up: int8 against fp32, fp32 against torch.
-REFERENCE = {"onnx": "torch", "onnx-int8": "onnx"}
+REFERENCE: dict[Literal["onnx", "onnx-int8"], str] = {"onnx": "torch", "onnx-int8": "onnx"}
+#: The splits an engine is compared on.
+CHECK_SPLITS: tuple[Literal["val", "test"], ...] = ("val", "test")
 
 
 def export_engines(
@@ -65,7 +69,9 @@ def export_engines(
         "onnx": OnnxBackend(summary["fp32"]),
         "onnx-int8": OnnxBackend(summary["path"]),
     }
-    outputs = {"val": _outputs(backends, val, progress)}
+    outputs: dict[Literal["val", "test"], dict[str, Any]] = {
+        "val": _outputs(backends, val, progress)
+    }
     test = split_or_none(run, "test", data_root, manifest)
     if test:
         outputs["test"] = _outputs(backends, test, progress)
@@ -84,12 +90,10 @@ def export_engines(
             record[split].update(_flags(out, engine, reference, thresholds))
         record["verified"] = passes(record["val"])
         records[engine] = record
-    if thresholds.get("onnx-int8") is not None:
+    int8_threshold = thresholds.get("onnx-int8")
+    if int8_threshold is not None:
         acceptance = loaded.config["ood"]["acceptance"]
-        records["onnx-int8"]["ood"] = {
-            "acceptance": acceptance,
-            "threshold": thresholds["onnx-int8"],
-        }
+        records["onnx-int8"]["ood"] = {"acceptance": acceptance, "threshold": int8_threshold}
     _drop_failed(loaded.path, records)
     update_metrics(loaded.path, **{ENGINES_KEY: records})
     return records
@@ -120,15 +124,16 @@ def passes(check: EngineComparison) -> bool:
 
 
 def _thresholds(
-    backends: dict[str, Backend], val: dict[str, Any], ood: dict[str, Any] | None
+    backends: dict[str, Backend], val: dict[str, Any], ood: Mapping[str, Any] | None
 ) -> dict[str, float | None]:
     """The out-of-scope threshold each engine uses: the model's, and for int8 one refitted on
     its own validation scores at the model's acceptance."""
     torch_threshold = backends["torch"].ood_threshold
     thresholds: dict[str, float | None] = {"torch": torch_threshold, "onnx": torch_threshold}
     scores = val["onnx-int8"].ood_score
-    refit = ood and scores is not None and torch_threshold is not None
-    thresholds["onnx-int8"] = threshold_for(scores, ood["acceptance"]) if refit else None
+    thresholds["onnx-int8"] = None
+    if ood is not None and scores is not None and torch_threshold is not None:
+        thresholds["onnx-int8"] = threshold_for(scores, ood["acceptance"])
     return thresholds
 
 
@@ -179,7 +184,7 @@ def summary_lines(records: EngineRecords) -> list[str]:
         parts = [
             f"{split} {r[split]['agreement']:.1%} agree with {r['reference']} "
             f"({r[split]['labels_changed']} changed, accuracy {r[split]['accuracy']:.1%})"
-            for split in ("val", "test")
+            for split in CHECK_SPLITS
             if r.get(split) and r[split]["n"]
         ]
         lines.append(f"{engine}: {verdict}; " + "; ".join(parts))

@@ -22,7 +22,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,11 +38,14 @@ from bloodcell.models.backends import (
     ONNX_OOD_SCORE,
     ONNX_OUTPUT,
     OnnxBackend,
-    dataset_logits,
 )
 from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
+from bloodcell.models.torch_backend import dataset_logits
 from bloodcell.run_dir import ModelDir
+
+if TYPE_CHECKING:
+    from bloodcell.models.registry import Classifier
 
 OPSET = 17
 QUANT_METHODS = ("auto", "static", "dynamic")
@@ -79,7 +82,10 @@ class ScoredGraph(torch.nn.Module):
     `BLANK_SCORE` for an image of one flat colour.
     """
 
-    def __init__(self, model: torch.nn.Module, detector: OodDetector) -> None:
+    centers: torch.Tensor
+    scales: torch.Tensor
+
+    def __init__(self, model: Classifier, detector: OodDetector) -> None:
         super().__init__()
         self.model = model
         self.layers = list(detector.layers)
@@ -194,7 +200,7 @@ def quantize_int8(
             quantize_dynamic(
                 str(source), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude
             )
-    info = {"dtype": "int8", "method": method}
+    info: dict[str, str | int] = {"dtype": "int8", "method": method}
     if method == "static":
         info["calibration_images"] = int(sum(len(b) for b in batches or []))
     return info

@@ -10,15 +10,14 @@ The ONNX file carries what the model directory's `config.json` carries, as `meta
 (keys in `META_KEYS`, values JSON-encoded), so the file alone is enough to predict.
 
 This module imports no torch: an ONNX engine answers with NumPy and ONNX Runtime alone.
-`TorchBackend` and the dataset loops (`dataset_outputs`, ...) are in `models.torch_backend`;
-importing them from here still works, and loads torch then.
+`TorchBackend` and the dataset loops (`dataset_outputs`, ...) are in `models.torch_backend`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,7 @@ class Backend:
     #: Refuses white cells of types the model does not classify; None without one.
     cell_gate: CellGate | None = None
     #: What the model records about itself: config.json, or an ONNX file's metadata.
-    config: dict[str, Any]
+    config: Mapping[str, Any]
     #: How many batches to give the engine at once (from as many threads): 1 for an engine that
     #: spreads one batch over all cores itself.
     concurrent_batches: int = 1
@@ -252,16 +251,11 @@ class OnnxBackend(Backend):
         logits, scores = self.session.run([ONNX_OUTPUT, ONNX_OOD_SCORE], {ONNX_INPUT: x})
         return Outputs(logits, scores.astype(np.float64))
 
-    def use_calibration_of(self, other: Backend, check: dict[str, Any] | None = None) -> None:
-        """`use_calibration` with the model directory's values as `other` (a backend opened on
-        it) holds them."""
-        self.use_calibration(other.config, other.ood_info, check)
-
     def use_calibration(
         self,
-        config: dict[str, Any],
-        ood: dict[str, Any] | None,
-        check: dict[str, Any] | None = None,
+        config: Mapping[str, Any],
+        ood: Mapping[str, Any] | None,
+        check: Mapping[str, Any] | None = None,
     ) -> None:
         """Take temperature, thresholds and prediction sets from the model directory's
         `config` (its out-of-scope detector `ood`, None without one): they are refitted
@@ -288,17 +282,3 @@ class OnnxBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "quantization": self.quantization}
-
-
-#: What moved to `models.torch_backend` (with torch), still importable from here.
-_TORCH_NAMES = frozenset(
-    {"TorchBackend", "dataset_logits", "dataset_outputs", "dataset_taps", "torch_batches"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _TORCH_NAMES:
-        from bloodcell.models import torch_backend
-
-        return getattr(torch_backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,10 +14,13 @@ it the same way from what it already returns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from bloodcell.records import CellGateRecord
 
 #: Share of in-scope validation images the gate keeps by default.
 DEFAULT_ACCEPTANCE = 0.995
@@ -42,7 +45,7 @@ class CellGate:
         """Which images the gate refuses, from their `top_probability`."""
         return np.asarray(top) < self.threshold
 
-    def to_config(self) -> dict[str, Any]:
+    def to_config(self) -> CellGateRecord:
         return {
             "method": "outlier exposure, top probability",
             "threshold": self.threshold,
@@ -50,7 +53,7 @@ class CellGate:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> CellGate | None:
+    def from_config(cls, config: CellGateRecord | Mapping[str, Any] | None) -> CellGate | None:
         """The gate a model's config records (None for a model without one)."""
         if not config:
             return None

@@ -21,7 +21,7 @@ tests hold the two to the same sets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +77,7 @@ class ConformalSets:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> ConformalSets | None:
+    def from_config(cls, config: Mapping[str, Any] | None) -> ConformalSets | None:
         if not config or not config.get("scores"):
             return None
         scores = np.asarray(config["scores"], dtype=np.float64)

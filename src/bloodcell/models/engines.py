@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.models.backends import Backend, OnnxBackend
-from bloodcell.models.saved import SavedModel, load_model, read_model
-from bloodcell.run_dir import INT8_ONNX_FILE, ONNX_FILE, OOD_FILE, ModelDir
+from bloodcell.models.saved import SavedModel, load_model, read_model, saved_ood
+from bloodcell.run_dir import INT8_ONNX_FILE, ONNX_FILE, ModelDir
 
 if TYPE_CHECKING:
     from bloodcell.models.torch_backend import TorchBackend
@@ -79,33 +79,9 @@ def open_torch(model_dir: str | Path) -> TorchBackend:
     return TorchBackend(load_model(model_dir))
 
 
-def open_with_torch(
-    path: str | Path, engine: str = "auto", threads: int | None = None
-) -> tuple[Backend, TorchBackend | None]:
-    """`open_model`'s answer and the torch model beside it (None for a lone `.onnx` file),
-    loaded now: for callers that need both at once (the server loads torch only when a
-    heatmap is asked for instead)."""
-    backend = open_model(path, engine, threads)
-    if Path(path).suffix.lower() == ".onnx":
-        return backend, None
-    if backend.kind == "torch":
-        return backend, backend  # type: ignore[return-value]
-    return backend, open_torch(path)
-
-
-def engine_records(model: SavedModel | Backend) -> dict[str, Any]:
+def engine_records(saved: SavedModel) -> dict[str, Any]:
     """The export's checks of the ONNX engines (empty when nothing was exported)."""
-    metrics = model.metrics if isinstance(model, SavedModel) else model.loaded.metrics
-    return dict(metrics.get(ENGINES_KEY) or {})
-
-
-def saved_ood(saved: SavedModel) -> dict[str, Any] | None:
-    """The directory's out-of-scope detector config (`OodDetector.to_config`), None without
-    one; read from config.json, not from the statistics file."""
-    ood = saved.config.get("ood")
-    if not ood or not (saved.path / str(ood.get("file") or OOD_FILE)).is_file():
-        return None
-    return dict(ood)
+    return dict(saved.metrics.get(ENGINES_KEY) or {})
 
 
 def _fastest_checked(saved: SavedModel, threads: int | None) -> Backend | None:
@@ -140,5 +116,5 @@ def _open_onnx(
     backend = OnnxBackend(file, threads=threads)
     if backend.labels != saved.labels or backend.preprocess != saved.preprocess:
         raise ModelError(f"{file} does not match {model_dir}: re-export it")
-    backend.use_calibration(saved.config, saved_ood(saved), record)
+    backend.use_calibration(saved.config, saved_ood(saved.path, saved.config), record)
     return backend

@@ -10,8 +10,12 @@ forward hooks on a block still see that block's output.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from bloodcell.models.registry import Classifier
 
 
 def fused_blocks(blocks: nn.Sequential) -> nn.Sequential:
@@ -24,7 +28,7 @@ def fused_blocks(blocks: nn.Sequential) -> nn.Sequential:
     return fused.eval().requires_grad_(False)
 
 
-def fused_classifier(model: nn.Module) -> nn.Module:
+def fused_classifier(model: Classifier) -> Classifier:
     """A frozen inference copy of a registry `Classifier` whose backbone has BatchNorm folded
     in: the same logits and taps up to float rounding, faster. Grad-CAM keeps the original."""
     fast = copy.deepcopy(model).eval().requires_grad_(False)

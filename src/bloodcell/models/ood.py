@@ -28,7 +28,7 @@ is in `ood.safetensors` beside the weights; layers, threshold and acceptance are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,7 @@ class OodDetector:
         return self.to_config()
 
     @classmethod
-    def load(cls, model_dir: Path, config: dict[str, Any] | None) -> OodDetector | None:
+    def load(cls, model_dir: Path, config: Mapping[str, Any] | None) -> OodDetector | None:
         """The detector saved with a model, or None for a model saved without one."""
         from safetensors.torch import load_file
 

@@ -19,17 +19,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from bloodcell.models.backends import dataset_taps
 from bloodcell.models.fusion import fused_blocks
 from bloodcell.models.ood import DEFAULT_ACCEPTANCE, fit_detector, input_spread, tap_blocks
 from bloodcell.models.saved import load_model, update_config
+from bloodcell.models.torch_backend import dataset_taps
+
+if TYPE_CHECKING:
+    from bloodcell.models.registry import Classifier
 
 VAL = "val"
 
@@ -129,7 +132,7 @@ class ScopeRecorder:
         return cached
 
     @torch.inference_mode()
-    def taps(self, model: nn.Module, name: str, batch_size: int = 256) -> list[np.ndarray]:
+    def taps(self, model: Classifier, name: str, batch_size: int = 256) -> list[np.ndarray]:
         """All tapped layers of dataset `name`: recorded ones, then the final model's blocks
         from `start` on over its cached outputs."""
         deep: dict[int, list[torch.Tensor]] = {i: [] for i in self.layers if i >= self.start}
@@ -152,7 +155,7 @@ class ScopeRecorder:
         return out
 
     def fit(
-        self, model: nn.Module, model_dir: Path, acceptance: float = DEFAULT_ACCEPTANCE
+        self, model: Classifier, model_dir: Path, acceptance: float = DEFAULT_ACCEPTANCE
     ) -> dict[str, Any]:
         """Fit, threshold and save the detector of the final `model`; returns its config."""
         names = [n for n in self.cached if n != VAL]

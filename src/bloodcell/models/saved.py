@@ -11,18 +11,26 @@ model and loads the weights (torch imported then).
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bloodcell import __version__
+from bloodcell._version import __version__
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.records import ModelConfig, ModelMetrics
-from bloodcell.run_dir import CONFIG_FILE, MODEL_DIR, WEIGHTS_FILE, ModelDir, atomic
+from bloodcell.records import ModelConfig, ModelMetrics, OodRecord
+from bloodcell.run_dir import (
+    CONFIG_FILE,
+    MODEL_DIR,
+    OOD_FILE,
+    WEIGHTS_FILE,
+    ModelDir,
+    atomic,
+    read_json,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +58,7 @@ class ConfigView:
     """What a saved model's `config.json` says, as properties: shared by the record read
     without torch (`SavedModel`) and the loaded model (`LoadedModel`)."""
 
-    config: dict[str, Any]
+    config: ModelConfig
 
     @property
     def architecture(self) -> str:
@@ -79,14 +87,14 @@ class SavedModel(ConfigView):
     `metrics.json` (empty when absent)."""
 
     path: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    config: ModelConfig
+    metrics: ModelMetrics = field(default_factory=lambda: ModelMetrics())
 
 
 def read_config(model_dir: str | Path) -> ModelConfig:
     """A model directory's `config.json`: the one place it is parsed, so every reader gets the
     same record (and the same error for a file that is not a bloodcell model's)."""
-    config: ModelConfig = json.loads(ModelDir(Path(model_dir)).config.read_text())
+    config: ModelConfig = read_json(ModelDir(Path(model_dir)).config)
     if config.get("format") != FORMAT:
         raise ModelError(f"{model_dir}: unsupported model format {config.get('format')!r}")
     return config
@@ -95,13 +103,23 @@ def read_config(model_dir: str | Path) -> ModelConfig:
 def read_metrics(model_dir: str | Path) -> ModelMetrics:
     """A model directory's `metrics.json`; empty when nothing was measured yet."""
     path = ModelDir(Path(model_dir)).metrics
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
+
+
+def saved_ood(model_dir: Path, config: ModelConfig | dict[str, Any]) -> OodRecord | None:
+    """The out-of-scope detector's record (`OodDetector.to_config`) when the model has one:
+    `config.json` names it and its statistics file is there (the file is not read, so no torch).
+    The one rule for every engine; `OodDetector.load` checks the method when it reads the file."""
+    ood = config.get("ood")
+    if not ood or not (Path(model_dir) / OOD_FILE).is_file():
+        return None
+    return ood
 
 
 def read_model(path: str | Path) -> SavedModel:
     """The config and metrics of a run or model directory (no weights are read)."""
     model_dir = resolve_model_dir(path)
-    return SavedModel(model_dir, dict(read_config(model_dir)), read_metrics(model_dir))
+    return SavedModel(model_dir, read_config(model_dir), read_metrics(model_dir))
 
 
 @dataclass
@@ -109,9 +127,9 @@ class LoadedModel(ConfigView):
     """A model ready for inference, with its recorded configuration."""
 
     model: Classifier
-    config: dict[str, Any]
+    config: ModelConfig
     path: Path
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: ModelMetrics = field(default_factory=lambda: ModelMetrics())
 
     def predict_proba(self, batch: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Class probabilities (N, 4) for a preprocessed batch, temperature-scaled by default."""
@@ -178,10 +196,6 @@ def update_metrics(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
     metrics.update(changes)
     write_json(ModelDir(model_dir).metrics, metrics)
     return metrics
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -7,35 +7,23 @@ loads this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sized
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.backends import ArrayLike, Backend, Outputs
 from bloodcell.models.cell_gate import CellGate
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
-from bloodcell.models.ood import METHOD, OOD_FILE, OodDetector, input_spread
-from bloodcell.models.saved import LoadedModel
+from bloodcell.models.ood import OodDetector, input_spread
+from bloodcell.models.saved import LoadedModel, saved_ood
 
-
-def saved_ood(model_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The out-of-scope detector's config as `OodDetector.to_config` gives it, from
-    `config.json`, when the model has one (and its `ood.safetensors`); the file is not read."""
-    ood = config.get("ood")
-    if not ood or not (Path(model_dir) / OOD_FILE).is_file():
-        return None
-    if ood.get("method") != METHOD:
-        raise ModelError(
-            f"{model_dir / OOD_FILE}: unknown out-of-scope method {ood.get('method')!r}"
-        )
-    return dict(ood)
+if TYPE_CHECKING:
+    from bloodcell.models.registry import Classifier
 
 
 class TorchBackend(Backend):
@@ -47,7 +35,7 @@ class TorchBackend(Backend):
         self.loaded = loaded
         # Channels-last (NHWC): the same sums, faster convolutions on a CPU (BENCHMARKS.md).
         self.model = loaded.model.to(memory_format=torch.channels_last)
-        self._fast: torch.nn.Module | None = None
+        self._fast: Classifier | None = None
         self.path = loaded.path
         cfg = loaded.config
         self.config = cfg
@@ -70,16 +58,16 @@ class TorchBackend(Backend):
             self._ood = OodDetector.load(self.path, self.config.get("ood"))
         return self._ood
 
-    @property  # type: ignore[override]
-    def ood_threshold(self) -> float | None:
+    @property
+    def ood_threshold(self) -> float | None:  # type: ignore[override]
         return self.ood.threshold if self.ood else None
 
-    @property  # type: ignore[override]
-    def ood_info(self) -> dict[str, Any] | None:
+    @property
+    def ood_info(self) -> dict[str, Any] | None:  # type: ignore[override]
         return self.ood.to_config() if self.ood else None
 
     @property
-    def fast(self) -> torch.nn.Module:
+    def fast(self) -> Classifier:
         """What `run` uses: `model` with BatchNorm folded into the convolutions, faster again.
         Made on first use (an ONNX engine opened beside this one never needs it); `model`
         stays as trained for Grad-CAM, which needs its gradients."""
@@ -123,7 +111,9 @@ def dataset_outputs(
     logits, scores, targets = [], [], []
     batches = torch_batches(dataset, batch_size, num_workers)
     if progress:
-        batches = tqdm(batches, desc=progress, unit="batch", total=-(-len(dataset) // batch_size))
+        batches = tqdm(
+            batches, desc=progress, unit="batch", total=-(-len(cast(Sized, dataset)) // batch_size)
+        )
     for x, y in batches:
         out = backend.run(x)
         logits.append(out.logits)
@@ -132,16 +122,18 @@ def dataset_outputs(
     if not logits:
         empty = np.zeros((0, len(backend.labels)), np.float32)
         return Outputs(empty, None), np.zeros((0,), np.int64)
-    has_scores = all(s is not None for s in scores)
+    present = [s for s in scores if s is not None]
     return (
-        Outputs(np.concatenate(logits), np.concatenate(scores) if has_scores else None),
+        Outputs(
+            np.concatenate(logits), np.concatenate(present) if len(present) == len(scores) else None
+        ),
         np.concatenate(targets).astype(np.int64),
     )
 
 
 @torch.inference_mode()
 def dataset_taps(
-    model: torch.nn.Module,
+    model: Classifier,
     dataset: Dataset,
     layers: list[int],
     batch_size: int = 64,
@@ -154,7 +146,9 @@ def dataset_taps(
     model.eval().to(memory_format=torch.channels_last)  # the same sums, 1.7x faster on a CPU
     batches = torch_batches(dataset, batch_size, 0)
     if progress:
-        batches = tqdm(batches, desc=progress, unit="batch", total=-(-len(dataset) // batch_size))
+        batches = tqdm(
+            batches, desc=progress, unit="batch", total=-(-len(cast(Sized, dataset)) // batch_size)
+        )
     taps: list[list[np.ndarray]] = [[] for _ in layers]
     spread = []
     for x, _ in batches:

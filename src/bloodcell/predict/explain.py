@@ -38,7 +38,7 @@ def run_explain(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    results = []
+    results: list[tuple[str, str, str | None]] = []
     for path in iter_image_paths(images):
         try:
             img = read_image(path)

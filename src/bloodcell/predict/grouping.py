@@ -34,6 +34,7 @@ class FolderSummary:
         self.n_out_of_scope += int(bool(p.out_of_scope))
         if p.label is not None:
             self.counts[p.label] = self.counts.get(p.label, 0) + 1
+        assert p.probabilities is not None  # every answered image has them
         row = np.array([p.probabilities[lb] for lb in self.labels], dtype=np.float64)
         self.prob_sum = row if self.prob_sum is None else self.prob_sum + row
 

@@ -24,8 +24,7 @@ SUFFIX_FORMATS = ("csv", "json", "jsonl", "parquet")
 class Writer:
     """Writes predictions batch by batch; `finish` adds groups and closing text."""
 
-    def __init__(self, fh: IO[str] | None, backend: Backend, meta: dict[str, Any]) -> None:
-        self.fh = fh
+    def __init__(self, backend: Backend, meta: dict[str, Any]) -> None:
         self.labels = list(backend.labels)
         self.backend = backend
         self.meta = meta
@@ -37,7 +36,15 @@ class Writer:
         pass
 
 
-class TableWriter(Writer):
+class TextWriter(Writer):
+    """A writer to one text stream (a file or stdout)."""
+
+    def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
+        super().__init__(backend, meta)
+        self.fh = fh
+
+
+class TableWriter(TextWriter):
     def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
         super().__init__(fh, backend, meta)
         self.fh.write(f"{'PREDICTION':<22} {'CONF':>6}  {'FLAG':<9} PATH\n")
@@ -70,7 +77,7 @@ class TableWriter(Writer):
             self.fh.write(head + f"{g['n_errors']} errors; " + "; ".join(parts) + "\n")
 
 
-class _RowWriter(Writer):
+class _RowWriter(TextWriter):
     """Row formats: predictions one row at a time; groups to `groups_path`, or after a blank
     line on the same stream when there is no file to put beside the output."""
 
@@ -133,7 +140,7 @@ class JsonlWriter(_RowWriter):
         fh.writelines(json.dumps(g) + "\n" for g in groups)
 
 
-class JsonWriter(Writer):
+class JsonWriter(TextWriter):
     """One JSON document, written member by member as the predictions stream by.
 
     Every value is encoded whole by `json.dumps`; only the document's own braces, brackets and

@@ -34,7 +34,7 @@ class ParquetDatasetWriter(Writer):
     ) -> None:
         import pyarrow as pa
 
-        super().__init__(None, backend, meta)
+        super().__init__(backend, meta)
         self.folder = folder
         self.part = first_part
         self.part_rows = max(1, part_rows)

@@ -54,7 +54,18 @@ class BootstrapRecord(TypedDict):
     method: str
 
 
-class GroupIntervals(TypedDict):
+class GroupBootstrapRecord(TypedDict):
+    """How a group-bootstrap interval was made, recorded beside it."""
+
+    unit: str
+    groups: int
+    resamples: int
+    seed: int
+    level: float
+    method: str
+
+
+class GroupIntervals(GroupBootstrapRecord):
     """`metrics.group_bootstrap_ci`: intervals from resampling whole groups, and how."""
 
     accuracy: Interval | None
@@ -63,12 +74,6 @@ class GroupIntervals(TypedDict):
     sensitivity: Interval | None
     specificity: Interval | None
     ece: Interval | None
-    unit: str
-    groups: int
-    resamples: int
-    seed: int
-    level: float
-    method: str
 
 
 class CalibrationBin(TypedDict, total=False):

@@ -27,6 +27,12 @@ class CalibrationRecord(TypedDict):
     nll_after: float
 
 
+class CalibrationResult(CalibrationRecord):
+    """What `calibrate.calibrate_run` returns: the record and the prediction sets' coverage."""
+
+    coverage: float
+
+
 class ConformalRecord(TypedDict):
     """`models.conformal.ConformalSets.to_config`."""
 
@@ -48,6 +54,25 @@ class OodRecord(TypedDict):
     file: str
 
 
+class OutlierRecord(TypedDict):
+    """The outlier folders a model trained on (`train.outliers`) and how many files of them
+    training used and held back."""
+
+    folders: list[str]
+    share: float
+    trained: int
+    held_out: int
+
+
+class CellGateRecord(TypedDict):
+    """`models.cell_gate.CellGate.to_config`, with the outliers it was trained on."""
+
+    method: str
+    threshold: float
+    acceptance: float
+    outliers: NotRequired[OutlierRecord]
+
+
 class ModelConfig(TypedDict, total=False):
     """A saved model's `config.json` (`models.saved.save_model`, then `update_config`)."""
 
@@ -65,6 +90,7 @@ class ModelConfig(TypedDict, total=False):
     calibration: CalibrationRecord
     conformal: ConformalRecord
     ood: OodRecord
+    cell_gate: CellGateRecord
 
 
 class TrainConfigRecord(TypedDict):
@@ -73,6 +99,13 @@ class TrainConfigRecord(TypedDict):
     config: dict[str, Any]
     data: DataRecord
     started: str
+
+
+class TrainSeconds(TypedDict):
+    """How long caching the frozen part's outputs and fitting took."""
+
+    feature_seconds: float
+    fit_seconds: float
 
 
 class TrainSummary(TypedDict):

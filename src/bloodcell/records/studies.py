@@ -47,14 +47,11 @@ class SwapShares(TypedDict, total=False):
     follows_neither: float | None
 
 
-class AuditResult(TypedDict):
-    """`eval/<split>/audit.json`, and `audit` in `model/metrics.json`."""
+class AuditSummary(TypedDict):
+    """What the audit's report reads: also what cross-validation pools over folds."""
 
     split: str
     n_images: int
-    model: str
-    backend: str
-    seed: int
     #: "original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_5" ...
     #: "hue_30" -> AuditVariant, and "swapped_per_class" / "recoloured_per_class" ->
     #: {label: SwapShares}.
@@ -62,26 +59,39 @@ class AuditResult(TypedDict):
     #: Pass marks: erased_refused, swaps_answered, swaps_follow_cells, swaps_follow_background,
     #: recoloured_follow_shape, recoloured_follow_colour, hue_20_accuracy.
     targets: dict[str, bool | None]
+
+
+class AuditResult(AuditSummary):
+    """`eval/<split>/audit.json`, and `audit` in `model/metrics.json`."""
+
+    model: str
+    backend: str
+    seed: int
     seconds: float
 
 
 # --- robustness -----------------------------------------------------------------------------------
 
 
-class RobustnessRow(TypedDict):
-    """One evaluated condition (`robustness.score_conditions`): its setting and scores."""
+class ConditionScores(TypedDict):
+    """`robustness.score` of one condition, and its share out of scope."""
 
-    corruption: str
-    severity: int
-    parameter: Any
-    setting: str
     accuracy: float
     accuracy_ci95: Interval | None
     macro_f1: float
     balanced_accuracy: float
     sensitivity: float | None
     specificity: float | None
-    out_of_scope_rate: float | None
+    out_of_scope_rate: NotRequired[float | None]
+
+
+class RobustnessRow(ConditionScores):
+    """One evaluated condition (`robustness.score_conditions`): its setting and scores."""
+
+    corruption: str
+    severity: int
+    parameter: Any
+    setting: str
     #: Clean accuracy minus this row's; only for corrupted rows.
     drop: NotRequired[float]
 
@@ -96,6 +106,18 @@ class StudyData(TypedDict):
 
     manifest: str
     data_root: str
+
+
+class RobustnessSummary(TypedDict):
+    """`robustness.summarise`: clean against corrupted."""
+
+    target_accuracy: float
+    middle_severity: int
+    clean: RobustnessRow
+    results: list[RobustnessRow]
+    corruptions: dict[str, CorruptionInfo]
+    worst_middle: RobustnessRow | None
+    below_target_middle: list[str]
 
 
 class RobustnessResult(TypedDict):
@@ -116,7 +138,8 @@ class RobustnessResult(TypedDict):
     below_target_middle: list[str]
     data: StudyData
     seconds: float
-    out_dir: str
+    #: Where it was written: returned, not in the file.
+    out_dir: NotRequired[str]
 
 
 # --- out-of-scope folders -------------------------------------------------------------------------
@@ -126,6 +149,13 @@ class InScopeScores(TypedDict):
     n: int
     flagged: int
     scores: list[float]
+
+
+class OodSeparation(TypedDict):
+    """`metrics.ood_separation`: how well a score separates other images from in-scope ones."""
+
+    auroc: float | None
+    fpr_at_95_tpr: float | None
 
 
 class FolderResult(TypedDict):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.records import AuditResult
+from bloodcell.records import AuditResult, AuditSummary
 from bloodcell.reporting.markdown import pct, upsert_section
 from bloodcell.reporting.plots import pyplot, short_names
 from bloodcell.run_dir import AUDIT_JSON, AUDIT_PNG, REPORT_MD
@@ -35,7 +35,7 @@ def write_audit(
     result: AuditResult, cases: Sequence[Any], answers: Sequence[Any], backend: Any, out: Path
 ) -> Path:
     """audit.json, audit.png and the report section in `out` (RUN/eval/<split>/)."""
-    from bloodcell.models.saved import write_json
+    from bloodcell.run_dir import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / AUDIT_JSON, result)
@@ -43,7 +43,7 @@ def write_audit(
     return upsert_section(out / REPORT_MD, SECTION, report_lines(result, AUDIT_PNG))
 
 
-def report_lines(result: AuditResult, image: str | None = None) -> list[str]:
+def report_lines(result: AuditSummary, image: str | None = None) -> list[str]:
     """The section: a table per variant, what swaps followed per class, and the pass marks."""
     v = result["variants"]
     lines = [
@@ -136,7 +136,7 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
     Grad-CAM overlay of the class the model gives (the image alone for an ONNX model), titled
     with that answer."""
     from bloodcell.evaluation.explain import explain_image
-    from bloodcell.models.backends import TorchBackend
+    from bloodcell.models.torch_backend import TorchBackend
 
     torch = backend if isinstance(backend, TorchBackend) else None  # Grad-CAM needs gradients
     labels = list(backend.labels)

@@ -69,7 +69,7 @@ def scope_section(
         f"{pct(detector['acceptance'])} of validation images, the answer is `out_of_scope`.",
         "",
     ]
-    scope = (test or {}).get("out_of_scope")
+    scope = test.get("out_of_scope") if test else None
     if scope:
         lines.append(
             f"On the in-scope test split it refused {scope['flagged']} of {scope['n']} images "

@@ -5,12 +5,13 @@ confusion matrices, and the protocols side by side."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bloodcell.records import CvResult, CvSeed, ProtocolsResult
+from bloodcell.records import AuditSummary, CvResult, CvSeed, ProtocolsResult
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.plots import plot_confusion, pyplot, short_names
 from bloodcell.run_dir import FOLDS_PNG, PROTOCOLS_PNG, CvDir
@@ -18,7 +19,7 @@ from bloodcell.run_dir import FOLDS_PNG, PROTOCOLS_PNG, CvDir
 _SPREAD = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
 
 
-def _spread_values(m: dict[str, Any]) -> dict[str, tuple[float | None, list[float] | None]]:
+def _spread_values(m: Mapping[str, Any]) -> dict[str, tuple[float | None, list[float] | None]]:
     """metric name -> (value, 95% CI) for the fold-spread plot, all on a 0-1 scale."""
     c, ci = m["clinical"], m["ci95"]
     out = {name: (m[key], ci[key]) for key, name in _SPREAD}
@@ -84,7 +85,7 @@ def plot_fold_spread(cv: CvResult, out: Path) -> Path:
     return out
 
 
-def _cell(m: dict[str, Any], key: str) -> str:
+def _cell(m: Mapping[str, Any], key: str) -> str:
     """'98.6% (97.9–99.2%)' for a metric of `cv_metrics` with its group-bootstrap interval."""
     ci = m["ci95"]
     if key in ("sensitivity", "specificity"):
@@ -231,7 +232,7 @@ def _audit_section(seed: CvSeed) -> list[str]:
     audit = seed.get("audit")
     if not audit:
         return []
-    result = {
+    result: AuditSummary = {
         "split": "out-of-fold test",
         "n_images": seed["pooled"]["n"],
         "variants": audit,
@@ -243,7 +244,7 @@ def _audit_section(seed: CvSeed) -> list[str]:
 def plot_protocols(result: ProtocolsResult, out: Path) -> Path:
     """Pooled accuracy of each protocol with its interval, and its difference from (a)."""
     plt = pyplot()
-    rows = result["protocols"]
+    rows: Sequence[Mapping[str, Any]] = result["protocols"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     names = [r["protocol"] for r in rows]
     for ax_, key, ci_key, title in (
@@ -285,12 +286,12 @@ def write_protocol_report(result: ProtocolsResult, out_dir: str | Path) -> Path:
         "|---|---|---|---|---|",
     ]
     for r in result["protocols"]:
+        lo, hi = r["difference_ci95"] or (np.nan, np.nan)
         diff = (
             "—"
             if r["protocol"] == "image"
             else (
-                f"{100 * r['difference_vs_image']:+.2f} points "
-                f"({100 * r['difference_ci95'][0]:+.2f} to {100 * r['difference_ci95'][1]:+.2f})"
+                f"{100 * r['difference_vs_image']:+.2f} points ({100 * lo:+.2f} to {100 * hi:+.2f})"
             )
         )
         lines.append(

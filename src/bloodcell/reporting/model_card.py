@@ -11,9 +11,9 @@ and never disagrees with them; whatever was not measured says so.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -36,7 +36,7 @@ from bloodcell.reporting.card_studies import (
     sets_section,
 )
 from bloodcell.reporting.markdown import ci_range, pct
-from bloodcell.run_dir import ModelDir, RunDir
+from bloodcell.run_dir import ModelDir, RunDir, read_json
 
 #: The Kaggle data set the models are trained on (its handle, as `bloodcell download` uses it).
 DATASET = "mehradaria/leukemia"
@@ -50,11 +50,12 @@ CITATION = (
     "images. Int J Intell Syst. 2022;37:5113-5133. doi:10.1002/int.22753. Dataset: Aria M. et "
     "al., Kaggle 2021, doi:10.34740/KAGGLE/DSV/2175623. The images may not be redistributed."
 )
-SPLITS = ("test", "val")
+SPLITS: tuple[Literal["test"], Literal["val"]] = ("test", "val")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_json(path: Path) -> Any:
+    """A study's record (`records`), None when the study was not run."""
+    return read_json(path) if path.is_file() else None
 
 
 def write_model_card(model_dir: str | Path) -> Path:
@@ -63,8 +64,8 @@ def write_model_card(model_dir: str | Path) -> Path:
     config = read_config(model_dir)
     metrics = read_metrics(model_dir)
     run = RunDir.of_model(model_dir)
-    robust = _read_json(run.robustness_json("test"))
-    ood = _read_json(run.ood_json)
+    robust: RobustnessResult | None = _read_json(run.robustness_json("test"))
+    ood: OodResult | None = _read_json(run.ood_json)
     path = ModelDir(model_dir).card
     path.write_text(render_card(config, metrics, robust, ood, name=run.path.name))
     return path
@@ -77,10 +78,12 @@ def split_metrics(metrics: ModelMetrics) -> dict[str, SplitMetrics]:
 
 def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[str, Any]:
     """The YAML header: what the Hub (and any reader of model cards) indexes."""
-    results = []
+    results: list[dict[str, Any]] = []
     for split, m in split_metrics(metrics).items():
-        values = [("accuracy", "accuracy", f"{split} accuracy")]
-        values.append(("f1", "macro_f1", f"{split} macro-F1"))
+        values: list[tuple[str, Literal["accuracy", "macro_f1"], str]] = [
+            ("accuracy", "accuracy", f"{split} accuracy"),
+            ("f1", "macro_f1", f"{split} macro-F1"),
+        ]
         results.append(
             {
                 "task": {"type": "image-classification", "name": "B-ALL smear classification"},
@@ -166,9 +169,9 @@ def _data(config: ModelConfig, metrics: ModelMetrics) -> list[str]:
     data = config.get("data") or {}
     counts = next(
         (
-            m["data"]["counts"]
+            evaluated["counts"]
             for m in split_metrics(metrics).values()
-            if (m.get("data") or {}).get("counts")
+            if (evaluated := m.get("data")) and evaluated.get("counts")
         ),
         None,
     )
@@ -272,7 +275,7 @@ def _metrics(metrics: ModelMetrics) -> list[str]:
     for lab in labels:
         cells = []
         for m in splits.values():
-            r = m["per_class"].get(lab, {})
+            r: Mapping[str, Any] = m["per_class"].get(lab) or {}
             cells.append(f"{pct(r.get('recall'))} (n={r.get('support', 0)})")
         lines.append(f"| {DISPLAY_NAMES.get(lab, lab)} | " + " | ".join(cells) + " |")
     return lines

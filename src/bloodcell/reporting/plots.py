@@ -13,7 +13,7 @@ import numpy as np
 from bloodcell.evaluation.metrics import roc_auc
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.ood import BLANK_SCORE
-from bloodcell.records import OodResult
+from bloodcell.records import CalibrationBin, OodResult
 
 
 def pyplot() -> Any:
@@ -34,12 +34,12 @@ def short_names(labels: Sequence[str]) -> list[str]:
 def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], out: Path) -> Path:
     """Counts and row-normalised (recall per true class) confusion matrices side by side."""
     plt = pyplot()
-    cm = np.asarray(cm, dtype=float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    counts = np.asarray(cm, dtype=float)
+    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     names = short_names(labels)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, mat, title, fmt in (
-        (axes[0], cm, "counts", "{:.0f}"),
+        (axes[0], counts, "counts", "{:.0f}"),
         (axes[1], norm, "row-normalised (share of each true class)", "{:.2f}"),
     ):
         ax.imshow(mat, cmap="Blues", vmin=0, vmax=mat.max() or 1)
@@ -91,7 +91,7 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], out: 
     return out
 
 
-def plot_reliability(bins: Sequence[dict[str, float]], ece: float, out: Path) -> Path:
+def plot_reliability(bins: Sequence[CalibrationBin], ece: float, out: Path) -> Path:
     """Accuracy vs confidence per bin (bars) against the diagonal, with image counts below."""
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(

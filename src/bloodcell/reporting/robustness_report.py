@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bloodcell.data.corruptions import MIDDLE_SEVERITY
-from bloodcell.records import RobustnessResult
+from bloodcell.records import RobustnessResult, RobustnessRow
 from bloodcell.reporting.markdown import upsert_section
 from bloodcell.reporting.plots import pyplot
 from bloodcell.run_dir import REPORT_MD, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
@@ -38,7 +38,7 @@ CSV_FIELDS = (
 
 def write_robustness(result: RobustnessResult, out: Path) -> None:
     """robustness.json, robustness.csv, robustness.png and the report.md section in `out`."""
-    from bloodcell.models.saved import write_json
+    from bloodcell.run_dir import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / ROBUSTNESS_JSON, result)
@@ -47,7 +47,7 @@ def write_robustness(result: RobustnessResult, out: Path) -> None:
     upsert_section(out / REPORT_MD, SECTION_TITLE, report_lines(result))
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: Sequence[RobustnessRow]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(CSV_FIELDS)
@@ -110,7 +110,7 @@ def plot_robustness(result: RobustnessResult, out: Path) -> Path:
     return out
 
 
-def _cell(r: dict[str, Any] | None, target: float) -> str:
+def _cell(r: RobustnessRow | None, target: float) -> str:
     if r is None:
         return "–"
     text = f"{r['setting']}: {r['accuracy']:.1%} (F1 {r['macro_f1']:.3f})"

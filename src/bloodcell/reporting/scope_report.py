@@ -18,7 +18,7 @@ SECTION_TITLE = "Out-of-scope folders"
 def write_ood(result: OodResult, out: Path, run: RunDir, split: str, beside_run: bool) -> None:
     """ood.json, the histogram, and the section in the split's report.md, which links the
     histogram relative to itself when it is in the run (so the run can move), else absolutely."""
-    from bloodcell.models.saved import write_json
+    from bloodcell.run_dir import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / OOD_JSON, result)

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from bloodcell import __version__
+from bloodcell._version import __version__
 from bloodcell.data.decode import DEFAULT_MAX_PIXELS
 from bloodcell.serve.auth import ApiKeyMiddleware
 from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher

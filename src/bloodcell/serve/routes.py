@@ -253,7 +253,7 @@ def _add_summary_route(app: FastAPI, wiring: _Wiring) -> None:
         "same answers. Nothing is classified and nothing is kept.",
     )
     async def summary(body: SummaryRequest) -> dict[str, Any]:
-        results = [r.model_dump() for r in body.results]
+        results = [r.model_dump() for r in body.results]  # type: ignore[attr-defined]
         try:
             return await run_in_threadpool(summarize, results, engine.backend)
         except SummaryError as exc:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from bloodcell.data.cells import CellFinder
-from bloodcell.data.dataset import NORMALIZATIONS, Preprocess
+from bloodcell.data.preprocess import NORMALIZATIONS, Preprocess
 from bloodcell.data.scale import TRAINING_RED_CELL_PX
 from bloodcell.data.stain import METHODS as STAIN_METHODS
 from bloodcell.data.stain import StainNormalizer

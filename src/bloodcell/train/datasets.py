@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from bloodcell.data.dataset import Augment, ManifestDataset, Preprocess
+from bloodcell.data.dataset import Augment, ManifestDataset
 from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.data.manifest import ManifestRow, select
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.data.stain import StainNormalizer
 from bloodcell.errors import DatasetError
 from bloodcell.train.config import TrainConfig

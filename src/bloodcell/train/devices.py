@@ -5,7 +5,8 @@ counts every image once over all processes."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -77,7 +78,7 @@ class ValShardSampler(DistributedSampler):
     def _shard(self) -> range:
         dist = torch.distributed
         world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
-        return range(rank, len(self.dataset), world)
+        return range(rank, len(cast(Sized, self.dataset)), world)
 
     def __iter__(self) -> Any:
         return iter(self._shard())

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
 from bloodcell.run_dir import atomic
-
-if TYPE_CHECKING:
-    from bloodcell.train.module import BloodcellModule
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "seconds")
 
@@ -24,10 +20,11 @@ class EpochLog(pl.Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_validation_end(self, trainer: Any, pl_module: BloodcellModule) -> None:
-        if trainer.sanity_checking or not pl_module.epoch_row or not trainer.is_global_zero:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = getattr(pl_module, "epoch_row", None)  # BloodcellModule's
+        if trainer.sanity_checking or not row or not trainer.is_global_zero:
             return
-        append_log_row(self.path, pl_module.epoch_row)
+        append_log_row(self.path, row)
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:

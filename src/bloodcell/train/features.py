@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,8 +18,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bloodcell.train.config import TrainConfig
 
+if TYPE_CHECKING:
+    from bloodcell.models.registry import Classifier
 
-def build_model(config: TrainConfig) -> nn.Module:
+
+def build_model(config: TrainConfig) -> Classifier:
     """The registered Classifier with the configured part of its backbone frozen."""
     from bloodcell.models.registry import create_model
 
@@ -39,7 +42,7 @@ def cache_start(config: TrainConfig, n_blocks: int) -> str | int | None:
     return "pooled" if n == n_blocks else n
 
 
-def frozen_stem(model: nn.Module, start: str | int) -> nn.Sequential:
+def frozen_stem(model: Classifier, start: str | int) -> nn.Sequential:
     """An inference copy of the frozen front of the model whose outputs are cached: its blocks
     with BatchNorm folded in (`models.fusion`: the same outputs up to rounding, faster), then
     the pooling when the whole backbone is frozen. The model itself is left as it is."""
@@ -52,10 +55,12 @@ def frozen_stem(model: nn.Module, start: str | int) -> nn.Sequential:
 
 def stem_blocks(stem: nn.Sequential) -> nn.Sequential:
     """The backbone blocks of a `frozen_stem`, indexed as in the backbone (for forward hooks)."""
-    return stem[0]
+    blocks = stem[0]
+    assert isinstance(blocks, nn.Sequential)
+    return blocks
 
 
-def forward_from(model: nn.Module, x: torch.Tensor, start: str | int | None) -> torch.Tensor:
+def forward_from(model: Classifier, x: torch.Tensor, start: str | int | None) -> torch.Tensor:
     """Logits from images (start=None) or from cached outputs of `frozen_stem(model, start)`."""
     if start is None:
         return model(x)
@@ -79,7 +84,7 @@ def compute_features(
     from tqdm import tqdm
 
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    stem = stem.to(device, memory_format=layout).eval()
+    stem = stem.to(device).to(memory_format=layout).eval()
     pin = str(device).startswith("cuda")
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin

@@ -6,20 +6,19 @@ model directory in `RUN/model/`, with its out-of-scope detector."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
-from torch import nn
 from torch.utils.data import DataLoader
 
 from bloodcell.data.manifest import read_manifest
+from bloodcell.records import TrainSeconds, TrainSummary
 from bloodcell.run_dir import (
     CHECKPOINT_DIR,
     CURVES_FILE,
@@ -27,6 +26,7 @@ from bloodcell.run_dir import (
     LOG_FILE,
     MODEL_DIR,
     TRAIN_SUMMARY_FILE,
+    write_json,
 )
 from bloodcell.train.checkpoints import (
     best_checkpoint,
@@ -45,6 +45,11 @@ from bloodcell.train.module import BloodcellModule
 from bloodcell.train.outliers import fit_cell_gate
 from bloodcell.train.prepare import data_record, prepare_run
 from bloodcell.train.scope import fit_scope
+
+if TYPE_CHECKING:
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    from bloodcell.models.registry import Classifier
 
 
 def train(
@@ -83,7 +88,7 @@ def train(
     trainer = _trainer(config, run, callbacks, progress, verbose)
     t0 = time.perf_counter()
     _fit(trainer, module, train_dl, val_dl, run, resume)
-    seconds = {
+    seconds: TrainSeconds = {
         "feature_seconds": round(cache_s, 2),
         "fit_seconds": round(time.perf_counter() - t0, 2),
     }
@@ -91,7 +96,7 @@ def train(
         return run  # rank 0 writes the curves, the summary and the model
     plot_curves(run / LOG_FILE, run / CURVES_FILE)
     model, summary = _chosen_model(config, run, trainer, module, seconds)
-    (run / TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(run / TRAIN_SUMMARY_FILE, summary)
     save_model(
         model,
         run / MODEL_DIR,
@@ -145,7 +150,7 @@ def _trainer(
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
-        precision=resolve_precision(config.precision, device),
+        precision=cast("_PRECISION_INPUT", resolve_precision(config.precision, device)),
         deterministic="warn",
         callbacks=[EpochLog(run / LOG_FILE), *checkpoint_callbacks(run), *bar, *callbacks],
         logger=CSVLogger(run, name="lightning_logs"),
@@ -192,8 +197,8 @@ def _chosen_model(
     run: Path,
     trainer: pl.Trainer,
     module: BloodcellModule,
-    seconds: dict[str, float],
-) -> tuple[nn.Module, dict[str, Any]]:
+    seconds: TrainSeconds,
+) -> tuple[Classifier, TrainSummary]:
     """The model with the weights of the epoch `config.checkpoint` chooses, and the run's
     summary (`train_summary.json`, also recorded in the model's config)."""
     best = best_checkpoint(run)
@@ -201,7 +206,7 @@ def _chosen_model(
     model = build_model(replace(config, pretrained=False))
     ckpt = load_checkpoint_weights(model, chosen)
     best_epoch = int(ckpt.get("epoch", -1)) if chosen == best else checkpoint_epoch(best)
-    summary = {
+    summary: TrainSummary = {
         "best_checkpoint": best.name,
         "best_epoch": best_epoch,
         "best_val": log_row(run / LOG_FILE, best_epoch),

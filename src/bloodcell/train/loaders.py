@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from bloodcell.data.dataset import Preprocess
+from bloodcell.data.dataset import ManifestDataset
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.models.ood_fit import VAL, ScopeRecorder
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, split_datasets
@@ -63,6 +64,7 @@ def cached_datasets(
     and followed by the outlier images and their copies) and the val split, and the
     detector's recordings (None without `ood_acceptance`)."""
     device = local_device(resolve_device(config.device))  # each DDP rank caches it all
+    assert module.start is not None  # only a run that caches calls this
     stem = frozen_stem(module.model, module.start)
     scope = None
     if config.ood_acceptance is not None:
@@ -79,12 +81,13 @@ def cached_datasets(
     copies = [_cache(compute, scope, train_ds, "train", "features train")]
     # The detector's reference needs one corrupted copy even when training uses none.
     for i in range(max(config.corrupt_copies, 0 if scope is None else 1)):
+        assert isinstance(train_ds, ManifestDataset)  # split_datasets' images
         corrupted = corrupted_dataset(train_ds, config, seed=corrupt_seed(config, i), pre=pre)
         desc = f"features train, corrupted copy {i + 1}"
         features = _cache(compute, scope, corrupted, f"corrupted {i + 1}", desc)
         if i < config.corrupt_copies:
             copies.append(features)
-    train = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
+    train: Dataset = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
     if outliers is not None:  # not part of the detector's reference: computed without it
         other = [compute(outliers, desc="features outliers")]
         for i in range(config.corrupt_copies):

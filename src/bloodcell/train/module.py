@@ -103,6 +103,7 @@ class BloodcellModule(pl.LightningModule):
 
     def on_train_end(self) -> None:
         seen = self.all_gather(torch.tensor(self.samples_seen, device=self.device))
+        assert isinstance(seen, torch.Tensor)
         self.rank_samples = [int(v) for v in seen.reshape(-1).cpu()]
 
     def on_validation_epoch_end(self) -> None:

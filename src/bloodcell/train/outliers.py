@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,10 @@ from torch.utils.data import DataLoader, Dataset
 from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.data.discover import IMAGE_EXTENSIONS
 from bloodcell.data.files import iter_image_paths
+from bloodcell.records import CellGateRecord
+
+if TYPE_CHECKING:
+    from bloodcell.models.registry import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -99,40 +103,37 @@ def exposure_loss(
 
 
 @torch.inference_mode()
-def loader_logits(
-    model: nn.Module,
-    loader: DataLoader,
-    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-) -> np.ndarray:
-    """The model's logits over a loader's batches (images or cached features)."""
+def loader_logits(model: Classifier, loader: DataLoader, start: str | int | None) -> np.ndarray:
+    """The model's logits over a loader's batches (images, or cached outputs of its frozen
+    front, entering at `start` as in training)."""
+    from bloodcell.train.features import forward_from
+
     model.eval()
-    return np.concatenate([forward(model, x).float().numpy() for x, _ in loader])
+    return np.concatenate([forward_from(model, x, start).float().numpy() for x, _ in loader])
 
 
 def fit_cell_gate(
-    model: nn.Module,
+    model: Classifier,
     val: DataLoader,
     start: str | int | None,
     model_dir: Path,
     folders: Sequence[str],
     share: float,
     acceptance: float,
-) -> dict[str, Any]:
+) -> CellGateRecord:
     """Set the cell-type gate's threshold on the validation split's logits and record it,
     with the outlier folders and how many of their files were trained on, in the model's
     config; returns the gate's config."""
     from bloodcell.models.cell_gate import fit_gate
     from bloodcell.models.saved import update_config
-    from bloodcell.train.features import forward_from
 
-    logits = loader_logits(model, val, lambda m, x: forward_from(m, x, start))
-    gate = fit_gate(logits, acceptance).to_config()
+    gate = fit_gate(loader_logits(model, val, start), acceptance).to_config()
     trained, kept = outlier_files(folders, share)
-    record = {
+    gate["outliers"] = {
         "folders": [str(Path(f).resolve()) for f in folders],
         "share": share,
         "trained": len(trained),
         "held_out": len(kept),
     }
-    update_config(model_dir, cell_gate={**gate, "outliers": record})
+    update_config(model_dir, cell_gate=gate)
     return gate

@@ -3,19 +3,21 @@ recorded (`train_config.json`) and its manifest copied, so a resume needs only t
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 from bloodcell.data.manifest import file_sha256, read_manifest
 from bloodcell.errors import ModelError
+from bloodcell.records import TrainConfigRecord
 from bloodcell.run_dir import (
     CHECKPOINT_DIR,
     LAST_CKPT,
     MANIFEST_COPY,
     MODEL_DIR,
     TRAIN_CONFIG_FILE,
+    read_json,
+    write_json,
 )
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.devices import is_rank_zero
@@ -46,7 +48,7 @@ def _resumed(
     cfg_path = run / TRAIN_CONFIG_FILE
     if not cfg_path.is_file():
         raise ModelError(f"cannot resume: {cfg_path} not found; start the run without --resume")
-    saved = json.loads(cfg_path.read_text())
+    saved: TrainConfigRecord = read_json(cfg_path)
     saved_cfg = TrainConfig.from_dict(saved["config"])
     if config is not None and config != saved_cfg:
         diff = {
@@ -88,7 +90,7 @@ def _started(
         "data": data_record(manifest, data_root),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (run / TRAIN_CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(run / TRAIN_CONFIG_FILE, record)
     return config, Path(data_root), Path(manifest)
 
 

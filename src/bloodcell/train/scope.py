@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from bloodcell.data.dataset import ManifestDataset, Preprocess
+from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.manifest import select
+from bloodcell.data.preprocess import Preprocess
 from bloodcell.labels import LABELS
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import corrupt_seed, corrupted_dataset

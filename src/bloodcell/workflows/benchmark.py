@@ -14,7 +14,6 @@ at batch 32 and batch-1 latency for torch eager, ONNX Runtime fp32 and ONNX Runt
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -27,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from bloodcell.records import SplitMetrics, TrainConfigRecord, TrainSummary
-from bloodcell.run_dir import MANIFEST_COPY, RunDir
+from bloodcell.records import RobustnessResult, SplitMetrics, TrainConfigRecord, TrainSummary
+from bloodcell.run_dir import MANIFEST_COPY, RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +98,10 @@ def train_recipe(
         code, wall, rss = run_measured(cmd)
         if code != 0:
             raise RuntimeError(f"training {recipe} seed {seed} failed (exit {code})")
-        (run.path / MEASURED_FILE).write_text(
-            json.dumps({"wall_s": wall, "peak_rss_mb": rss}) + "\n"
-        )
-    measured = json.loads((run.path / MEASURED_FILE).read_text())
-    summary: TrainSummary = json.loads(run.train_summary.read_text())
-    started: TrainConfigRecord = json.loads(run.train_config.read_text())
+        write_json(run.path / MEASURED_FILE, {"wall_s": wall, "peak_rss_mb": rss})
+    measured = read_json(run.path / MEASURED_FILE)
+    summary: TrainSummary = read_json(run.train_summary)
+    started: TrainConfigRecord = read_json(run.train_config)
     calibrate_run(run.path)
     metrics = evaluate_run(run.path, "test", progress=False)
     robust = evaluate_robustness(run.path, "test", severities=[MIDDLE_SEVERITY], progress=False)
@@ -123,20 +120,20 @@ def train_recipe(
         "test_ci95": metrics["ci95"]["accuracy"],
         "test_macro_f1": metrics["macro_f1"],
         "min_recall": min(c["recall"] for c in metrics["per_class"].values()),
-        "robust_worst": f"{worst['corruption']} {worst['setting']}",
-        "robust_worst_accuracy": worst["accuracy"],
+        "robust_worst": f"{worst['corruption']} {worst['setting']}" if worst else None,
+        "robust_worst_accuracy": worst["accuracy"] if worst else None,
         "robust_middle": {r["corruption"]: r["accuracy"] for r in robust["results"]},
     }
 
 
 def scope_figures(
-    run: Path, metrics: SplitMetrics, robust: dict[str, Any], ood_dirs: Sequence[str | Path]
+    run: Path, metrics: SplitMetrics, robust: RobustnessResult, ood_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
     from bloodcell.workflows.evaluate import evaluate_ood
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
-    rates = [r["out_of_scope_rate"] for r in robust["results"] if r.get("out_of_scope_rate")]
+    rates = [rate for r in robust["results"] if (rate := r.get("out_of_scope_rate"))]
     figures: dict[str, Any] = {
         "ood_test_flagged": scope["flagged"] if scope else None,
         "ood_test_flagged_paths": scope["flagged_paths"] if scope else None,
@@ -326,6 +323,6 @@ def benchmark(
     header = f"Machine: {machine()}\n\n"
     (out / "benchmark.md").write_text(header + table + "\n")
     record = {"machine": machine(), "results": results, "inference": inference}
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out / "benchmark.json", record, sort_keys=False)
     print(header + table)
     return record

@@ -33,7 +33,6 @@ with the same options skips every finished fold, as it does after a kill, and po
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -65,8 +64,8 @@ from bloodcell.evaluation.cv_fold import (
 )
 from bloodcell.evaluation.metrics import accuracy
 from bloodcell.records import CvResult, CvSeed, ProtocolsResult
-from bloodcell.run_dir import CvDir, FoldDir, atomic
-from bloodcell.train import TrainConfig
+from bloodcell.run_dir import CvDir, FoldDir, write_json
+from bloodcell.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,7 @@ def _prepare(
     record |= {"data_root": str(data_root.resolve()), "config": replace(config, seed=0).to_dict()}
     check_settings(out, record)
     report = report or _verified(data_root, progress)
-    with atomic(CvDir(out).verify) as tmp:
-        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    write_json(CvDir(out).verify, report.to_json(), sort_keys=False)
     return settings, report
 
 
@@ -182,7 +180,7 @@ def run_cv(
     }
     if len(seeds) > 1:
         result["over_seeds"] = over_seeds(seeds)
-    CvDir(out).result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(CvDir(out).result, result)
     log.info("%s: report %s", name, write_cv_report(result, out))
     return result
 
@@ -300,7 +298,7 @@ def compare_protocols(
         },
         "protocols": protocol_rows(out, runs, paths, groups),
     }
-    CvDir(out).protocols.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(CvDir(out).protocols, result)
     log.info("protocols: report %s", write_protocol_report(result, out))
     return result
 
@@ -342,7 +340,7 @@ def run_fold(
     """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
     (`workflows.audit`), and write its out-of-fold predictions; returns the predictions file."""
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.train import train
+    from bloodcell.train.job import train
     from bloodcell.workflows.audit import audit_run
 
     run = fold.run

@@ -37,11 +37,11 @@ def evaluate_run(
     """
     from bloodcell.evaluation.evaluate import record_in_model, split_metrics, write_predictions
     from bloodcell.evaluation.runs import open_run
-    from bloodcell.models.saved import write_json
     from bloodcell.reporting.eval_report import write_eval_report
+    from bloodcell.run_dir import write_json
 
     run = open_run(run_or_model_dir, "torch", data_root, manifest)
-    loaded = run.backend.loaded
+    loaded = run.loaded
     done = split_metrics(run, split, batch_size, progress)
     out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     out.mkdir(parents=True, exist_ok=True)

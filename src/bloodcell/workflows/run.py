@@ -2,12 +2,13 @@
 
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
-`bloodcell.load(OUT)` works; default recipe `fast`; training ends by fitting the out-of-scope
-detector) -> calibrate (temperature and conformal prediction sets on val) -> ONNX engines
-(fp32 and int8 written and checked on val; `export=False` skips) -> evaluate val and test ->
-robustness on test (middle severities) -> the shortcut audit on test (what the model looks
-at: cells erased, alone, swapped, scale bar masked) -> out-of-scope folders (`ood_dirs`, if
-given) -> top-level `OUT/report.md` and the model card `OUT/model/README.md`.
+`bloodcell.load(OUT)` works; default recipe `cells`, `train.config.DEFAULT_RECIPE`; training
+ends by fitting the out-of-scope detector) -> calibrate (temperature and conformal prediction
+sets on val) -> ONNX engines (fp32 and int8 written and checked on val; `export=False` skips)
+-> evaluate val and test -> robustness on test (middle severities) -> the shortcut audit on
+test (what the model looks at: cells erased, alone, swapped, scale bar masked) -> out-of-scope
+folders (`ood_dirs`, if given) -> top-level `OUT/report.md` and the model card
+`OUT/model/README.md`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from bloodcell.records import (
     RobustnessResult,
     SplitMetrics,
 )
-from bloodcell.run_dir import ModelDir, RunDir
-from bloodcell.train import DEFAULT_RECIPE, TrainConfig, recipe
+from bloodcell.run_dir import ModelDir, RunDir, write_json
+from bloodcell.train.config import DEFAULT_RECIPE, TrainConfig, recipe
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple
     index = discover(data_root)
     report = verify(index, progress=progress)
     run.data_dir.mkdir(parents=True, exist_ok=True)
-    run.verify.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    write_json(run.verify, report.to_json(), sort_keys=False)
     for bad in report.unreadable:
         log.info("left out (unreadable): %s: %s", bad["path"], bad["reason"])
     rows = make_split(report, seed=seed)
@@ -152,7 +153,7 @@ def run(
     write_run_report(out.path, results, report_extra(r))
     write_model_card(out.model)
     summary = run_summary(r)
-    out.run_summary.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out.run_summary, summary, sort_keys=False)
     print_summary(r)
     return summary
 
@@ -180,7 +181,8 @@ def run_summary(r: RunResults) -> dict[str, Any]:
         "out_of_scope": {s: m["out_of_scope"] for s, m in splits.items()},
         "prediction_sets": splits["test"]["prediction_sets"],
         "ood_folders": [
-            {k: v for k, v in f.items() if k != "scores"} for f in (r.ood or {}).get("folders", [])
+            {k: v for k, v in f.items() if k != "scores"}
+            for f in (r.ood["folders"] if r.ood else [])
         ],
         "audit": {"variants": r.audit["variants"], "targets": r.audit["targets"]},
     }
@@ -196,7 +198,7 @@ def train_once(
 ) -> None:
     """Train into the run unless it holds a model; go on from the last checkpoint of an
     unfinished training."""
-    from bloodcell.train import train
+    from bloodcell.train.job import train
 
     resume = out.last_checkpoint.exists() and not out.model.exists()
     if out.model.exists():
