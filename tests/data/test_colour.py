@@ -114,3 +114,21 @@ def test_turn_hue_moves_colours_not_greys() -> None:
     assert np.median(shift) == pytest.approx(20 / 360 * 256, abs=2)
     grey = Image.new("RGB", (8, 8), (120, 120, 120))
     assert np.array_equal(np.asarray(turn_hue(grey, 25)), np.asarray(grey))
+
+
+def test_tint_view_keeps_colour_variation_but_not_the_cells_colour() -> None:
+    """With chroma, nucleus and cytoplasm differ in tint, but another class's cell colour (a
+    per-channel change of a* and b*) leaves the view as it was, to rounding."""
+    image = field()
+    cells = find_cells(image)
+    view = cell_lightness(image, cells, chroma=True)
+    lab = _lab(view)
+    inside = lab[..., 1:][cells.mask]
+    assert np.abs(inside.mean(axis=0) - 128).max() <= 1.5  # neutral on average
+    assert inside.std(axis=0).min() > 2  # but not grey
+    assert (lab[..., 1:][~cells.mask] == 128).all()
+    pink = recolour_cells(image, cells, CellColour((160.0, 120.0), (4.0, 6.0)))
+    moved = np.abs(_lab(cell_lightness(pink, cells, chroma=True)) - lab)[cells.mask]
+    assert moved.mean() < 2.0
+    step = CellLightness(chroma=True)
+    assert step != CellLightness() and pickle.loads(pickle.dumps(step)) == step

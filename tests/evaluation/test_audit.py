@@ -109,3 +109,58 @@ def test_summarise_counts_what_the_labels_follow():
     assert t["erased_refused"] is False and t["swaps_follow_cells"] is False
     pooled = pool([s, s])
     assert pooled["swapped"]["n"] == 8 and pooled["swapped"]["follows_cells"] == round(1 / 3, 4)
+
+
+def test_stain_cases_recolour_grey_and_turn_every_image_with_a_cell():
+    from bloodcell.data.colour import cell_colour
+    from bloodcell.evaluation.audit import HUE_VARIANTS
+
+    images = [_field(30 + i, LILAC_NUCLEUS if i % 2 else PURPLE_NUCLEUS) for i in range(4)]
+    images.append(smear_field(98))  # no white cell: no stain cases either
+    y = np.array([0, 1, 2, 3, 0])
+    cases = make_cases(images, y, FINDER, seed=3)
+    kinds = [c.variant for c in cases]
+    assert kinds.count("recoloured") == 4 * 3 and kinds.count("grey") == 4
+    assert all(kinds.count(h) == 4 for h in HUE_VARIANTS)
+    for c in cases:
+        if c.variant == "recoloured":  # the donor's colour on the image's own cells
+            assert c.background is not None and c.background != c.true
+            own = FINDER.find(images[c.source])
+            got, was = cell_colour(c.image, own), cell_colour(images[c.source], own)
+            assert got is not None and was is not None
+            assert (
+                np.abs(np.subtract(got.mean, was.mean)).max() > 2 or c.background % 2 == c.true % 2
+            )
+    # The swaps keep their draws whatever the stain cases add.
+    swaps = [c.background for c in cases if c.variant == "swapped"]
+    assert swaps == [
+        c.background for c in make_cases(images, y, FINDER, 3) if c.variant == "swapped"
+    ]
+
+
+def test_recoloured_labels_follow_shape_or_colour_and_pool():
+    img = _field(21)
+    cases = [
+        Case("recoloured", img, 0, background=1),
+        Case("recoloured", img, 0, background=2),
+        Case("recoloured", img, 1, background=0),
+        Case("hue_20", img, 1),
+        Case("hue_20", img, 2),
+    ]
+    answers = [
+        Answer(0, False),
+        Answer(2, False),
+        Answer(1, True),
+        Answer(1, False),
+        Answer(0, False),
+    ]
+    s = summarise(cases, answers, ["a", "b", "c", "d"])
+    r = s["recoloured"]
+    assert r["n_answered"] == 2 and r["follows_shape"] == 0.5 and r["follows_colour"] == 0.5
+    assert s["recoloured_per_class"]["a"]["follows_colour"] == 0.5
+    assert s["hue_20"]["accuracy"] == 0.5
+    t = targets(s)
+    assert t["recoloured_follow_shape"] is False and t["recoloured_follow_colour"] is False
+    assert t["hue_20_accuracy"] is False
+    pooled = pool([s, s])
+    assert pooled["recoloured"]["n_answered"] == 4 and pooled["recoloured"]["follows_shape"] == 0.5

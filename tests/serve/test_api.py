@@ -602,3 +602,36 @@ def test_summary_refuses_results_it_cannot_tabulate(
     assert_plain_error(client.post("/v1/summary", json={"results": [result]}), 400, *words)
     assert_plain_error(client.post("/v1/summary", json={"results": [{"label": "x"}]}), 422)
     assert_still_serving(client)
+
+
+def test_a_cell_type_the_model_was_taught_to_refuse_comes_back_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """A tiny model trained with a synthetic "other cell type" as outliers: the API gives such
+    an image no class, says why and which note, and still answers the four classes' images."""
+    from tests.train import tiny_config, tiny_data
+    from tests.train.test_outliers import other_cells
+
+    from bloodcell.models.refusal import OTHER_CELL_REASON
+    from bloodcell.serve.app import create_app
+    from bloodcell.train.job import train
+    from bloodcell.train.outliers import held_out
+
+    data, manifest = tiny_data(tmp_path, n_per_class=12)
+    outliers = other_cells(tmp_path / "outliers", 40)
+    config = tiny_config(
+        outliers=(str(outliers),), outlier_weight=1.0, epochs=8, ood_acceptance=None
+    )
+    run = train(config, data, manifest, tmp_path / "run", progress=False)
+    unseen = [p for p in sorted(outliers.glob("*.png")) if held_out(p, config.outlier_share)]
+    known = sorted(data.rglob("*.jpg"))[:4]
+    files = [image_part(p.name, p.read_bytes()) for p in unseen[:4] + known]
+    with TestClient(create_app(run)) as c:
+        body = c.post("/v1/predict", params={"cell_guard": "false"}, files=files).json()
+    results = body["results"]
+    other = [r for r in results[:4] if r["reason"] == OTHER_CELL_REASON]
+    assert len(other) >= 3
+    for r in other:
+        assert r["label"] is None and r["out_of_scope"] is True
+        assert "none of the four" in r["note"]
+    assert sum(r["reason"] == OTHER_CELL_REASON for r in results[4:]) <= 1

@@ -70,3 +70,22 @@ def test_cells_recipe_trains_a_model_that_sees_only_the_cells(tmp_path: Path) ->
     assert pre["cells"] and pre["grayscale"] is True
     backend = open_model(run, "torch")
     assert backend.preprocess.cells == pre["cells"] and backend.preprocess.grayscale
+
+
+def test_the_shape_views_need_the_cells_and_exclude_each_other() -> None:
+    import pytest as _pytest
+
+    from bloodcell.train.config import TrainConfig, recipe
+
+    shape = recipe("shape")
+    pre = shape.preprocess()
+    assert pre.lightness and pre.red_cell_px and pre.cells and pre.cells["white_balance"]
+    assert recipe("shape_tint").preprocess().chroma
+    with _pytest.raises(ValueError, match="needs cells_only"):
+        TrainConfig(lightness=True)
+    with _pytest.raises(ValueError, match="grayscale"):
+        TrainConfig(cells_only=True, lightness=True, grayscale=True)
+    with _pytest.raises(ValueError, match="needs lightness"):
+        TrainConfig(cells_only=True, chroma=True)
+    again = TrainConfig.from_dict({**shape.to_dict(), "outliers": ["a", "b"]})
+    assert again.outliers == ("a", "b")

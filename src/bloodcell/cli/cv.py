@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def cv_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.cli.train_options import SHORTENING, given_settings
+    from bloodcell.cli.train_options import RUN_OPTIONS, given_settings
     from bloodcell.evaluation.cv import CVSettings
     from bloodcell.train.config import config_from_options
     from bloodcell.workflows.cv import (
@@ -28,7 +28,7 @@ def cv_cmd(args: argparse.Namespace) -> int:
         run_cv_fold,
     )
 
-    config = config_from_options(args.recipe, given_settings(args, SHORTENING))
+    config = config_from_options(args.recipe, given_settings(args, RUN_OPTIONS))
     settings = CVSettings(
         folds=args.folds,
         grouping=args.group or "near",

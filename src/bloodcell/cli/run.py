@@ -8,7 +8,7 @@ from bloodcell.cli.common import Parser, add_data_arg, add_export_arg, add_verbo
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.cli.train_options import SHORTENING, given_settings
+    from bloodcell.cli.train_options import RUN_OPTIONS, given_settings
     from bloodcell.train.config import config_from_options
     from bloodcell.workflows.run import run
 
@@ -16,7 +16,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         data_dir(args.data),
         args.out,
         seed=args.seed,
-        config=config_from_options(args.recipe, given_settings(args, SHORTENING)),
+        config=config_from_options(args.recipe, given_settings(args, RUN_OPTIONS)),
         ood_dirs=args.ood,
         export=args.export,
         verbose=args.verbose,
@@ -27,12 +27,18 @@ def run_cmd(args: argparse.Namespace) -> int:
 def add_shortening(p: Parser) -> None:
     """`--recipe` (default: the default recipe) and the training options `run` and `cv` offer
     for quick looks and tests."""
-    from bloodcell.cli.train_options import SHORTENING, add_recipe_option, add_train_options
+    from bloodcell.cli.train_options import (
+        OUTLIER_OPTIONS,
+        SHORTENING,
+        add_recipe_option,
+        add_train_options,
+    )
     from bloodcell.train.config import DEFAULT_RECIPE
 
     add_recipe_option(p, DEFAULT_RECIPE)
     quick = p.add_argument_group("shortening (quick looks and tests; defaults are the recipe's)")
     add_train_options(quick, SHORTENING)
+    add_train_options(p.add_argument_group("cells the model must not name"), OUTLIER_OPTIONS)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -21,6 +21,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 NOT_OVERRIDES = frozenset({"recipe"})
 #: The options `run` and `cv` offer for quick looks and tests.
 SHORTENING = ("epochs", "image_size", "batch_size", "pretrained", "workers", "device")
+#: What `run` and `cv` offer besides: the folders of other white cells to train to refuse.
+OUTLIER_OPTIONS = ("outliers",)
+#: Everything `run` and `cv` offer.
+RUN_OPTIONS = (*SHORTENING, *OUTLIER_OPTIONS)
 #: Choice lists longer than this show as a metavar in the usage (the error still lists them).
 LONG_CHOICES = 6
 

@@ -176,6 +176,11 @@ class CellFinder:
     #: Dilation of the final mask, in input pixels (at least one working pixel): takes in the
     #: cytoplasm edge.
     margin: int = 2
+    #: Scale each colour channel so that the image's background (its `WHITE_PERCENTILE`
+    #: pixel) is the same white before scoring: a dimmer or brighter lamp, or another camera
+    #: exposure, then finds the same cells (the stain's optical density is measured relative
+    #: to the light that reaches the camera). Off in models saved before it.
+    white_balance: bool = False
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or self.opening < 0 or self.margin < 0:
@@ -202,7 +207,13 @@ class CellFinder:
         unknown = set(d) - set(names)
         if unknown:
             raise ValueError(f"unknown CellFinder parameters: {sorted(unknown)}")
-        kinds = {"work_size": int, "opening": int, "margin": int, "fill_holes": bool}
+        kinds = {
+            "work_size": int,
+            "opening": int,
+            "margin": int,
+            "fill_holes": bool,
+            "white_balance": bool,
+        }
         return cls(**{k: kinds.get(k, float)(v) for k, v in d.items()})
 
     def _factor(self, width: int, height: int) -> int:
@@ -234,7 +245,8 @@ class CellFinder:
             return Cells(np.zeros((h, w), bool), ())
         factor = self._factor(w, h)
         small = img.reduce(factor) if factor > 1 else img  # box average: cheap, and denoises
-        score = self.score(np.asarray(small))
+        pixels = np.asarray(small)
+        score = self.score(balanced(pixels) if self.white_balance else pixels)
         extent = (score > self.low).view(np.uint8)
         if self.opening:  # cut thin red-cell rims and bridges off the cells
             extent = _open(extent, self.opening)
@@ -262,6 +274,21 @@ class CellFinder:
         if factor > 1:
             mask = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)[:h, :w]
         return Cells(mask, boxes)
+
+
+#: The percentile of each channel taken as the slide's white, and the level it is moved to.
+WHITE_PERCENTILE = 90.0
+WHITE_LEVEL = 235.0
+
+
+def balanced(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 with each channel scaled so that its `WHITE_PERCENTILE` pixel (the
+    slide's background: cells cover less than that share of a field) is `WHITE_LEVEL`."""
+    flat = rgb.reshape(-1, 3)
+    k = min(int(WHITE_PERCENTILE / 100 * len(flat)), len(flat) - 1)
+    white = np.partition(flat, k, axis=0)[k].astype(np.float32)
+    gain = WHITE_LEVEL / np.maximum(white, 1.0)
+    return np.clip(rgb * gain, 0, 255).astype(np.uint8)
 
 
 def _open(binary: np.ndarray, radius: int) -> np.ndarray:

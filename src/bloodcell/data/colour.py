@@ -9,7 +9,10 @@ alone shows.
 - `cell_lightness` is the model's view in the `shape` recipes: the cells' lightness (CIE L*,
   OpenCV's 8-bit Lab), standardised over the cell mask to a fixed mean and spread, on a flat
   background. Hue, saturation, stain strength, exposure and contrast (any `a * L + b` change
-  inside the cells) cannot reach the model; shape and texture do.
+  inside the cells) cannot reach the model; shape and texture do. With `chroma`, the cells'
+  colour variation is kept too, but not their colour: a* and b* each standardised over the
+  cells around neutral, so nucleus and cytoplasm still differ in tint while the stain's hue,
+  strength and white balance (any per-channel `a * x + b` change) are gone.
 - `recolour_cells`, `grey_cells` and `turn_hue` are the stain audit's edits
   (`evaluation.stain_audit`): another class's cell colour with the lightness kept, no colour at
   all, and a hue turn of the whole image.
@@ -36,6 +39,8 @@ CELL_SPREAD = 40.0
 BACKGROUND = 200
 #: Below this spread (8-bit levels) the cells are treated as flat: only their mean is moved.
 MIN_SPREAD = 1.0
+#: The spread of the cells' a* and of their b* (8-bit levels) in the `chroma` view.
+CHROMA_SPREAD = 6.0
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
@@ -47,40 +52,55 @@ def lightness(image: Image.Image) -> np.ndarray:
     return cv2.cvtColor(_rgb(image), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
 
 
-def cell_lightness(image: Image.Image, cells: Cells) -> Image.Image:
+def cell_lightness(image: Image.Image, cells: Cells, chroma: bool = False) -> Image.Image:
     """The model's view of `image`: the cells' lightness standardised over `cells.mask` to
-    `CELL_MEAN` +- `CELL_SPREAD`, everything else `BACKGROUND`, as a grey RGB image."""
+    `CELL_MEAN` +- `CELL_SPREAD`, everything else `BACKGROUND`, as a grey RGB image; with
+    `chroma`, their a* and b* around neutral at `CHROMA_SPREAD` as well (a colour image)."""
     mask = cells.mask
     if mask.shape != (image.height, image.width):
         raise ValueError(f"cell mask {mask.shape} does not fit image {image.height}x{image.width}")
-    out = np.full(mask.shape, BACKGROUND, np.float32)
+    lab = cv2.cvtColor(_rgb(image), cv2.COLOR_RGB2LAB)
+    out = np.empty(lab.shape, np.float32)
+    out[..., 0], out[..., 1:] = BACKGROUND, 128.0
     if mask.any():
-        values = lightness(image)[mask]
+        values = lab[..., 0][mask].astype(np.float32)
         mean = float(values.mean(dtype=np.float64))
         spread = max(float(values.std(dtype=np.float64)), MIN_SPREAD)
-        out[mask] = CELL_MEAN + (values - mean) * (CELL_SPREAD / spread)
-    grey = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
+        out[..., 0][mask] = CELL_MEAN + (values - mean) * (CELL_SPREAD / spread)
+        if chroma:  # each of a*, b* standardised as the lightness is, around neutral
+            ab = lab[..., 1:][mask].astype(np.float64)
+            deviation = ab - ab.mean(axis=0)
+            scale = CHROMA_SPREAD / np.maximum(ab.std(axis=0), MIN_SPREAD)
+            out[..., 1:][mask] = (128.0 + deviation * scale).astype(np.float32)
+    view = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if not chroma:
+        return Image.fromarray(view[..., 0], "L").convert("RGB")
+    return Image.fromarray(cv2.cvtColor(view, cv2.COLOR_LAB2RGB), "RGB")
 
 
 class CellLightness:
-    """Transform step PIL -> PIL: `cell_lightness(img, finder.find(img))`; plain values only,
-    so it pickles into DataLoader workers."""
+    """Transform step PIL -> PIL: `cell_lightness(img, finder.find(img), chroma)`; plain values
+    only, so it pickles into DataLoader workers."""
 
-    def __init__(self, finder: CellFinder | None = None) -> None:
+    def __init__(self, finder: CellFinder | None = None, chroma: bool = False) -> None:
         self.finder = finder or CellFinder()
+        self.chroma = chroma
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return cell_lightness(image, self.finder.find(image))
+        return cell_lightness(image, self.finder.find(image), self.chroma)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CellLightness) and other.finder == self.finder
+        return (
+            isinstance(other, CellLightness)
+            and other.finder == self.finder
+            and other.chroma == self.chroma
+        )
 
     def __hash__(self) -> int:
-        return hash((CellLightness, self.finder))
+        return hash((CellLightness, self.finder, self.chroma))
 
     def __repr__(self) -> str:
-        return f"CellLightness(finder={self.finder!r})"
+        return f"CellLightness(finder={self.finder!r}, chroma={self.chroma})"
 
 
 # --- the stain audit's edits -------------------------------------------------------------------

@@ -65,6 +65,9 @@ class Preprocess:
     #: are much larger or smaller are first resized to the training scale, and every answer
     #: records the measured scale. None: no scale step (models saved before it).
     red_cell_px: float | None = None
+    #: With `lightness`, also the cells' colour variation around neutral (standardised): tint
+    #: differences inside a cell, not the stain's hue (`data.colour.cell_lightness`).
+    chroma: bool = False
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
@@ -73,6 +76,10 @@ class Preprocess:
             raise ValueError("lightness standardises the white cells: it needs cells")
         if self.lightness and self.grayscale:
             raise ValueError("lightness already drops the colour: do not ask for grayscale too")
+        if self.chroma and not self.lightness:
+            raise ValueError(
+                "chroma is part of the standardised lightness view: it needs lightness"
+            )
         if self.stain is not None:  # check it now, and keep a private copy (frozen in spirit)
             from bloodcell.data.stain import StainNormalizer
 
@@ -97,6 +104,7 @@ class Preprocess:
             grayscale=bool(d.get("grayscale", False)),  # likewise
             lightness=bool(d.get("lightness", False)),  # likewise
             red_cell_px=d.get("red_cell_px"),  # likewise
+            chroma=bool(d.get("chroma", False)),  # likewise
         )
 
     # --- the steps on the PIL image, shared by both paths ------------------------------------
@@ -123,7 +131,7 @@ class Preprocess:
         if self.lightness:
             from bloodcell.data.colour import CellLightness
 
-            keep = [CellLightness(self.finder())]
+            keep = [CellLightness(self.finder(), self.chroma)]
         elif self.cells is not None:
             from bloodcell.data.cells import KeepCells
 
@@ -151,7 +159,7 @@ class Preprocess:
         if self.lightness and cells is not None:
             from bloodcell.data.colour import cell_lightness
 
-            image = cell_lightness(image, cells)
+            image = cell_lightness(image, cells, self.chroma)
         elif self.cells is not None and cells is not None:
             from bloodcell.data.cells import keep_cells
 

@@ -168,6 +168,24 @@ class TrainConfig:
             "instead of their colours (needs --cells-only), in training and inference alike"
         },
     )
+    #: With `lightness`, keep the cells' colour variation around neutral (standardised):
+    #: nucleus and cytoplasm still differ in tint, the stain's hue and strength are gone.
+    chroma: bool = field(
+        default=False,
+        metadata={
+            "help": "with --lightness, also show the cells' colour variation around neutral, "
+            "standardised (tint differences inside a cell, not the stain's hue)"
+        },
+    )
+    #: The white-cell finder balances each image's white first (`data.cells`): a dimmer or
+    #: brighter lamp finds the same cells.
+    white_balance: bool = field(
+        default=False,
+        metadata={
+            "help": "balance each image's white before finding its white cells, so that "
+            "exposure does not move them"
+        },
+    )
     #: Measure each image's magnification on its red cells (`data.scale`) and bring images at
     #: another scale to the training images' scale first; every answer records the scale.
     match_scale: bool = field(
@@ -290,6 +308,8 @@ class TrainConfig:
             raise ValueError("lightness standardises the white cells: it needs cells_only")
         if self.lightness and self.grayscale:
             raise ValueError("lightness already drops the colour: leave grayscale off")
+        if self.chroma and not self.lightness:
+            raise ValueError("chroma is part of the lightness view: it needs lightness")
 
     @classmethod
     def check(cls, name: str, value: Any) -> None:
@@ -330,10 +350,13 @@ class TrainConfig:
             image_size=self.image_size,
             normalize=self.normalize,
             stain=stain.to_dict() if stain else None,
-            cells=CellFinder().to_dict() if self.cells_only else None,
+            cells=CellFinder(white_balance=self.white_balance).to_dict()
+            if self.cells_only
+            else None,
             grayscale=self.grayscale,
             lightness=self.lightness,
             red_cell_px=TRAINING_RED_CELL_PX if self.match_scale else None,
+            chroma=self.chroma,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -397,7 +420,11 @@ RECIPES["cells"] = replace(RECIPES["fast"], cells_only=True, recipe="cells")
 RECIPES["cells_gray"] = replace(RECIPES["cells"], grayscale=True, recipe="cells_gray")
 # The cells' shape and texture, not their stain: their lightness, standardised over the cells
 # (BENCHMARKS.md, "Know the cell, not its stain").
-RECIPES["shape"] = replace(RECIPES["cells"], lightness=True, match_scale=True, recipe="shape")
+RECIPES["shape"] = replace(
+    RECIPES["cells"], lightness=True, match_scale=True, white_balance=True, recipe="shape"
+)
+# The same with the cells' tint variation (standardised) kept.
+RECIPES["shape_tint"] = replace(RECIPES["shape"], chroma=True, recipe="shape_tint")
 #: What `bloodcell run` and `bloodcell cv` train: the answer comes from the white cells.
 DEFAULT_RECIPE = "cells"
 
