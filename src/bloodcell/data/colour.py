@@ -39,6 +39,16 @@ CELL_SPREAD = 40.0
 BACKGROUND = 200
 #: Below this spread (8-bit levels) the cells are treated as flat: only their mean is moved.
 MIN_SPREAD = 1.0
+#: With `reference="slide"`: the level the slide's background (its `WHITE_PERCENTILE`
+#: lightness outside the cells) is moved to, and the offset that makes 8-bit L* proportional
+#: to the cube root of luminance (L* + 16), so that a dimmer or brighter lamp cancels out.
+SLIDE_WHITE = 235.0
+WHITE_PERCENTILE = 90.0
+L_OFFSET = 16 * 2.55
+#: How the cells' lightness is put on a common scale: over the cells themselves (a fixed mean
+#: and spread), or against the slide around them (its white, as the eye and the finder judge
+#: stain), which keeps how dark each cell is stained.
+REFERENCES = ("cells", "slide")
 #: The spread of the cells' a* and of their b* (8-bit levels) in the `chroma` view.
 CHROMA_SPREAD = 6.0
 
@@ -52,10 +62,15 @@ def lightness(image: Image.Image) -> np.ndarray:
     return cv2.cvtColor(_rgb(image), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
 
 
-def cell_lightness(image: Image.Image, cells: Cells, chroma: bool = False) -> Image.Image:
+def cell_lightness(
+    image: Image.Image, cells: Cells, chroma: bool = False, reference: str = "cells"
+) -> Image.Image:
     """The model's view of `image`: the cells' lightness standardised over `cells.mask` to
-    `CELL_MEAN` +- `CELL_SPREAD`, everything else `BACKGROUND`, as a grey RGB image; with
-    `chroma`, their a* and b* around neutral at `CHROMA_SPREAD` as well (a colour image)."""
+    `CELL_MEAN` +- `CELL_SPREAD` (or, with `reference="slide"`, scaled so that the slide's
+    white is `SLIDE_WHITE`), everything else `BACKGROUND`, as a grey RGB image; with `chroma`,
+    their a* and b* around neutral at `CHROMA_SPREAD` as well (a colour image)."""
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
     mask = cells.mask
     if mask.shape != (image.height, image.width):
         raise ValueError(f"cell mask {mask.shape} does not fit image {image.height}x{image.width}")
@@ -64,9 +79,15 @@ def cell_lightness(image: Image.Image, cells: Cells, chroma: bool = False) -> Im
     out[..., 0], out[..., 1:] = BACKGROUND, 128.0
     if mask.any():
         values = lab[..., 0][mask].astype(np.float32)
-        mean = float(values.mean(dtype=np.float64))
-        spread = max(float(values.std(dtype=np.float64)), MIN_SPREAD)
-        out[..., 0][mask] = CELL_MEAN + (values - mean) * (CELL_SPREAD / spread)
+        if reference == "slide":
+            outside = lab[..., 0][~mask]
+            white = float(np.percentile(outside, WHITE_PERCENTILE)) if outside.size else 255.0
+            gain = (SLIDE_WHITE + L_OFFSET) / (max(white, 1.0) + L_OFFSET)
+            out[..., 0][mask] = (values + L_OFFSET) * gain - L_OFFSET
+        else:
+            mean = float(values.mean(dtype=np.float64))
+            spread = max(float(values.std(dtype=np.float64)), MIN_SPREAD)
+            out[..., 0][mask] = CELL_MEAN + (values - mean) * (CELL_SPREAD / spread)
         if chroma:  # each of a*, b* standardised as the lightness is, around neutral
             ab = lab[..., 1:][mask].astype(np.float64)
             deviation = ab - ab.mean(axis=0)
@@ -82,25 +103,30 @@ class CellLightness:
     """Transform step PIL -> PIL: `cell_lightness(img, finder.find(img), chroma)`; plain values
     only, so it pickles into DataLoader workers."""
 
-    def __init__(self, finder: CellFinder | None = None, chroma: bool = False) -> None:
+    def __init__(
+        self, finder: CellFinder | None = None, chroma: bool = False, reference: str = "cells"
+    ) -> None:
         self.finder = finder or CellFinder()
         self.chroma = chroma
+        self.reference = reference
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return cell_lightness(image, self.finder.find(image), self.chroma)
+        return cell_lightness(image, self.finder.find(image), self.chroma, self.reference)
+
+    def _key(self) -> tuple:
+        return (self.finder, self.chroma, self.reference)
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, CellLightness)
-            and other.finder == self.finder
-            and other.chroma == self.chroma
-        )
+        return isinstance(other, CellLightness) and other._key() == self._key()
 
     def __hash__(self) -> int:
-        return hash((CellLightness, self.finder, self.chroma))
+        return hash((CellLightness, *self._key()))
 
     def __repr__(self) -> str:
-        return f"CellLightness(finder={self.finder!r}, chroma={self.chroma})"
+        return (
+            f"CellLightness(finder={self.finder!r}, chroma={self.chroma}, "
+            f"reference={self.reference!r})"
+        )
 
 
 # --- the stain audit's edits -------------------------------------------------------------------

@@ -68,6 +68,9 @@ class Preprocess:
     #: With `lightness`, also the cells' colour variation around neutral (standardised): tint
     #: differences inside a cell, not the stain's hue (`data.colour.cell_lightness`).
     chroma: bool = False
+    #: What the lightness is put on a common scale against (`data.colour.REFERENCES`): the
+    #: cells' own mean and spread, or the slide's white around them.
+    lightness_reference: str = "cells"
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
@@ -105,6 +108,7 @@ class Preprocess:
             lightness=bool(d.get("lightness", False)),  # likewise
             red_cell_px=d.get("red_cell_px"),  # likewise
             chroma=bool(d.get("chroma", False)),  # likewise
+            lightness_reference=d.get("lightness_reference", "cells"),  # likewise
         )
 
     # --- the steps on the PIL image, shared by both paths ------------------------------------
@@ -131,7 +135,7 @@ class Preprocess:
         if self.lightness:
             from bloodcell.data.colour import CellLightness
 
-            keep = [CellLightness(self.finder(), self.chroma)]
+            keep = [CellLightness(self.finder(), self.chroma, self.lightness_reference)]
         elif self.cells is not None:
             from bloodcell.data.cells import KeepCells
 
@@ -159,7 +163,7 @@ class Preprocess:
         if self.lightness and cells is not None:
             from bloodcell.data.colour import cell_lightness
 
-            image = cell_lightness(image, cells, self.chroma)
+            image = cell_lightness(image, cells, self.chroma, self.lightness_reference)
         elif self.cells is not None and cells is not None:
             from bloodcell.data.cells import keep_cells
 

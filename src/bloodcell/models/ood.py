@@ -171,8 +171,12 @@ def check_acceptance(acceptance: float) -> float:
 
 
 def threshold_for(val_scores: np.ndarray, acceptance: float) -> float:
-    """The smallest score that `acceptance` of the validation images do not exceed."""
+    """The smallest score that `acceptance` of the validation images do not exceed. Blank
+    inputs (`BLANK_SCORE`: nothing left after preprocessing, e.g. no white cell found) are left
+    out: the cell guard refuses them for what they are, and a few of them among the
+    validation images would otherwise lift the threshold past every real score."""
     scores = np.asarray(val_scores, dtype=np.float64)
+    scores = scores[scores < BLANK_SCORE] if (scores < BLANK_SCORE).any() else scores
     if len(scores) == 0:
         raise ModelError("cannot set an out-of-scope threshold on zero validation images")
     return float(np.quantile(scores, check_acceptance(acceptance), method="higher"))

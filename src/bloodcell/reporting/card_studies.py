@@ -69,6 +69,38 @@ def scope_section(
         f"{pct(detector['acceptance'])} of validation images, the answer is `out_of_scope`.",
         "",
     ]
+    gate = config.get("cell_gate")
+    if gate:
+        trained = gate.get("outliers")
+        seen = (
+            f", trained on {trained['trained']} images of other white cells from "
+            f"{len(trained['folders'])} folders ({trained['held_out']} more held back to test it)"
+            if trained
+            else ""
+        )
+        lines += [
+            "White cells of a type the model does not classify (neutrophils, monocytes, mature "
+            "lymphocytes, ...) get no class either: with outlier exposure the model spreads its "
+            f"belief over the four classes for them{seen}, and below a top probability of "
+            f"**{gate['threshold']:.3f}** (which keeps {pct(gate['acceptance'])} of validation "
+            "images) the answer is `out_of_scope`, reason 'a white cell of a type this model "
+            "does not classify'.",
+            "",
+        ]
+    else:
+        lines += [
+            "This model was trained without outlier images: it has no cell-type gate, and "
+            "another kind of white cell gets one of the four classes.",
+            "",
+        ]
+    preprocess = config.get("preprocess") or {}
+    if preprocess.get("red_cell_px"):
+        lines += [
+            "Every answer records the image's scale, measured on its red cells; an image whose "
+            "red cells are more than 3 times larger or smaller than in the training images is "
+            "resized to the training scale first.",
+            "",
+        ]
     scope = test.get("out_of_scope") if test else None
     if scope:
         lines.append(
@@ -137,7 +169,11 @@ def limits_section() -> list[str]:
         "much; a model that has not passed that audit will not carry over to another lab. The "
         "cells recipes show the model only the white cells the finder marks, and an image in "
         "which it finds none is refused. The cells' own stain still differs by slide batch; "
-        "the grey variant (`cells_gray`) also drops the colour.",
+        "the shape recipes show the model the cells' standardised lightness (and tint "
+        "variation) instead of their colours, and the stain audit measures what is left.",
+        "- **The white-cell finder reads stain colour.** A hue turn of 25-30 degrees, a grey "
+        "image or an overexposed one (highlights clipped) can hide white cells from it or mark "
+        "red cells as white cells; the stain audit's hue sweep measures it.",
         "- **No external-site validation.** Every image comes from one laboratory, one staining "
         "protocol and one camera; the figures above say nothing about another hospital. The "
         "robustness table simulates such changes, it does not replace them.",

@@ -6,6 +6,7 @@ model directory in `RUN/model/`, with its out-of-scope detector."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 import warnings
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 
     from bloodcell.models.registry import Classifier
 
+log = logging.getLogger(__name__)
+#: Validation accuracy this close to chance (1 / classes) means the model learnt nothing.
+CHANCE_MARGIN = 0.1
+
 
 def train(
     config: TrainConfig | None,
@@ -79,6 +84,11 @@ def train(
         run,
         resume,
     )
+    if config.cells_only and not config.outliers:
+        log.warning(
+            "no --outliers given: the model will not learn to refuse white cells of other "
+            "types (neutrophils, monocytes, lymphocytes ...) and may name them as a class"
+        )
     pl.seed_everything(config.seed, workers=True, verbose=False)
     rows = read_manifest(manifest_path)
     # Fitted once per run; the saved model carries the result, not the target image.
@@ -96,6 +106,7 @@ def train(
         return run  # rank 0 writes the curves, the summary and the model
     plot_curves(run / LOG_FILE, run / CURVES_FILE)
     model, summary = _chosen_model(config, run, trainer, module, seconds)
+    warn_at_chance(summary["best_val"].get("val_acc"), run)
     write_json(run / TRAIN_SUMMARY_FILE, summary)
     save_model(
         model,
@@ -120,6 +131,25 @@ def train(
             config.gate_acceptance,
         )
     return run
+
+
+def warn_at_chance(val_acc: float | None, run: Path) -> bool:
+    """Say loudly when the best validation accuracy is at chance: the model learnt nothing
+    (blank inputs, broken labels, a learning rate far off), and every figure made from it is
+    meaningless. Returns whether it was."""
+    from bloodcell.labels import LABELS
+
+    chance = 1 / len(LABELS)
+    if val_acc is None or val_acc > chance + CHANCE_MARGIN:
+        return False
+    log.error(
+        "%s: the model learnt nothing: best validation accuracy %.1f%% is at chance (%.0f%%). "
+        "Do not use it; look at what it was shown (bloodcell data cells, the recipe's options).",
+        run,
+        100 * val_acc,
+        100 * chance,
+    )
+    return True
 
 
 def _absolute_stain_target(config: TrainConfig | None) -> TrainConfig | None:
