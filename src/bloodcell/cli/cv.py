@@ -36,6 +36,7 @@ def cv_cmd(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seeds=tuple(args.seeds),
         calibrate=not args.no_calibrate,
+        audit=not args.no_audit,
     )
     if args.fold is not None:
         check_fold(args.fold, settings)  # a typo fails before the data is read
@@ -143,6 +144,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-calibrate", action="store_true",
         help="skip temperature scaling on each fold's validation part",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-audit", action="store_true",
+        help="skip the audit of what each fold's model looks at (its slowest step; the "
+        "report then has no pooled audit)",
     )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cv_cmd)

@@ -45,6 +45,9 @@ class CVSettings:
     seeds: tuple[int, ...] = (0,)
     #: Fit a temperature on each fold's validation part before predicting its test part.
     calibrate: bool = True
+    #: Audit what each fold's model looks at on its test part (`workflows.audit`); the
+    #: stain audit makes it the slowest step of a fold.
+    audit: bool = True
 
 
 def check_settings(out: Path, record: dict[str, Any]) -> None:

@@ -245,7 +245,9 @@ def _run_folds(
         t0 = time.perf_counter()
         # A fold's model only predicts its test part: no out-of-scope detector is fitted.
         fold_config = replace(config, seed=seed, ood_acceptance=None)
-        preds = run_fold(fold, rows, data_root, fold_config, settings.calibrate, progress)
+        preds = run_fold(
+            fold, rows, data_root, fold_config, settings.calibrate, progress, settings.audit
+        )
         done.append(_outcome(name, seed, i + 1, preds, trained_now=True))
         seconds, acc = time.perf_counter() - t0, done[-1].accuracy
         log.info("%s: done in %.0f s, accuracy %s", where, seconds, f"{acc:.1%}")
@@ -336,9 +338,11 @@ def run_fold(
     config: TrainConfig,
     calibrate: bool = True,
     progress: bool = True,
+    audit: bool = True,
 ) -> Path:
     """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
-    (`workflows.audit`), and write its out-of-fold predictions; returns the predictions file."""
+    (`workflows.audit`, unless `audit` is off), and write its out-of-fold predictions; returns
+    the predictions file."""
     from bloodcell.evaluation.calibrate import calibrate_run
     from bloodcell.train.job import train
     from bloodcell.workflows.audit import audit_run
@@ -350,5 +354,6 @@ def run_fold(
     if calibrate:
         calibrate_run(run.path)  # fits on uncalibrated logits, so a rerun gives the same value
     probs = fold_probs(run, rows, data_root, progress)
-    audit_run(run.path, "test", data_root, fold.manifest, progress=progress)
+    if audit:
+        audit_run(run.path, "test", data_root, fold.manifest, progress=progress)
     return write_fold_predictions(fold, rows, probs)

@@ -58,6 +58,11 @@ function fillNoAnswer(card, result) {
     card.querySelector(".oos-text").textContent = "No white blood cell was found in this " +
       "image, and the class must come from the white cells, so no class is given. Use an " +
       "image with a white cell in the field, or have it reviewed by hand.";
+  } else if (result.reason === "a white cell of a type this model does not classify") {
+    card.querySelector(".oos-text").textContent = "The white cell in this image does not " +
+      "look like any of the four B-lymphocyte classes this model knows (it may be a " +
+      "neutrophil, monocyte, eosinophil, mature lymphocyte or another cell), so no class is " +
+      "given. Have it reviewed by hand.";
   } else if (result.reason) {
     const why = card.querySelector(".oos-reason");
     why.textContent = `Reason: ${result.reason}.`;
