@@ -80,7 +80,7 @@ def test_the_shape_views_need_the_cells_and_exclude_each_other() -> None:
     shape = recipe("shape")
     pre = shape.preprocess()
     assert pre.lightness and pre.red_cell_px and pre.cells and pre.cells["white_balance"]
-    assert recipe("shape_tint").preprocess().chroma
+    assert pre.chroma and pre.lightness_reference == "slide"
     with _pytest.raises(ValueError, match="needs cells_only"):
         TrainConfig(lightness=True)
     with _pytest.raises(ValueError, match="grayscale"):

@@ -120,8 +120,9 @@ class RobustnessSummary(TypedDict):
     below_target_middle: list[str]
 
 
-class RobustnessResult(TypedDict):
-    """`eval/<split>/robustness.json` (`workflows.evaluate.evaluate_robustness`)."""
+class RobustnessResult(RobustnessSummary):
+    """`eval/<split>/robustness.json` (`workflows.evaluate.evaluate_robustness`): the summary
+    with what it was measured on."""
 
     split: str
     n: int
@@ -129,13 +130,6 @@ class RobustnessResult(TypedDict):
     backend: str
     architecture: str
     seed: int
-    target_accuracy: float
-    middle_severity: int
-    clean: RobustnessRow
-    results: list[RobustnessRow]
-    corruptions: dict[str, CorruptionInfo]
-    worst_middle: RobustnessRow | None
-    below_target_middle: list[str]
     data: StudyData
     seconds: float
     #: Where it was written: returned, not in the file.

@@ -75,17 +75,8 @@ def report_lines(result: AuditSummary, image: str | None = None) -> list[str]:
             f"{pct(swaps['follows_cells'])}**, the background {pct(swaps['follows_background'])}"
             f", neither {pct(swaps['follows_neither'])}. *Background reliance* (erased images "
             f"still given their true class): {pct(v['erased']['accuracy'])}.",
-            "",
-            "| cells of | swaps | answered | follows cells | follows background | neither |",
-            "|---|---|---|---|---|---|",
+            *_per_class_lines(v, "swapped", "swaps", ("cells", "background")),
         ]
-        for lab, s in v.get("swapped_per_class", {}).items():
-            answered = s["n_answered"] / s["n"] if s["n"] else None
-            lines.append(
-                f"| {DISPLAY_NAMES.get(lab, lab)} | {s['n']} | {pct(answered)} | "
-                f"{pct(s['follows_cells'])} | {pct(s['follows_background'])} | "
-                f"{pct(s['follows_neither'])} |"
-            )
     lines += _recoloured_lines(v)
     lines += ["", "Targets: " + _marks(result.get("targets") or {})]
     if image:
@@ -94,24 +85,36 @@ def report_lines(result: AuditSummary, image: str | None = None) -> list[str]:
 
 
 def _recoloured_lines(v: dict[str, Any]) -> list[str]:
-    """What recoloured cells' labels followed, per class of the cells."""
+    """What recoloured cells' labels followed, overall and per class of the cells."""
     r = v.get("recoloured")
     if not r:
         return []
-    lines = [
+    return [
         "",
         f"Recoloured cells answered: {pct(r['answered'])}; of those the label follows **the "
         f"shape {pct(r['follows_shape'])}**, the colour donor {pct(r['follows_colour'])}, "
         f"neither {pct(r['follows_neither'])}.",
+        *_per_class_lines(v, "recoloured", "recoloured", ("shape", "colour")),
+    ]
+
+
+def _per_class_lines(
+    v: dict[str, Any], variant: str, noun: str, words: tuple[str, str]
+) -> list[str]:
+    """A table per class of the cells: how many `variant` images, answered, and the shares
+    whose label follows the image's own class (`words[0]`), the donor's (`words[1]`) or
+    neither."""
+    own, donor = words
+    lines = [
         "",
-        "| cells of | recoloured | answered | follows shape | follows colour | neither |",
+        f"| cells of | {noun} | answered | follows {own} | follows {donor} | neither |",
         "|---|---|---|---|---|---|",
     ]
-    for lab, s in v.get("recoloured_per_class", {}).items():
+    for lab, s in v.get(f"{variant}_per_class", {}).items():
         answered = s["n_answered"] / s["n"] if s["n"] else None
         lines.append(
             f"| {DISPLAY_NAMES.get(lab, lab)} | {s['n']} | {pct(answered)} | "
-            f"{pct(s['follows_shape'])} | {pct(s['follows_colour'])} | "
+            f"{pct(s[f'follows_{own}'])} | {pct(s[f'follows_{donor}'])} | "
             f"{pct(s['follows_neither'])} |"
         )
     return lines

@@ -439,19 +439,22 @@ RECIPES: dict[str, TrainConfig] = {
 RECIPES["cells"] = replace(RECIPES["fast"], cells_only=True, recipe="cells")
 # The same without colour: the cells' shape and texture, not their stain's hue.
 RECIPES["cells_gray"] = replace(RECIPES["cells"], grayscale=True, recipe="cells_gray")
-# The cells' shape and texture, not their stain: their lightness, standardised over the cells
-# (BENCHMARKS.md, "Know the cell, not its stain").
+# The cells' shape and texture, not their stain (BENCHMARKS.md, "Know the cell, not its
+# stain"): the cells' lightness against the slide's white and their tint variation, with a*
+# and b* standardised over the cells, so the stain's hue cannot decide; the finder balances
+# each image's white first, and images at another magnification are brought to the training
+# scale. `bloodcell run` and `make run` add the outlier folders (`--outliers`).
 RECIPES["shape"] = replace(
-    RECIPES["cells"], lightness=True, match_scale=True, white_balance=True, recipe="shape"
-)
-# The same with the cells' tint variation (standardised) kept.
-RECIPES["shape_tint"] = replace(RECIPES["shape"], chroma=True, recipe="shape_tint")
-# Lightness against the slide's white instead of the cells' own statistics.
-RECIPES["shape_slide"] = replace(
-    RECIPES["shape_tint"], lightness_reference="slide", recipe="shape_slide"
+    RECIPES["cells"],
+    lightness=True,
+    chroma=True,
+    lightness_reference="slide",
+    white_balance=True,
+    match_scale=True,
+    recipe="shape",
 )
 #: What `bloodcell run` and `bloodcell cv` train: the answer comes from the white cells.
-DEFAULT_RECIPE = "cells"
+DEFAULT_RECIPE = "shape"
 
 
 def register_recipe(name: str, config: TrainConfig) -> None:
