@@ -64,8 +64,10 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     assert bloodcell.load(out).architecture == "mobilenet_v2"
     # the default recipe, calibrated on val, with a robustness table for the test split
     summary = json.loads((out / "run_summary.json").read_text())
-    assert bloodcell.load(out).config["training"]["recipe"] == "cells"
-    assert bloodcell.load(out).preprocess.cells is not None  # the model sees only the cells
+    assert bloodcell.load(out).config["training"]["recipe"] == "shape"
+    pre = bloodcell.load(out).preprocess
+    assert pre.cells is not None and pre.lightness  # the cells' shape, not their stain
+    assert pre.red_cell_px is not None  # every answer records the image's scale
     assert "audit: cells erased" in proc.stdout and (out / "eval/test/audit.json").is_file()
     assert "## What the model looks at" in (out / "report.md").read_text()
     assert summary["calibration"]["temperature"] > 0
