@@ -19,6 +19,7 @@ NOT_SETTINGS = {
     "data": "where the images are: recorded with the run, not a training setting",
     "manifest": "which split to train on: recorded (and copied) with the run",
     "out": "where the run is written",
+    "verbose": "what the console shows while it trains",
     "resume": "continues a run with its saved settings instead of giving new ones",
     "export": "writes the deployable ONNX engines after training: not a training setting",
 }

@@ -148,18 +148,19 @@ def test_a_fold_job_runs_that_fold_of_every_seed(tmp_path: Path) -> None:
 
 
 def test_compare_protocols_on_tiny_data(tmp_path: Path) -> None:
-    data = _data(tmp_path, n_per_class=8)
+    data = _data(tmp_path, n_per_class=24)
     out = tmp_path / "cmp"
-    settings = CVSettings(folds=2, block_size=3, val_fraction=0.25, seeds=(0,))
+    # blocks of 2 file numbers; protocol (d)'s runs are 4 blocks: 8 file numbers
+    settings = CVSettings(folds=2, block_size=2, val_fraction=0.25, seeds=(0,))
     # fold 2 of every protocol as a job of its own first; the comparison then trains fold 1
     jobs = compare_protocols_fold(data, out, tiny_config(epochs=2), 2, settings, progress=False)
     assert [(d.name, d.fold, d.trained_now) for d in jobs] == [
-        (p, 2, True) for p in ("image", "near", "block")
+        (p, 2, True) for p in ("image", "near", "block", "run")
     ]
     assert not (out / "protocols.json").exists()
     result = compare_protocols(data, out, tiny_config(epochs=2), settings, progress=False)
     rows = {r["protocol"]: r for r in result["protocols"]}
-    assert list(rows) == ["image", "near", "block"]
+    assert list(rows) == ["image", "near", "block", "run"]
     assert rows["image"]["difference_vs_image"] == 0 and rows["image"]["difference_ci95"] == [0, 0]
     for name, r in rows.items():
         cv = json.loads((out / name / "cv.json").read_text())
@@ -168,15 +169,19 @@ def test_compare_protocols_on_tiny_data(tmp_path: Path) -> None:
         assert r["difference_vs_image"] == pytest.approx(r["accuracy"] - rows["image"]["accuracy"])
         lo, hi = r["difference_ci95"]
         assert lo <= r["difference_vs_image"] <= hi
-        assert len(_tested(out / name)) == 34
-    # protocol (c) kept every block of 3 file numbers of a class folder in one fold
-    by_block: dict[tuple[str, int], set[int]] = {}
-    for path, (fold,) in _tested(out / "block").items():
-        by_block.setdefault((str(Path(path).parent), file_number(path) // 3), set()).add(fold)
-    assert all(len(f) == 1 for f in by_block.values())
-    # the interval resamples blocks joined with duplicates: the copies of benign-002
-    # (benign-900, -901) join block 0 with block 300
-    assert result["bootstrap"]["groups"] == len(by_block) - 1
+        assert len(_tested(out / name)) == 98
+    # protocols (c) and (d) kept every block of 2 and every run of 8 file numbers of a class
+    # folder in one fold
+    for name, length in (("block", 2), ("run", 8)):
+        by_run: dict[tuple[str, int], set[int]] = {}
+        for path, (fold,) in _tested(out / name).items():
+            key = (str(Path(path).parent), file_number(path) // length)
+            by_run.setdefault(key, set()).add(fold)
+        assert all(len(f) == 1 for f in by_run.values()), name
+    # the interval resamples runs joined with duplicates: at least the copies of benign-002
+    # (benign-900, -901) join run 0 with run 112
+    assert result["bootstrap"]["groups"] <= len(by_run) - 1
+    assert result["bootstrap"]["unit"].startswith("runs of 8 file numbers")
     text = (out / "report.md").read_text()
     assert "difference vs (a)" in text and "paired" in text and "(protocols.png)" in text
     assert (out / "protocols.png").stat().st_size > 1000

@@ -152,7 +152,10 @@ def test_folders_are_scored_against_the_test_split(tmp_path: Path) -> None:
     assert json.loads((out / OOD_JSON).read_text())["folders"][0]["flagged"] == 7
     assert (out / OOD_PNG).stat().st_size > 1000
     report = (run / "eval" / "test" / "report.md").read_text()
-    assert f"## {SECTION_TITLE}" in report and "| 7 | 7 (100.0%) | 1.0000 |" in report
+    assert (
+        f"## {SECTION_TITLE}" in report and "| 7 | 7 (100.0%) | not trained on | 0.0% |" in report
+    )
+    assert sum(r["reasons"].values()) == 7  # every refusal with its reason
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -171,4 +174,5 @@ def test_cli_evaluate_with_ood_folders(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert f"{folder}: 7/7 refused (100.0%), AUROC 1.0000, 1 unreadable" in out.stdout
+    line = f"{folder}: 7/7 refused (100.0%), called malignant 0.0%, detector AUROC 1.0000, "
+    assert line + "1 unreadable" in out.stdout

@@ -32,6 +32,8 @@ DEFAULT_BLOCK_SIZE = 10
 #: Run size for "run" when none is given: about one patient's images in this dataset (its
 #: 3,256 images come from 89 patients, 37 a patient).
 DEFAULT_RUN_SIZE = 40
+#: How many blocks a run of the leakage study's protocol (d) is (40 = 4 x 10 by default).
+RUN_BLOCKS = DEFAULT_RUN_SIZE // DEFAULT_BLOCK_SIZE
 #: The groupings made of runs of consecutive file numbers, and their default lengths.
 RUN_GROUPINGS = {"block": DEFAULT_BLOCK_SIZE, "run": DEFAULT_RUN_SIZE}
 #: Share of each fold's training part (images per class) kept back for validation.

@@ -7,6 +7,7 @@ writes only `cv_config.json`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class CVSettings:
 
 def check_settings(out: Path, record: dict[str, Any]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
+    record = json.loads(json.dumps(record))  # as saved: tuples become lists
     path = CvDir(out).settings
     if path.is_file():
         saved = read_json(path)

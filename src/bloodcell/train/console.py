@@ -9,6 +9,7 @@ model-summary table only with `verbose` (`bloodcell train --verbose`). The metri
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -36,5 +37,9 @@ def lightning_console(progress: bool, verbose: bool) -> list[Any]:
     bar, metrics included; none without `progress`: no bar at all)."""
     level = logging.INFO if verbose else logging.WARNING
     for name in LIGHTNING_LOGGERS:
-        logging.getLogger(name).setLevel(level)
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        for handler in logger.handlers:  # bound to the stderr of the moment Lightning loaded
+            if type(handler) is logging.StreamHandler:
+                handler.setStream(sys.stderr)
     return [EpochBar()] if progress and not verbose else []

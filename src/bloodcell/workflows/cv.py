@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bloodcell.data.folds import (
     DEFAULT_BLOCK_SIZE,
-    DEFAULT_RUN_SIZE,
+    RUN_BLOCKS,
     check_grouping,
     make_folds,
 )
@@ -282,7 +282,7 @@ def compare_protocols(
         runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol)
     # Runs hold whole blocks (their length a multiple of the blocks') and every duplicate
     # group, so resampling runs is fair to all four protocols.
-    unit_of = ci_unit(report, "run", DEFAULT_RUN_SIZE)
+    unit_of = ci_unit(report, "run", RUN_BLOCKS * block_size)
     paths = sorted(unit_of)
     groups = [unit_of[p] for p in paths]
     result: ProtocolsResult = {
@@ -292,7 +292,7 @@ def compare_protocols(
         "recipe": config.recipe,
         "images": len(paths),
         "bootstrap": {
-            "unit": f"runs of {DEFAULT_RUN_SIZE} file numbers joined with duplicate groups",
+            "unit": f"runs of {RUN_BLOCKS * block_size} file numbers joined with duplicate groups",
             "groups": len(set(groups)),
             "resamples": N_BOOTSTRAP,
             "seed": BOOTSTRAP_SEED,
@@ -327,7 +327,8 @@ def compare_protocols_fold(
 
 def _protocol_settings(settings: CVSettings) -> dict[str, CVSettings]:
     """The settings of each protocol: the same folds, seeds and recipe, another grouping."""
-    sizes = {"block": settings.block_size or DEFAULT_BLOCK_SIZE, "run": DEFAULT_RUN_SIZE}
+    block = settings.block_size or DEFAULT_BLOCK_SIZE
+    sizes = {"block": block, "run": RUN_BLOCKS * block}  # runs hold whole blocks
     return {p: replace(settings, grouping=p, block_size=sizes.get(p)) for p in PROTOCOLS}
 
 
