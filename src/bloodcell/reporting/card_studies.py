@@ -169,8 +169,9 @@ def limits_section() -> list[str]:
         "much; a model that has not passed that audit will not carry over to another lab. The "
         "cells recipes show the model only the white cells the finder marks, and an image in "
         "which it finds none is refused. The cells' own stain still differs by slide batch; "
-        "the shape recipes show the model the cells' standardised lightness (and tint "
-        "variation) instead of their colours, and the stain audit measures what is left.",
+        "the shape recipe shows the model the cells' lightness against the slide's white and "
+        "their standardised tint instead of their colours, and the stain audit measures what "
+        "is left.",
         "- **The white-cell finder reads stain colour.** A hue turn of 25-30 degrees, a grey "
         "image or an overexposed one (highlights clipped) can hide white cells from it or mark "
         "red cells as white cells; the stain audit's hue sweep measures it.",
