@@ -37,9 +37,9 @@ def lightning_console(progress: bool, verbose: bool) -> list[Any]:
     bar, metrics included; none without `progress`: no bar at all)."""
     level = logging.INFO if verbose else logging.WARNING
     for name in LIGHTNING_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        for handler in logger.handlers:  # bound to the stderr of the moment Lightning loaded
-            if type(handler) is logging.StreamHandler:
+        logging.getLogger(name).setLevel(level)
+    for name in ("lightning", *LIGHTNING_LOGGERS):  # and the parent their lines may reach
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:  # bound to the stderr of import time
                 handler.setStream(sys.stderr)
     return [EpochBar()] if progress and not verbose else []
