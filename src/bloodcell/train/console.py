@@ -18,6 +18,21 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
+class _CurrentStderr:
+    """A stream that is whatever `sys.stderr` is when it is written to: Lightning's handlers
+    otherwise keep the stderr of the moment Lightning was imported, which a caller that
+    redirects stderr later (a test's capture, a log file) never sees."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+CURRENT_STDERR = _CurrentStderr()
+
+
 class EpochBar(TQDMProgressBar):
     """Lightning's bar, one per epoch, without the step's metrics beside it and without a
     second bar for each validation."""
@@ -41,5 +56,5 @@ def lightning_console(progress: bool, verbose: bool) -> list[Any]:
     for name in ("lightning", *LIGHTNING_LOGGERS):  # and the parent their lines may reach
         for handler in logging.getLogger(name).handlers:
             if type(handler) is logging.StreamHandler:  # bound to the stderr of import time
-                handler.setStream(sys.stderr)
+                handler.setStream(CURRENT_STDERR)
     return [EpochBar()] if progress and not verbose else []
