@@ -80,6 +80,23 @@ def test_numpy_equals_torch_with_grey_cells() -> None:
         assert _close(x, pre.prepare(img)[0]) <= TOLERANCE
 
 
+def test_numpy_equals_torch_with_the_shape_recipe_rescaled_or_not() -> None:
+    """The shape recipe's view and scale step: the torch path runs them as one step, with the
+    same pixels as `prepare_array`, for a field at the training scale and a magnified crop."""
+    from tests.data.test_scale import red_cell_field
+
+    from bloodcell.train.config import recipe
+
+    pre = recipe("shape", image_size=64).preprocess()
+    tf = pre.transform()
+    magnified = red_cell_field(360, 70.0, cells=12)
+    at_scale = smear_field(3, size=224, cells=((112, 112, 20, PURPLE_NUCLEUS),))
+    for img in (at_scale, magnified):
+        x, cells = pre.prepare_array(img)
+        assert _close(x, tf(img)) <= TOLERANCE
+    assert cells is not None and cells.rescaled and cells.scale is not None and cells.scale > 3
+
+
 def test_numpy_equals_torch_with_stain_normalisation() -> None:
     from bloodcell.data.stain import StainNormalizer
 

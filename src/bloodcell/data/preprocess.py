@@ -57,9 +57,9 @@ class Preprocess:
     #: After that, drop the colour (luminance copied to the three channels): the model then
     #: reads shape and texture, not the stain's hue, which differs by slide batch.
     grayscale: bool = False
-    #: Instead of the cells' colours, their lightness standardised over the cells on a flat
-    #: background (`data.colour.cell_lightness`): hue, stain strength and exposure cannot
-    #: decide, shape and texture do. Needs `cells`.
+    #: Instead of the cells' colours, their lightness on a common scale (`lightness_reference`)
+    #: on a flat background (`data.colour.cell_lightness`): hue and exposure cannot decide,
+    #: shape and texture do. Needs `cells`.
     lightness: bool = False
     #: The training images' red-cell diameter in pixels (`data.scale`): images whose red cells
     #: are much larger or smaller are first resized to the training scale, and every answer
@@ -130,7 +130,10 @@ class Preprocess:
 
     def image_steps(self) -> list[Callable]:
         """PIL -> PIL steps before resizing: stain normalisation, keeping only the cells (or
-        their standardised lightness), then dropping the colour."""
+        their lightness), then dropping the colour. With a scale step, all of it is one step
+        (`cells_image`), so that the finder runs once on an image the scale leaves alone."""
+        if self.red_cell_px is not None:
+            return [CellsImage(self)]
         keep: list[Callable] = []
         if self.lightness:
             from bloodcell.data.colour import CellLightness
@@ -141,13 +144,7 @@ class Preprocess:
 
             keep = [KeepCells(self.finder())]
         gray: list[Callable] = [Luminance()] if self.grayscale else []
-        return [*self.stain_steps(), *self.scale_steps(), *keep, *gray]
-
-    def scale_steps(self) -> list[Callable]:
-        """Bringing the image to the training scale (none without `red_cell_px`)."""
-        if self.red_cell_px is None:
-            return []
-        return [TrainingScale(self.red_cell_px, self.image_size, self.finder())]
+        return [*self.stain_steps(), *keep, *gray]
 
     def cells_image(self, image: Image.Image, guard: bool) -> tuple[Image.Image, Cells | None]:
         """`image_steps` with the finder run once: stain-normalise, find the cells (when the
@@ -177,12 +174,12 @@ class Preprocess:
         and their boxes in the input's pixels."""
         from dataclasses import replace
 
-        from bloodcell.data.scale import measure_scale, to_training_scale
+        from bloodcell.data.scale import Placement, measure_scale, to_training_scale
 
         assert self.red_cell_px is not None
         scale = measure_scale(image, cells, self.red_cell_px)
         image, placement = to_training_scale(image, scale, self.image_size)
-        if placement.factor == 1.0 and not placement.left and not placement.top:
+        if placement == Placement():  # left as it was
             return image, replace(cells, scale=scale.factor)
         found = self.finder().find(image)
         boxes = tuple(placement.to_input(b) for b in found.boxes)
@@ -271,33 +268,25 @@ class Preprocess:
         return v2.Compose([*self.image_steps(), self.tensor_steps()])
 
 
-class TrainingScale:
-    """PIL -> PIL: the image brought to the training scale (`data.scale`); plain values only,
-    so it pickles into DataLoader workers."""
+class CellsImage:
+    """PIL -> PIL: `preprocess.cells_image(image, guard=False)`, every image step at once (the
+    torch path of a model with a scale step); plain values only, so it pickles into
+    DataLoader workers."""
 
-    def __init__(self, red_cell_px: float, size: int, finder: CellFinder) -> None:
-        self.red_cell_px = red_cell_px
-        self.size = size
-        self.finder = finder
+    def __init__(self, preprocess: Preprocess) -> None:
+        self.preprocess = preprocess
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        from bloodcell.data.scale import measure_scale, to_training_scale
-
-        scale = measure_scale(image, self.finder.find(image), self.red_cell_px)
-        return to_training_scale(image, scale, self.size)[0]
+        return self.preprocess.cells_image(image, guard=False)[0]
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TrainingScale) and (
-            other.red_cell_px,
-            other.size,
-            other.finder,
-        ) == (self.red_cell_px, self.size, self.finder)
+        return isinstance(other, CellsImage) and other.preprocess == self.preprocess
 
     def __hash__(self) -> int:
-        return hash((TrainingScale, self.red_cell_px, self.size, self.finder))
+        return hash((CellsImage, self.preprocess.image_size, self.preprocess.red_cell_px))
 
     def __repr__(self) -> str:
-        return f"TrainingScale(red_cell_px={self.red_cell_px}, size={self.size})"
+        return f"CellsImage({self.preprocess!r})"
 
 
 class Luminance:
