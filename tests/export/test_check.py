@@ -27,16 +27,17 @@ def test_records_written_into_metrics(checked: tuple[Path, dict]) -> None:
     run, records = checked
     stored = json.loads((run / "model" / METRICS_FILE).read_text())["engines"]
     assert stored == json.loads(json.dumps(records))
-    assert records["checked_on"] == "val" and str(MIN_AGREEMENT * 100) in records["tolerance"]
+    assert records["checked_on"] == "val+test" and str(MIN_AGREEMENT * 100) in records["tolerance"]
     for engine, reference in (("onnx", "torch"), ("onnx-int8", "onnx")):
         r = records[engine]
         assert r["reference"] == reference and r["file"] == ENGINE_FILES[engine]
         assert r["val"]["n"] == 8 and r["test"]["n"] == 4  # the tiny run's splits
-        assert r["verified"] == passes(r["val"])
+        assert r["verified"] == passes([r["val"], r["test"]])
         assert (run / "model" / r["file"]).is_file() == r["verified"]
     # fp32 is the same network: the same labels and the same refusals as torch.
     assert records["onnx"]["val"]["labels_changed"] == 0
     assert records["onnx"]["val"]["scope_changed"] == 0
+    assert records["onnx"]["val"]["answers_changed"] == 0
     assert records["onnx-int8"]["ood"]["acceptance"] == 0.99
 
 
@@ -95,11 +96,11 @@ def test_unknown_engine_names_the_choices() -> None:
 def test_failed_engine_is_deleted(tmp_path: Path) -> None:
     for name in ENGINE_FILES.values():
         (tmp_path / name).write_bytes(b"x")
-    ok = {"agreement": 1.0, "extra_errors": 0}
-    bad = {"agreement": 0.9, "extra_errors": 3}
+    ok = {"n": 10, "labels_changed": 0, "answers_changed": 0, "extra_errors": 0}
+    bad = {"n": 10, "labels_changed": 1, "answers_changed": 1, "extra_errors": 3}
     records = {
-        "onnx": {"file": ENGINE_FILES["onnx"], "verified": passes(ok)},
-        "onnx-int8": {"file": ENGINE_FILES["onnx-int8"], "verified": passes(bad)},
+        "onnx": {"file": ENGINE_FILES["onnx"], "verified": passes([ok])},
+        "onnx-int8": {"file": ENGINE_FILES["onnx-int8"], "verified": passes([bad])},
     }
     _drop_failed(tmp_path, records)
     assert (tmp_path / ENGINE_FILES["onnx"]).is_file()
@@ -114,4 +115,26 @@ def test_compare_counts_changes_and_errors() -> None:
     check = compare(candidate, reference, np.array([0, 1, 2, 3]))
     assert check["agreement"] == 0.75 and check["labels_changed"] == 1
     assert check["accuracy"] == 0.75 and check["reference_accuracy"] == 1.0
-    assert check["extra_errors"] == 1 and not passes(check)
+    assert check["extra_errors"] == 1 and not passes([check])
+
+
+def test_a_changed_refusal_fails_like_a_changed_label() -> None:
+    """Answers are classes or refusals: an engine that refuses one image more than its
+    reference in 150, with the same labels, fails; the splits count together."""
+    val = {"n": 100, "labels_changed": 0, "answers_changed": 1, "extra_errors": 0}
+    test = {"n": 50, "labels_changed": 0, "answers_changed": 0, "extra_errors": 0}
+    assert not passes([val, test])
+    assert passes([{**val, "n": 200}, test])  # 1 in 250 is within 0.5%
+    assert not passes([])
+
+
+def test_answers_are_classes_or_refusals() -> None:
+    """Out of scope at the engine's own threshold, or refused by the cell-type gate: -1."""
+    from bloodcell.export.check import answers
+    from bloodcell.models.cell_gate import CellGate
+
+    logits = np.array([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0.1, 0, 0, 0]], dtype=np.float32)
+    out = {"e": Outputs(logits, np.array([0.1, 0.9, 0.1]))}
+    gate = CellGate(threshold=0.5, acceptance=0.995)
+    assert answers(out, "e", {"e": 0.5}, gate).tolist() == [0, -1, -1]
+    assert answers(out, "e", {"e": None}, None).tolist() == [0, 1, 0]

@@ -124,3 +124,14 @@ def test_api_serves_the_card(run: Path, tmp_path: Path) -> None:
         r = client.get("/v1/model/card")
         assert r.status_code == 404
         assert "model card" in r.json()["detail"]
+
+
+def test_card_says_which_engine_auto_runs() -> None:
+    """When int8 fails its check the card says that auto runs ONNX fp32, and why."""
+    from bloodcell.reporting.card_studies import auto_engine_line
+
+    passed, failed = {"verified": True}, {"verified": False, "deleted": True}
+    assert "runs int8" in auto_engine_line({"onnx": passed, "onnx-int8": passed})
+    line = auto_engine_line({"onnx": passed, "onnx-int8": failed})
+    assert "runs ONNX fp32" in line and "int8 failed the check" in line
+    assert "runs torch" in auto_engine_line({"onnx": failed, "onnx-int8": failed})

@@ -207,6 +207,8 @@ class EngineComparison(TypedDict, total=False):
     extra_errors: int
     out_of_scope: int
     scope_changed: int
+    #: Images whose answer (a class, or a refusal) differs from the reference's.
+    answers_changed: int
 
 
 class EngineOod(TypedDict):

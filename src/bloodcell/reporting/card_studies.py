@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bloodcell.records import (
     AuditResult,
+    EngineRecords,
     ModelConfig,
     ModelMetrics,
     OodResult,
@@ -144,8 +145,8 @@ def engines_section(metrics: ModelMetrics) -> list[str]:
         f"`--engine auto` runs the fastest file whose check passed ({records['tolerance']}); "
         "Grad-CAM always uses torch.",
         "",
-        "| engine | file | checked against | val agreement | test agreement | test accuracy "
-        "| kept |",
+        "| engine | file | checked against | answers changed (val, test) | test label "
+        "agreement | test accuracy | kept |",
         "|---|---|---|---|---|---|---|",
     ]
     for engine in ("onnx", "onnx-int8"):
@@ -153,12 +154,30 @@ def engines_section(metrics: ModelMetrics) -> list[str]:
         if not r:
             continue
         val, test = r.get("val") or {}, r.get("test") or {}
+        changed = ", ".join(
+            f"{c.get('answers_changed', c.get('labels_changed'))} of {c.get('n')}"
+            for c in (val, test)
+            if c
+        )
         lines.append(
-            f"| {engine} | `{r['file']}` | {r['reference']} | {pct(val.get('agreement'))} "
+            f"| {engine} | `{r['file']}` | {r['reference']} | {changed} "
             f"| {pct(test.get('agreement'))} | {pct(test.get('accuracy'))} "
             f"| {'yes' if r['verified'] else 'no (deleted)'} |"
         )
-    return lines
+    return [*lines, "", auto_engine_line(records)]
+
+
+def auto_engine_line(records: EngineRecords) -> str:
+    """Which engine `--engine auto` runs, and why not a faster one."""
+    int8, fp32 = records.get("onnx-int8") or {}, records.get("onnx") or {}
+    if int8.get("verified"):
+        return "**`--engine auto` runs int8** (`model.int8.onnx`): its answers passed the check."
+    why = "int8 was not exported"
+    if int8:
+        why = "int8 failed the check, so its file was deleted and is never chosen"
+    if fp32.get("verified"):
+        return f"**`--engine auto` runs ONNX fp32** (`model.onnx`): {why}."
+    return f"**`--engine auto` runs torch**: {why}, and ONNX fp32 did not pass either."
 
 
 def limits_section() -> list[str]:
