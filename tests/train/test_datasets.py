@@ -114,3 +114,28 @@ def test_stain_target_must_be_a_readable_image(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=1, stain_norm="macenko", stain_target=str(missing))
     with pytest.raises(DatasetError, match="no-such-target.png"):
         train(cfg, data, manifest, tmp_path / "run", progress=False)
+
+
+def test_a_corrupted_copy_is_the_same_in_any_order_and_any_thread(tmp_path: Path) -> None:
+    """Image i of a corrupted copy draws from (seed, i) alone, so the threads that make the
+    cached features (`compute_features`) give the features of a plain loop."""
+    from torch import nn
+
+    from bloodcell.data.dataset import ManifestDataset
+    from bloodcell.data.manifest import read_manifest
+    from bloodcell.train.datasets import corrupted_dataset
+    from bloodcell.train.features import compute_features
+
+    data, manifest = tiny_data(tmp_path)
+    rows = [r for r in read_manifest(manifest) if r.split == "train"]
+    cfg = tiny_config(image_size=64)
+    ds = corrupted_dataset(ManifestDataset(rows, data, cfg.preprocess().transform()), cfg, 5)
+    forward = [ds[i][0] for i in range(len(ds))]
+    backward = [ds[i][0] for i in reversed(range(len(ds)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward, strict=True))
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
+    cached = compute_features(stem, ds, "cpu", batch_size=3, workers=0, desc="", progress=False)
+    with torch.inference_mode():
+        plain = stem(torch.stack(forward))
+    assert torch.allclose(cached.tensors[0], plain, atol=1e-6)
+    assert cached.tensors[1].tolist() == [ds[i][1] for i in range(len(ds))]

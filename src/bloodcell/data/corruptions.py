@@ -229,7 +229,8 @@ class RandomCorruption:
     pipeline after `ToImage`) and returns the same kind.
 
     Without `seed`, each call seeds from Python's `random`, which the DataLoader seeds per
-    worker, so workers do not repeat each other.
+    worker, so workers do not repeat each other. With `seed`, `at(img, index)` draws from
+    (seed, index) alone: image `index` gets the same corruption in any order, thread or process.
     """
 
     def __init__(
@@ -242,13 +243,22 @@ class RandomCorruption:
         self.p = p
         self.names = [c.name for c in get(names)]
         self.max_severity = max_severity
+        self.seed = seed
         self._rng = np.random.default_rng(seed) if seed is not None else None
 
     def _generator(self) -> np.random.Generator:
         return self._rng or np.random.default_rng(random.getrandbits(64))
 
     def __call__(self, img: Any) -> Any:
-        rng = self._generator()
+        return self._apply(img, self._generator())
+
+    def at(self, img: Any, index: int) -> Any:
+        """`img`, the image numbered `index`, corrupted with draws from (seed, index)."""
+        if self.seed is None:
+            raise ValueError("RandomCorruption.at needs a seed")
+        return self._apply(img, np.random.default_rng((self.seed, index)))
+
+    def _apply(self, img: Any, rng: np.random.Generator) -> Any:
         if rng.random() >= self.p:
             return img
         if isinstance(img, Image.Image):

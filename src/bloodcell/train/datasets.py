@@ -4,12 +4,14 @@ for cached training, mixed per epoch by `MixedCopies`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from PIL import Image
+from torch.utils.data import Dataset
 
+from bloodcell.data.corruptions import RandomCorruption
 from bloodcell.data.dataset import Augment, ManifestDataset
 from bloodcell.data.decode import ImageDecodeError, decode_image
 from bloodcell.data.manifest import ManifestRow, select
@@ -81,12 +83,10 @@ def corrupted_dataset(
     config: TrainConfig,
     seed: int,
     pre: Preprocess | None = None,
-) -> ManifestDataset | OutlierDataset:
-    """The same images, each under one random corruption (deterministic for `seed`), then the
-    run's preprocessing `pre` (default `config.preprocess()`): stain normalisation, if any,
-    sees the corrupted image, as it would see another lab's."""
-    from torchvision.transforms import v2
-
+) -> CorruptedCopy:
+    """The same images, each under one random corruption (deterministic for `seed` and the
+    image's index), then the run's preprocessing `pre` (default `config.preprocess()`): stain
+    normalisation, if any, sees the corrupted image, as it would see another lab's."""
     from bloodcell.data.corruptions import RandomCorruption
 
     corrupt = RandomCorruption(p=1.0, max_severity=config.corrupt_severity, seed=seed)
@@ -106,21 +106,46 @@ def corrupted_dataset(
             p=1.0, names=("blur",), max_severity=config.focus_severity, seed=seed + 2_000_003
         )
         steps.insert(0, focus)
-    tf = v2.Compose([*steps, (pre or config.preprocess()).transform()])
-    return dataset.with_transform(tf)  # decode once, corrupt per copy
+    return CorruptedCopy(dataset, steps, (pre or config.preprocess()).transform())
+
+
+class CorruptedCopy(Dataset):
+    """A dataset's decoded images, image `i` under `corruptions` drawn from (seed, i), then
+    `transform`: the same tensors whatever the order, thread or worker process that makes
+    them, so that several threads can make a copy (`features.compute_features`)."""
+
+    def __init__(
+        self,
+        images: ManifestDataset | OutlierDataset,
+        corruptions: Sequence[RandomCorruption],
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
+        self.images = images
+        self.corruptions = list(corruptions)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.images.image(i)
+        for corruption in self.corruptions:
+            img = corruption.at(img, i)
+        return self.transform(img), self.images.targets[i]
 
 
 class MixedCopies(Dataset):
-    """Several cached versions of the same train split; each epoch takes every image from one
-    copy drawn at random (seeded per epoch), so that each epoch costs one pass over the split
-    however many copies were cached.
+    """Several versions of the same images (cached copies of the train split, or the outlier
+    images clean and corrupted); each epoch takes every image from one copy drawn at random
+    (seeded per epoch), so that each epoch costs one pass over the split however many copies
+    were cached.
 
     Mixing within an epoch, rather than one whole copy per epoch, matters: with whole copies the
     best-on-clean-validation checkpoint tended to be an epoch trained on the clean copy, which
     had forgotten the corruptions (brightness x1.4: 67% on one seed).
     """
 
-    def __init__(self, copies: Sequence[TensorDataset], seed: int = 0) -> None:
+    def __init__(self, copies: Sequence[Dataset], seed: int = 0) -> None:
         self.copies = list(copies)
         self.seed = seed
         self.set_epoch(0)
@@ -130,7 +155,7 @@ class MixedCopies(Dataset):
         self.choice = torch.randint(len(self.copies), (len(self),), generator=gen)
 
     def __len__(self) -> int:
-        return len(self.copies[0])
+        return len(self.copies[0])  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.copies[int(self.choice[i])][i]

@@ -9,7 +9,7 @@ trainable rest is trained on them (`forward_from`): the same computation as the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -80,7 +80,12 @@ def compute_features(
     progress: bool = True,
     channels_last: bool = False,
 ) -> TensorDataset:
-    """Run the frozen stem once over a dataset: (features, targets), kept on the CPU."""
+    """Run the frozen stem once over a dataset: (features, targets), kept on the CPU.
+
+    Without worker processes, threads make the next batch while the stem runs on this one
+    (`_made_ahead`); the datasets give the same item for an index in any thread (corrupted
+    copies draw from their seed and the index), so the features do not depend on the threads.
+    """
     from tqdm import tqdm
 
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -90,7 +95,7 @@ def compute_features(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
     )
     feats, targets = [], []
-    batches = loader if workers else _made_ahead(loader)
+    batches = loader if workers else _made_ahead(dataset, batch_size)
     for x, y in tqdm(
         batches, desc=desc, unit="batch", total=len(loader), file=sys.stderr, disable=not progress
     ):
@@ -100,23 +105,33 @@ def compute_features(
     return TensorDataset(torch.cat(feats), torch.cat(targets))
 
 
-def _made_ahead(batches: Iterable[Any]) -> Iterator[Any]:
-    """`batches`, each made by a thread while the caller works on the one before.
+#: Threads that make the next batch's items. The items' work (decoding, the white-cell
+#: finder, corruptions, resizing) is OpenCV, NumPy and PIL, which release the GIL.
+MAKER_THREADS = 2
 
-    Decoding, corrupting and normalising images run on one core at a time (PIL and NumPy release
-    the GIL); the stem's convolutions use every core but not fully, so making the next batch
-    meanwhile shortens each pass. One thread keeps the order, and so the seeded corruptions'
-    draws, exactly as in a plain loop.
-    """
-    from concurrent.futures import ThreadPoolExecutor
 
-    it = iter(batches)
-    done = object()
-    with ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(next, it, done)
-        while (batch := ahead.result()) is not done:
-            ahead = pool.submit(next, it, done)
-            yield batch
+def _made_ahead(dataset: Dataset, batch_size: int) -> Iterator[Any]:
+    """The dataset's batches in order, each made by `MAKER_THREADS` threads while the caller
+    works on the one before."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from torch.utils.data import default_collate
+
+    n = len(dataset)  # type: ignore[arg-type]
+    starts = range(0, n, batch_size)
+    with ThreadPoolExecutor(MAKER_THREADS) as pool:
+
+        def submit(start: int) -> list[Future[Any]]:
+            return [
+                pool.submit(dataset.__getitem__, i)
+                for i in range(start, min(n, start + batch_size))
+            ]
+
+        ahead = submit(0) if n else []
+        for start in starts:
+            items = [f.result() for f in ahead]
+            ahead = submit(start + batch_size) if start + batch_size < n else []
+            yield default_collate(items)
 
 
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:

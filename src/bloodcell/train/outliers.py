@@ -83,6 +83,9 @@ class OutlierDataset(Dataset):
         view.images, view.targets = self.images, self.targets
         return view
 
+    def image(self, i: int) -> Image.Image:
+        return self.images[i]
+
     def __getitem__(self, i: int) -> tuple[Any, int]:
         return self.transform(self.images[i]), OUTLIER
 
