@@ -160,3 +160,21 @@ def test_no_white_cell_is_refused_with_its_reason(backend, tmp_path: Path) -> No
     empty.save(tmp_path / "empty.png")
     rows = [p for b in predict_paths(backend, [tmp_path]) for p in b]
     assert [r.reason for r in rows] == [NO_CELL_REASON]
+
+
+def test_prepared_images_keep_their_own_guard_in_one_model_call(backend) -> None:
+    """The server prepares each upload in its own request thread and scores the batch in one
+    call: an image prepared with the guard is refused, one prepared without it is answered,
+    as each would be alone."""
+    from tests.conftest import smear_field
+
+    from bloodcell.predict.records import NO_CELL_REASON
+    from bloodcell.predict.stream import predict_prepared, prepare_image
+
+    empty = smear_field(7, size=IMAGE_SIZE * 2, red_cells=10)
+    mixed = [prepare_image(backend, empty, True), prepare_image(backend, empty, False)]
+    guarded, unguarded = predict_prepared(backend, mixed, ["on", "off"])
+    assert guarded.reason == NO_CELL_REASON
+    alone = predict_images(backend, [empty], ["off"], cell_guard=False)[0]
+    assert unguarded.reason == alone.reason and unguarded.label == alone.label
+    assert predict_prepared(backend, []) == []

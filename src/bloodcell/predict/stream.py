@@ -61,16 +61,43 @@ def predict_images(
     uncertain_threshold: float | None = None,
     cell_guard: bool = True,
 ) -> list[Prediction]:
-    """Predict already-decoded PIL images (e.g. uploads) in one batch. With `cell_guard`, an
-    image in which the white-cell finder sees no cell gets no class (`records.NO_CELL_REASON`)."""
-    if not images:
+    """Predict already-decoded PIL images in one batch. With `cell_guard`, an image in which
+    the white-cell finder sees no cell gets no class (`records.NO_CELL_REASON`)."""
+    prepared = [prepare_image(backend, img, cell_guard) for img in images]
+    return predict_prepared(backend, prepared, names, tta, uncertain_threshold)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image made ready for the model: its input (3, S, S) and the white cells the finder
+    saw, kept only when the no-white-cell guard applies to it (else None)."""
+
+    input: np.ndarray
+    cells: Cells | None
+
+
+def prepare_image(backend: Backend, image: Image.Image, cell_guard: bool = True) -> Prepared:
+    """The model's input for one decoded image: the costly part of a prediction (the finder,
+    the scale, the view), done apart so that callers can run it on several threads (the
+    server does it in each request's thread, while the model works on other requests)."""
+    x, cells = backend.preprocess.prepare_array(_rgb(image), cell_guard)
+    return Prepared(x, cells if cell_guard else None)
+
+
+def predict_prepared(
+    backend: Backend,
+    prepared: Sequence[Prepared],
+    names: Sequence[str] | None = None,
+    tta: bool = False,
+    uncertain_threshold: float | None = None,
+) -> list[Prediction]:
+    """Predict prepared images in one model call; each keeps its own guard (`Prepared.cells`)."""
+    if not prepared:
         return []
-    names = names or [f"image-{i}" for i in range(len(images))]
-    pre = backend.preprocess
-    prepared = [pre.prepare_array(_rgb(img), cell_guard) for img in images]
-    batch = np.stack([x for x, _ in prepared])
+    names = names or [f"image-{i}" for i in range(len(prepared))]
+    batch = np.stack([p.input for p in prepared])
     threshold = resolve_threshold(backend, uncertain_threshold)
-    cells = [c for _, c in prepared] if cell_guard else None
+    cells = [p.cells for p in prepared]
     return to_predictions(names, backend.score(batch, tta), backend, threshold, cells)
 
 

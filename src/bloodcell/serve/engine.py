@@ -19,7 +19,7 @@ from bloodcell.models.backends import Backend
 from bloodcell.models.engines import open_model, open_torch
 from bloodcell.models.saved import read_metrics, read_model
 from bloodcell.predict.records import Prediction as ImagePrediction
-from bloodcell.predict.stream import predict_images
+from bloodcell.predict.stream import Prepared, predict_prepared, prepare_image
 from bloodcell.run_dir import ModelDir, RunDir
 
 if TYPE_CHECKING:
@@ -33,12 +33,13 @@ HEATMAP_MAX_SIDE = 1024
 
 @dataclass(frozen=True)
 class Upload:
-    """One decoded upload on its way to the batch worker: its name, the image, and whether an
-    image with no white cell found is refused (the request's `cell_guard`)."""
+    """One decoded upload on its way to the batch worker: its name, the image (for a heatmap)
+    and the model's input made from it in the request's own thread (`prepared`, with the cells
+    when the request's `cell_guard` applies)."""
 
     name: str
     image: Image.Image
-    cell_guard: bool = True
+    prepared: Prepared
 
 
 @dataclass
@@ -68,18 +69,17 @@ class Engine:
                 self._torch = open_torch(self.model_dir)
         return self._torch
 
+    def prepare(self, name: str, image: Image.Image, cell_guard: bool = True) -> Upload:
+        """Blocking: the model's input for one upload (the finder, the scale and the view), made
+        in the request's thread so that the requests' preprocessing runs on every core while
+        the batch worker runs the model."""
+        return Upload(name, image, prepare_image(self.backend, image, cell_guard))
+
     def classify(self, uploads: Sequence[Upload]) -> list[ImagePrediction]:
-        """Blocking: one model call per guard setting for decoded uploads (the batch worker's
-        job); answers in upload order."""
-        answers: dict[int, ImagePrediction] = {}
-        for guard in (True, False):
-            picked = [i for i, u in enumerate(uploads) if u.cell_guard is guard]
-            if picked:
-                images = [uploads[i].image for i in picked]
-                names = [uploads[i].name for i in picked]
-                preds = predict_images(self.backend, images, names, cell_guard=guard)
-                answers.update(zip(picked, preds, strict=True))
-        return [answers[i] for i in range(len(uploads))]
+        """Blocking: one model call for prepared uploads (the batch worker's job); answers in
+        upload order."""
+        names = [u.name for u in uploads]
+        return predict_prepared(self.backend, [u.prepared for u in uploads], names)
 
     def heatmap(self, image: Image.Image, target: str) -> str:
         """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger

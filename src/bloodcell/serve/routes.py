@@ -203,12 +203,13 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
         failures: dict[int, ImageDecodeError] = {}
 
         def decode_all() -> list[Upload]:
-            """The images that decode; each one that does not is kept in `failures`."""
+            """The images that decode, made ready for the model in this request's thread; each
+            one that does not decode is kept in `failures`."""
             good = []
             for i, (name, data) in enumerate(uploads):
                 try:
                     image = decode_image(data, name, max_pixels=limits["max_pixels"])
-                    good.append(Upload(name, image, cell_guard))
+                    good.append(engine.prepare(name, image, cell_guard))
                 except ImageDecodeError as exc:
                     failures[i] = exc
             return good
