@@ -51,6 +51,19 @@ def test_auto_takes_the_fastest_checked_engine(checked: tuple[Path, dict]) -> No
         assert backend.ood_threshold == pytest.approx(records["onnx-int8"]["ood"]["threshold"])
 
 
+def test_a_lone_engine_file_answers_as_its_model_directory(checked: tuple[Path, dict]) -> None:
+    """Each kept file carries the thresholds its engine uses in the directory (int8 its own
+    refitted out-of-scope threshold), so the file alone gives the same answers."""
+    run, records = checked
+    for engine in ("onnx", "onnx-int8"):
+        if not records[engine]["verified"]:
+            continue
+        alone = open_model(run / "model" / ENGINE_FILES[engine])
+        in_dir = open_model(run, engine)
+        assert alone.ood_threshold == pytest.approx(in_dir.ood_threshold)
+        assert alone.cell_gate == in_dir.cell_gate and alone.temperature == in_dir.temperature
+
+
 def test_auto_falls_back(checked: tuple[Path, dict], tmp_path: Path) -> None:
     import shutil
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.evaluation.runs import Split, open_run
-from bloodcell.export.onnx import export_onnx, split_or_none
+from bloodcell.export.onnx import export_onnx, split_or_none, update_metadata
 from bloodcell.models.backends import Backend, OnnxBackend, Outputs
 from bloodcell.models.cell_gate import CellGate, top_probability
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
@@ -101,6 +101,10 @@ def export_engines(
     if int8_threshold is not None:
         acceptance = loaded.config["ood"]["acceptance"]
         records["onnx-int8"]["ood"] = {"acceptance": acceptance, "threshold": int8_threshold}
+        # The file used alone (copied elsewhere, served as a lone .onnx) answers as the
+        # model directory's int8 engine does: with its own threshold.
+        ood = {**loaded.config["ood"], "threshold": int8_threshold}
+        update_metadata(loaded.path / ENGINE_FILES["onnx-int8"], ood=ood)
     _drop_failed(loaded.path, records)
     update_metrics(loaded.path, **{ENGINES_KEY: records})
     return records

@@ -107,6 +107,14 @@ class ScoredGraph(torch.nn.Module):
         return logits, torch.where(blank, torch.full_like(combined, BLANK_SCORE), combined)
 
 
+def update_metadata(path: Path, **values: Any) -> None:
+    """Replace some metadata values of a bloodcell ONNX file (JSON-encoded), keep the rest."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    set_metadata(path, {**meta, **{k: json.dumps(v) for k, v in values.items()}})
+
+
 def set_metadata(path: Path, meta: dict[str, str]) -> None:
     """Replace the file's metadata_props with `meta` (and check the model)."""
     import onnx
