@@ -12,6 +12,7 @@ on to it); each line also gives the mean images per model call, from the counter
 and how long /health took to answer while the load ran (polled every 50 ms).
 
     .venv/bin/python benchmarks/serve.py --requests 200 --concurrency 1 4 16
+    .venv/bin/python benchmarks/serve.py --model RUN --image SMEAR.jpg
 """
 
 from __future__ import annotations
@@ -204,8 +205,14 @@ def main() -> None:
         "--batch-wait-ms", type=float, default=5.0, help="server --batch-wait-ms (default 5)"
     )
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument(
+        "--image",
+        type=Path,
+        help="send this file in every request (default: a synthetic 224-px JPEG); a real smear "
+        "makes the white-cell finder and the scale step do their real work",
+    )
     args = p.parse_args()
-    image = smear_jpeg()
+    image = args.image.read_bytes() if args.image else smear_jpeg()
     print(f"{os.cpu_count()} CPUs; image {len(image)} bytes; {args.requests} requests per level")
     rows: list[dict] = []
     if args.model:
