@@ -1,18 +1,18 @@
-"""Predicting images in batches: decoded ahead by threads, scored by a thread of its own,
+"""Predicting images in batches: decoded ahead by threads, scored by threads of their own,
 streamed out batch by batch.
 
 Three things overlap in `predict_paths`, so that the model is never waiting for work it could
 be doing:
 
-- decoding and preprocessing (NumPy and Pillow, `Preprocess.prepare_array`) of each file, by
-  `workers` threads, up to `PREFETCH` batches ahead of the model, written straight into the
-  batch's input array; being ahead, they run at a lower priority than the model;
+- decoding and preprocessing (NumPy and Pillow, `Preprocess.cells_image` and `pixels`) of each
+  file, by `workers` threads, up to `PREFETCH` batches ahead of the model, written straight
+  into the batch's input array; being ahead, they run at a lower priority than the model;
 - the model (`Backend.score`), on as many threads as the engine takes batches at once
   (`Backend.concurrent_batches`: one for an engine that spreads a batch over every core, one
   per core for a single-thread ONNX session), batches taken in order: ONNX Runtime and torch
   let go of the GIL while they compute, so the other threads go on meanwhile;
-- turning scores into `Prediction` rows and writing them, in the caller's thread: the scorer
-  has already started on the next batch by then (up to `AHEAD` scored batches wait).
+- turning scores into `Prediction` rows and writing them, in the caller's thread, while the
+  pools go on with the next batches.
 
 No torch is imported here: with an ONNX engine the whole path is NumPy, Pillow and ONNX Runtime.
 """
@@ -20,11 +20,10 @@ No torch is imported here: with an ONNX engine the whole path is NumPy, Pillow a
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,10 @@ from bloodcell.predict.records import Prediction, to_predictions
 
 if TYPE_CHECKING:
     from bloodcell.data.cells import Cells
+    from bloodcell.data.preprocess import Preprocess
 
-#: Batches decoded ahead of the one the model is working on.
+#: Batches decoded ahead of those the model is working on.
 PREFETCH = 2
-#: Scored batches that may wait for the writer before the scorer waits in turn.
-AHEAD = 2
-#: How often (s) a blocked hand-over checks whether the other side has stopped.
-_POLL = 0.1
 #: How many nice steps below the model the decoding threads run (Linux): they work batches
 #: ahead, so when both want a core the model should get it (measured: 131 against 119-134
 #: img/s over the dataset, and steadier; BENCHMARKS.md).
@@ -126,15 +122,15 @@ def predict_paths(
     threshold = resolve_threshold(backend, uncertain_threshold)
     todo = (p for p in iter_image_paths(paths, shard) if str(p) not in skip)
     bar = _progress_bar(paths, progress, skip, shard)
-    scorer = _Scorer(backend, todo, batch_size, tta, max(1, workers), cell_guard)
+    batches = _scored_batches(backend, todo, batch_size, tta, max(1, workers), cell_guard)
     try:
-        for done in scorer.results():
+        for done in batches:
             preds = done.predictions(backend, threshold, cell_guard)
             if bar is not None:
                 bar.update(len(preds))
             yield preds
     finally:
-        scorer.stop()
+        batches.close()
         if bar is not None:
             bar.close()
 
@@ -179,126 +175,59 @@ class _Batch:
         return [results[i] for i in range(len(self.paths))]
 
 
-class _Scorer:
-    """The decoding pool, the model pool and the feeding thread of one `predict_paths` call.
+def _scored_batches(
+    backend: Backend, todo: Iterator[Path], batch_size: int, tta: bool, workers: int, guard: bool
+) -> Generator[_Batch]:
+    """The batches of `todo`, scored, in file order.
 
-    The feeding thread walks the files, hands each batch's files to the decoding pool as soon
-    as there is room for it (`PREFETCH` batches ahead), gives the oldest decoded batch to the
-    model pool (as many at once as the engine takes), and puts the scored batches on `out` in
-    order; `results` hands them to the caller. Any error on either pool reaches the caller
-    there; `stop` ends every side (the caller stopped early, or all is done).
+    Each batch's files go to the decoding pool and the batch to the model pool at once (the
+    model task waits for its files); a deque of the model's futures, at most `PREFETCH` more
+    than the model takes at once, keeps the order and bounds the memory. The caller works on
+    a yielded batch while the pools go on; closing the generator cancels what has not started.
     """
+    parallel = max(1, backend.concurrent_batches)
+    decoding = ThreadPoolExecutor(
+        workers, thread_name_prefix="bloodcell-decode", initializer=yield_to_model
+    )
+    models = ThreadPoolExecutor(parallel, thread_name_prefix="bloodcell-model")
+    in_flight: deque[Future[_Batch]] = deque()
+    try:
+        for chunk in _chunks(todo, max(1, int(batch_size))):
+            batch = _decode(decoding, backend.preprocess, chunk, guard)
+            in_flight.append(models.submit(_score, backend, batch, tta))
+            if len(in_flight) > PREFETCH + parallel:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:  # the decoding first: a model task waiting on a cancelled file then ends too
+        decoding.shutdown(wait=True, cancel_futures=True)
+        models.shutdown(wait=True, cancel_futures=True)
 
-    _END = object()
 
-    def __init__(
-        self,
-        backend: Backend,
-        todo: Iterator[Path],
-        batch_size: int,
-        tta: bool,
-        workers: int,
-        guard: bool,
-    ) -> None:
-        self.backend = backend
-        self.todo = todo
-        self.batch_size = max(1, int(batch_size))
-        self.tta = tta
-        self.guard = guard
-        self.pool = ThreadPoolExecutor(
-            workers, thread_name_prefix="bloodcell-decode", initializer=yield_to_model
-        )
-        self.parallel = max(1, backend.concurrent_batches)
-        self.models = ThreadPoolExecutor(self.parallel, thread_name_prefix="bloodcell-model")
-        self.out: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="bloodcell-feed", daemon=True)
-        self.thread.start()
+def _decode(pool: ThreadPoolExecutor, pre: Preprocess, chunk: list[Path], guard: bool) -> _Batch:
+    """A batch whose files the pool decodes and preprocesses straight into its input array."""
+    size = pre.image_size
+    inputs = np.empty((len(chunk), 3, size, size), np.float32)
 
-    # --- the caller's side -----------------------------------------------------------------
-
-    def results(self) -> Iterator[_Batch]:
-        while True:
-            item = self.out.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def stop(self) -> None:
-        self.stopping.set()
-        while self.thread.is_alive():  # let a model thread blocked on a full queue finish
-            try:
-                self.out.get(timeout=_POLL)
-            except queue.Empty:
-                pass
-        self.thread.join()
-        self.models.shutdown(wait=True, cancel_futures=True)
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    # --- the feeding thread ----------------------------------------------------------------
-
-    def _run(self) -> None:
+    def load(path: Path, out: np.ndarray) -> Cells | str | None:
         try:
-            pending: deque[_Batch] = deque()  # being decoded
-            scoring: deque[Future[_Batch]] = deque()  # with the model
-            for chunk in _chunks(self.todo, self.batch_size):
-                if self.stopping.is_set():
-                    return
-                pending.append(self._submit(chunk))
-                if len(pending) > PREFETCH:
-                    self._start(pending.popleft(), scoring)
-            while pending and not self.stopping.is_set():
-                self._start(pending.popleft(), scoring)
-            while scoring and not self.stopping.is_set():
-                self._put(scoring.popleft().result())
-            self._put(self._END)
-        except BaseException as exc:  # noqa: BLE001 - the caller re-raises it
-            self._put(exc)
+            image, cells = pre.cells_image(read_image(path), guard)
+            pre.pixels(image, out=out)
+            return cells
+        except BloodcellError as exc:
+            return str(exc)
 
-    def _start(self, batch: _Batch, scoring: deque[Future[_Batch]]) -> None:
-        """Give `batch` to the model pool, once fewer batches than it takes at once are there
-        (the oldest scored ones are handed out first, in order)."""
-        while len(scoring) >= self.parallel:
-            self._put(scoring.popleft().result())
-        scoring.append(self.models.submit(self._score, batch))
+    loaded = [pool.submit(load, p, inputs[i]) for i, p in enumerate(chunk)]
+    return _Batch(chunk, inputs, loaded)
 
-    def _submit(self, chunk: list[Path]) -> _Batch:
-        size = self.backend.preprocess.image_size
-        inputs = np.empty((len(chunk), 3, size, size), np.float32)
-        load = self._loader()
-        loaded = [self.pool.submit(load, p, inputs[i]) for i, p in enumerate(chunk)]
-        return _Batch(chunk, inputs, loaded)
 
-    def _loader(self) -> Callable[[Path, np.ndarray], Any]:
-        pre, guard = self.backend.preprocess, self.guard
-
-        def load(path: Path, out: np.ndarray) -> Cells | str | None:
-            try:
-                image, cells = pre.cells_image(read_image(path), guard)
-                pre.pixels(image, out=out)
-                return cells
-            except BloodcellError as exc:
-                return str(exc)
-
-        return load
-
-    def _score(self, batch: _Batch) -> _Batch:
-        batch.found = [f.result() for f in batch.loaded]
-        good = batch.good()
-        if good:
-            inputs = batch.inputs if len(good) == len(batch.paths) else batch.inputs[good]
-            batch.scored = self.backend.score(inputs, self.tta)
-        return batch
-
-    def _put(self, item: Any) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.out.put(item, timeout=_POLL)
-                return
-            except queue.Full:
-                continue
+def _score(backend: Backend, batch: _Batch, tta: bool) -> _Batch:
+    batch.found = [f.result() for f in batch.loaded]
+    good = batch.good()
+    if good:
+        inputs = batch.inputs if len(good) == len(batch.paths) else batch.inputs[good]
+        batch.scored = backend.score(inputs, tta)
+    return batch
 
 
 def yield_to_model() -> None:
