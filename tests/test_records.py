@@ -28,7 +28,7 @@ from bloodcell.records import (
     TrainSummary,
 )
 from bloodcell.run_dir import RunDir
-from bloodcell.workflows.evaluate import evaluate_run
+from bloodcell.workflows.evaluate_job import evaluate_run
 
 
 def _matches(record: dict[str, Any], kind: Any) -> None:

@@ -15,7 +15,7 @@ from bloodcell.errors import DatasetError
 from bloodcell.evaluation.runs import open_run
 from bloodcell.models.saved import resolve_model_dir
 from bloodcell.run_dir import DATA_ENV, CvDir, ModelDir, RunDir, atomic, read_json, write_json
-from bloodcell.workflows.evaluate import evaluate_run
+from bloodcell.workflows.evaluate_job import evaluate_run
 
 
 def test_training_and_evaluation_write_where_the_run_dir_says(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ A saved model directory (`models.saved`) holds:
   model.onnx, model.int8.onnx                     the checked ONNX engines (`export`)
   README.md                                       the model card (`reporting.model_card`)
 
-A cross-validation folder (`bloodcell cv --out CV`; `workflows.cv`) holds:
+A cross-validation folder (`bloodcell cv --out CV`; `workflows.cv_job`) holds:
 
   cv_config.json, verify.json, cv.json, report.md, folds.png    the settings and the results
   seed-S/fold-F/manifest.csv, run/, predictions.csv             one fold (`FoldDir`)
@@ -70,7 +70,7 @@ PREDICTIONS_FILE = "predictions.csv"
 ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_CSV = "robustness.csv"
 ROBUSTNESS_PNG = "robustness.png"
-#: The shortcut audit (`evaluation.audit`), in RUN/eval/<split>/.
+#: The shortcut audit (`evaluation.shortcut_audit`), in RUN/eval/<split>/.
 AUDIT_JSON = "audit.json"
 AUDIT_PNG = "audit.png"
 #: RUN/eval/ood/ holds the out-of-scope folders' scores (not a split).

@@ -60,7 +60,7 @@ def test_bloodcell_load_returns_the_backend_every_command_uses(tmp_path: Path) -
 def test_saved_weights_are_readable_by_the_group_and_others(tmp_path: Path) -> None:
     """model.safetensors and ood.safetensors get the usual mode of a new file (0o644 under
     umask 022), not the 0o600 of the temporary they are written through."""
-    from bloodcell.models.ood import OOD_FILE, OodDetector
+    from bloodcell.models.scope_detector import OOD_FILE, OodDetector
 
     model = create_model("mobilenet_v2", pretrained=False).eval()
     old = os.umask(0o022)

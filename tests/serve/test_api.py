@@ -208,7 +208,7 @@ def test_explain_class_picks_the_class_the_heatmap_explains(
     client: TestClient, model_dir: Path
 ) -> None:
     from bloodcell.data.decode import decode_image
-    from bloodcell.evaluation.explain import explain_image, torch_backend
+    from bloodcell.evaluation.gradcam import explain_image, torch_backend
 
     data = png_bytes("pro_b", 4, size=80)
     first = client.post("/v1/predict", files=[image_part(data=data)]).json()["results"][0]

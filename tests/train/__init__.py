@@ -13,8 +13,8 @@ from torch import nn
 
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.labels import LABELS
-from bloodcell.models.ood import OodDetector
 from bloodcell.models.registry import Classifier, register_model
+from bloodcell.models.scope_detector import OodDetector
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.job import train
 

@@ -36,8 +36,8 @@ from bloodcell.evaluation.runs import open_run
 from bloodcell.labels import LABELS
 from bloodcell.models.backends import softmax
 from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
-from bloodcell.models.ood import OodDetector
 from bloodcell.models.saved import read_config, resolve_model_dir, update_config
+from bloodcell.models.scope_detector import OodDetector
 from bloodcell.models.torch_backend import dataset_logits
 from bloodcell.records import CalibrationRecord, CalibrationResult
 

@@ -39,8 +39,8 @@ from bloodcell.models.backends import (
     ONNX_OUTPUT,
     OnnxBackend,
 )
-from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
+from bloodcell.models.scope_detector import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.torch_backend import dataset_logits
 from bloodcell.run_dir import ModelDir
 
@@ -76,9 +76,9 @@ def onnx_metadata(loaded: LoadedModel, quantization: dict | None = None) -> dict
 class ScoredGraph(torch.nn.Module):
     """The classifier and its out-of-scope score as one graph, for export.
 
-    The same score as `models.ood.OodDetector.score`, written with tensor operations: for each
-    tapped layer pytorch-ood's Mahalanobis score (half the squared distance to the nearest class
-    mean under the shared precision), put on the detector's scale; the largest of them; and
+    The same score as `models.scope_detector.OodDetector.score`, written with tensor operations:
+    for each tapped layer pytorch-ood's Mahalanobis score (half the squared distance to the nearest
+    class mean under the shared precision), put on the detector's scale; the largest of them; and
     `BLANK_SCORE` for an image of one flat colour.
     """
 

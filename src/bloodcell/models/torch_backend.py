@@ -19,8 +19,8 @@ from bloodcell.models.backends import ArrayLike, Backend, Outputs
 from bloodcell.models.cell_gate import CellGate
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
-from bloodcell.models.ood import OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, saved_ood
+from bloodcell.models.scope_detector import OodDetector, input_spread
 
 if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier

@@ -1,10 +1,10 @@
 """The JSON records a run leaves on disk, as types.
 
-- `records.model`: `model/config.json` (`ModelConfig`), `train_config.json`
+- `records.model_records`: `model/config.json` (`ModelConfig`), `train_config.json`
   (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
-- `records.metrics`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
+- `records.metrics_records`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
   split; `eval/<split>/metrics.json` is one `SplitMetrics`);
-- `records.studies`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
+- `records.study_records`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
   out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`) and cross-validation
   (`CvResult`, `ProtocolsResult`).
 
@@ -16,7 +16,7 @@ changes a byte on disk. Records that older models or an exported file's neighbou
 
 from __future__ import annotations
 
-from bloodcell.records.metrics import (
+from bloodcell.records.metrics_records import (
     BootstrapRecord,
     CalibrationBin,
     ClassMetrics,
@@ -35,7 +35,7 @@ from bloodcell.records.metrics import (
     SetMetrics,
     SplitMetrics,
 )
-from bloodcell.records.model import (
+from bloodcell.records.model_records import (
     CalibrationRecord,
     CalibrationResult,
     CellGateRecord,
@@ -48,7 +48,7 @@ from bloodcell.records.model import (
     TrainSeconds,
     TrainSummary,
 )
-from bloodcell.records.studies import (
+from bloodcell.records.study_records import (
     AuditResult,
     AuditSummary,
     AuditVariant,

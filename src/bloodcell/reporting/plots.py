@@ -12,7 +12,7 @@ import numpy as np
 
 from bloodcell.evaluation.metrics import roc_auc
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.models.ood import BLANK_SCORE
+from bloodcell.models.scope_detector import BLANK_SCORE
 from bloodcell.records import CalibrationBin, OodResult
 
 

@@ -1,12 +1,12 @@
-"""How the out-of-scope folders' result (`evaluation.scope.ood_result`) is shown: `ood.json`,
-the score histogram `ood_scores.png`, and the markdown section that the split's report, the
-run's report and the model card include."""
+"""How the out-of-scope folders' result (`evaluation.scope_folders.ood_result`) is shown:
+`ood.json`, the score histogram `ood_scores.png`, and the markdown section that the split's
+report, the run's report and the model card include."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bloodcell.evaluation.scope import malignant_share
+from bloodcell.evaluation.scope_folders import malignant_share
 from bloodcell.records import OodResult
 from bloodcell.reporting.markdown import upsert_section
 from bloodcell.reporting.plots import plot_ood_scores

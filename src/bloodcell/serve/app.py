@@ -26,9 +26,9 @@ from bloodcell._version import __version__
 from bloodcell.data.decode import DEFAULT_MAX_PIXELS
 from bloodcell.serve.auth import ApiKeyMiddleware
 from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher
-from bloodcell.serve.engine import open_engine
 from bloodcell.serve.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from bloodcell.serve.routes import add_routes
+from bloodcell.serve.served_model import open_engine
 
 log = logging.getLogger("bloodcell.serve")
 

@@ -25,8 +25,7 @@ from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.reporting.markdown import to_html
 from bloodcell.serve.auth import bearer_scheme
 from bloodcell.serve.batching import Batcher
-from bloodcell.serve.columns import csv_spec
-from bloodcell.serve.engine import Engine, Upload
+from bloodcell.serve.csv_spec import csv_spec
 from bloodcell.serve.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
@@ -38,6 +37,7 @@ from bloodcell.serve.schemas import (
     Summary,
     SummaryRequest,
 )
+from bloodcell.serve.served_model import Engine, Upload
 from bloodcell.serve.summary import SummaryError, summarize
 
 CARD_PATH = "/v1/model/card"

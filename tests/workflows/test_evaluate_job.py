@@ -22,7 +22,7 @@ from bloodcell.data.corruptions import CORRUPTIONS, MIDDLE_SEVERITY
 from bloodcell.errors import BloodcellError
 from bloodcell.reporting.scope_report import SECTION_TITLE
 from bloodcell.run_dir import OOD_JSON, OOD_PNG, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
-from bloodcell.workflows.evaluate import evaluate_ood, evaluate_robustness, evaluate_run
+from bloodcell.workflows.evaluate_job import evaluate_ood, evaluate_robustness, evaluate_run
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 

@@ -1,13 +1,13 @@
-"""`bloodcell audit`: the shortcut audit (`evaluation.audit`) of a run's model on one split,
-written with its picture grid and report section (`reporting.audit_report`) and recorded in the
-model's metrics.json."""
+"""`bloodcell audit`: the shortcut audit (`evaluation.shortcut_audit`) of a run's model on one
+split, written with its picture grid and report section (`reporting.audit_report`) and recorded
+in the model's metrics.json."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from bloodcell.evaluation.audit import DEFAULT_SEED, audit_images, targets
+from bloodcell.evaluation.shortcut_audit import DEFAULT_SEED, audit_images, targets
 from bloodcell.records import AuditResult
 
 

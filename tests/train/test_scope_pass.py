@@ -11,7 +11,7 @@ from bloodcell.models.engines import open_model
 
 
 def test_training_ends_with_an_out_of_scope_detector(tmp_path: Path) -> None:
-    from bloodcell.models.ood import OOD_FILE
+    from bloodcell.models.scope_detector import OOD_FILE
 
     run = tiny_run(tmp_path, epochs=1)
     config = json.loads((run / "model" / "config.json").read_text())

@@ -20,12 +20,12 @@ from bloodcell.cli import main
 from bloodcell.data.manifest import read_manifest, select
 from bloodcell.data.split import file_number
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.evaluation.cv import CVSettings
+from bloodcell.evaluation.cv_figures import CVSettings
 from bloodcell.evaluation.cv_fold import read_predictions
 from bloodcell.labels import LABELS
 from bloodcell.reporting.cv_report import write_protocol_report
 from bloodcell.run_dir import PREDICTIONS_FILE
-from bloodcell.workflows.cv import (
+from bloodcell.workflows.cv_job import (
     compare_protocols,
     compare_protocols_fold,
     run_cv,

@@ -88,7 +88,7 @@ class CalibrationBin(TypedDict, total=False):
 
 class Figures(TypedDict):
     """The figures of one set of predictions that every report shares, whatever its
-    intervals resample (images in `Metrics`, groups in `records.studies.CvMetrics`)."""
+    intervals resample (images in `Metrics`, groups in `records.study_records.CvMetrics`)."""
 
     n: int
     labels: list[str]
@@ -152,7 +152,7 @@ class EvalData(TypedDict):
 
 
 class SplitMetrics(Metrics, total=False):
-    """`eval/<split>/metrics.json` (`workflows.evaluate.evaluate_run`); in `model/metrics.json`
+    """`eval/<split>/metrics.json` (`workflows.evaluate_job.evaluate_run`); in `model/metrics.json`
     without the calibration bins and the confusion matrix."""
 
     split: str

@@ -1,5 +1,5 @@
 """The shortcut audit: its image variants on synthetic smears and its shares (the command:
-tests/workflows/test_audit.py)."""
+tests/workflows/test_audit_job.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from tests.conftest import LILAC_NUCLEUS, PURPLE_NUCLEUS, smear_field
 
 from bloodcell.data.cells import CellFinder, background_colour
-from bloodcell.evaluation.audit import (
+from bloodcell.evaluation.shortcut_audit import (
     CORNER,
     Answer,
     Case,
@@ -113,7 +113,7 @@ def test_summarise_counts_what_the_labels_follow():
 
 def test_stain_cases_recolour_grey_and_turn_every_image_with_a_cell():
     from bloodcell.data.colour import cell_colour
-    from bloodcell.evaluation.audit import HUE_VARIANTS
+    from bloodcell.evaluation.shortcut_audit import HUE_VARIANTS
 
     images = [_field(30 + i, LILAC_NUCLEUS if i % 2 else PURPLE_NUCLEUS) for i in range(4)]
     images.append(smear_field(98))  # no white cell: no stain cases either

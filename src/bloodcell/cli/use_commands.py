@@ -12,8 +12,8 @@ from bloodcell.cli.common import add_data_arg, add_engine_arg, print_engine_chec
 def calibrate_cmd(args: argparse.Namespace) -> int:
     from bloodcell.evaluation.calibrate import calibrate_run, set_ood_acceptance
     from bloodcell.models.conformal import check_coverage
-    from bloodcell.models.ood import check_acceptance
     from bloodcell.models.saved import update_config
+    from bloodcell.models.scope_detector import check_acceptance
 
     check_coverage(args.coverage)  # a typo fails before the model runs
     if args.ood_acceptance is not None:
@@ -39,7 +39,7 @@ def calibrate_cmd(args: argparse.Namespace) -> int:
 
 def predict_cmd(args: argparse.Namespace) -> int:
     from bloodcell.predict import format_totals, run_predict
-    from bloodcell.predict.run import open_for_files
+    from bloodcell.predict.predict_job import open_for_files
 
     backend = open_for_files(args.model, args.engine)
     print(f"engine: {backend.kind} ({backend.path})", file=sys.stderr)
@@ -75,7 +75,7 @@ def _shard(text: str) -> Any:
 
 
 def explain_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.predict.explain import run_explain
+    from bloodcell.predict.explain_files import run_explain
 
     results = run_explain(args.model, args.images, args.out)
     for image, png, error in results:

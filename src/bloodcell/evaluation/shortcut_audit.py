@@ -26,7 +26,7 @@ their colour (which differs by slide batch, and so by class, as well)?
 
 An image is *refused* when the white-cell finder sees no cell in it (the guard of `predict`)
 or the out-of-scope detector scores it as unlike the training images. `audit_images` returns
-the summary with the cases and answers it came from; `workflows.audit.audit_run` writes them to
+the summary with the cases and answers it came from; `workflows.audit_job.audit_run` writes them to
 `RUN/eval/<split>/audit.json`, `audit.png` (examples with answers and Grad-CAM), a section of
 the split's `report.md`, and `audit` in the model's metrics.json.
 """

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from bloodcell.records.metrics import Figures, GroupIntervals, Interval
+from bloodcell.records.metrics_records import Figures, GroupIntervals, Interval
 
 # --- the shortcut audit ---------------------------------------------------------------------------
 
 
 class AuditVariant(TypedDict, total=False):
-    """One variant of the shortcut audit (`evaluation.audit`): how many images, the share
+    """One variant of the shortcut audit (`evaluation.shortcut_audit`): how many images, the share
     refused (no white cell found, or out of scope) and answered, and the top class's accuracy
     over all of them and over the answered."""
 
@@ -121,7 +121,7 @@ class RobustnessSummary(TypedDict):
 
 
 class RobustnessResult(RobustnessSummary):
-    """`eval/<split>/robustness.json` (`workflows.evaluate.evaluate_robustness`): the summary
+    """`eval/<split>/robustness.json` (`workflows.evaluate_job.evaluate_robustness`): the summary
     with what it was measured on."""
 
     split: str
@@ -180,7 +180,7 @@ class HeldOut(TypedDict):
 
 
 class OodResult(TypedDict):
-    """`eval/ood/ood.json` (`workflows.evaluate.evaluate_ood`); `out_dir` is returned, not
+    """`eval/ood/ood.json` (`workflows.evaluate_job.evaluate_ood`); `out_dir` is returned, not
     written."""
 
     model: str
@@ -280,7 +280,7 @@ class CvData(TypedDict):
 
 
 class CvResult(TypedDict):
-    """`cv.json` (`workflows.cv.run_cv`)."""
+    """`cv.json` (`workflows.cv_job.run_cv`)."""
 
     name: str
     settings: dict[str, Any]
@@ -308,7 +308,7 @@ class ProtocolRow(TypedDict):
 
 
 class ProtocolsResult(TypedDict):
-    """`protocols.json` (`workflows.cv.compare_protocols`)."""
+    """`protocols.json` (`workflows.cv_job.compare_protocols`)."""
 
     folds: int
     seeds: list[int]

@@ -9,7 +9,7 @@ from PIL import Image
 from tests.conftest import synthetic_image
 from tests.models import tiny_model_dir
 
-from bloodcell.predict.explain import run_explain
+from bloodcell.predict.explain_files import run_explain
 
 
 def test_one_figure_per_image_and_errors_listed(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bloodcell.cli.model import severity_list
+from bloodcell.cli.model_commands import severity_list
 from bloodcell.train.optim import OPTIMIZERS
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")

@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bloodcell.cli.common import add_data_arg, data_dir
-from bloodcell.cli.run import add_shortening
+from bloodcell.cli.run_command import add_shortening
 from bloodcell.errors import BloodcellError
 from bloodcell.records import CvResult, ProtocolsResult
 
 if TYPE_CHECKING:
-    from bloodcell.workflows.cv import FoldDone
+    from bloodcell.workflows.cv_job import FoldDone
 
 
 def cv_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import RUN_OPTIONS, given_settings
-    from bloodcell.evaluation.cv import CVSettings
+    from bloodcell.evaluation.cv_figures import CVSettings
     from bloodcell.train.config import config_from_options
-    from bloodcell.workflows.cv import (
+    from bloodcell.workflows.cv_job import (
         check_fold,
         compare_protocols,
         compare_protocols_fold,

@@ -35,8 +35,8 @@ def evaluate_run(
     (`RunDir.find_data`). The model answers with its calibration temperature, out-of-scope
     detector and prediction sets.
     """
-    from bloodcell.evaluation.evaluate import record_in_model, split_metrics, write_predictions
     from bloodcell.evaluation.runs import open_run
+    from bloodcell.evaluation.split_metrics import record_in_model, split_metrics, write_predictions
     from bloodcell.reporting.eval_report import write_eval_report
     from bloodcell.run_dir import write_json
 
@@ -91,7 +91,7 @@ def evaluate_ood(
     progress: bool = True,
 ) -> OodResult:
     """Score the in-scope split and each folder; write JSON, histogram and report section."""
-    from bloodcell.evaluation.scope import ood_result
+    from bloodcell.evaluation.scope_folders import ood_result
     from bloodcell.reporting.scope_report import write_ood
 
     result, run = ood_result(model, folders, split, data_root, manifest, progress)

@@ -12,7 +12,7 @@ BENCHMARK_SHORTENING = ("pretrained", "epochs", "image_size")
 
 def benchmark_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import given_settings, train_argv
-    from bloodcell.workflows.benchmark import benchmark
+    from bloodcell.workflows.benchmark_job import benchmark
 
     benchmark(
         data_dir(args.data),

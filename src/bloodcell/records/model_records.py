@@ -44,7 +44,7 @@ class ConformalRecord(TypedDict):
 
 
 class OodRecord(TypedDict):
-    """`models.ood.OodDetector.to_config`."""
+    """`models.scope_detector.OodDetector.to_config`."""
 
     method: str
     layers: list[Any]

@@ -27,9 +27,9 @@ def fit_scope(
     """Fit the final model's out-of-scope detector with one pass over the images (when training
     cached nothing): the clean train split and the recipe's corrupted copies of it (at least
     one) are the reference, the val split sets the threshold. The same images as the cached
-    path (`models.ood_fit.ScopeRecorder`), so both give the same detector."""
-    from bloodcell.models.ood import DEFAULT_ACCEPTANCE
-    from bloodcell.models.ood_fit import fit_model_ood
+    path (`models.scope_fit.ScopeRecorder`), so both give the same detector."""
+    from bloodcell.models.scope_detector import DEFAULT_ACCEPTANCE
+    from bloodcell.models.scope_fit import fit_model_ood
 
     train_rows, val_rows = select(rows, "train"), select(rows, "val")
     train = ManifestDataset(train_rows, data_root, pre.transform(), cache=True)

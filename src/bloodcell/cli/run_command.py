@@ -10,7 +10,7 @@ from bloodcell.cli.common import Parser, add_data_arg, add_export_arg, add_verbo
 def run_cmd(args: argparse.Namespace) -> int:
     from bloodcell.cli.train_options import RUN_OPTIONS, given_settings
     from bloodcell.train.config import config_from_options
-    from bloodcell.workflows.run import run
+    from bloodcell.workflows.run_job import run
 
     run(
         data_dir(args.data),

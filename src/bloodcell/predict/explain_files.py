@@ -1,6 +1,6 @@
 """What `bloodcell explain` does over the user's files: a titled Grad-CAM figure per image.
 
-The heatmap itself is `evaluation.explain` (torch, on the model's last block); this module only
+The heatmap itself is `evaluation.gradcam` (torch, on the model's last block); this module only
 walks the files the way `predict` does and writes one PNG each, so an unreadable file is
 listed with its problem and the others go on. Imported by the command only: the rest of the
 package stays torch-free on the ONNX path.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError
-from bloodcell.evaluation.explain import explain_image, render_figure, torch_backend
+from bloodcell.evaluation.gradcam import explain_image, render_figure, torch_backend
 
 
 def _out_name(path: Path, used: set[str]) -> str:

@@ -16,7 +16,7 @@ from tests.predict import BAD, SCORE_FIELDS, SCORE_TOLERANCE, scores_within_tole
 from bloodcell.data.files import Shard, iter_image_paths
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
-from bloodcell.predict.run import run_predict
+from bloodcell.predict.predict_job import run_predict
 from bloodcell.predict.stream import predict_paths
 
 

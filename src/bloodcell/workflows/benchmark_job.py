@@ -87,7 +87,7 @@ def train_recipe(
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.data.manifest import read_manifest, select
     from bloodcell.evaluation.calibrate import calibrate_run
-    from bloodcell.workflows.evaluate import evaluate_robustness, evaluate_run
+    from bloodcell.workflows.evaluate_job import evaluate_robustness, evaluate_run
 
     run = RunDir(out / f"{recipe}-seed{seed}")
     if not run.model.is_dir():
@@ -130,7 +130,7 @@ def scope_figures(
     run: Path, metrics: SplitMetrics, robust: RobustnessResult, ood_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
-    from bloodcell.workflows.evaluate import evaluate_ood
+    from bloodcell.workflows.evaluate_job import evaluate_ood
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
     rates = [rate for r in robust["results"] if (rate := r.get("out_of_scope_rate"))]
@@ -305,7 +305,7 @@ def benchmark(
 
     Finished trainings found in `out_dir` are reused, so an interrupted benchmark goes on.
     """
-    from bloodcell.workflows.run import prepare_data
+    from bloodcell.workflows.run_job import prepare_data
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

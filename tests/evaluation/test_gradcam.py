@@ -13,7 +13,7 @@ from tests.conftest import synthetic_image
 from tests.models import tiny_model_dir
 
 from bloodcell.errors import ModelError
-from bloodcell.evaluation.explain import explain_image, render_figure
+from bloodcell.evaluation.gradcam import explain_image, render_figure
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 

@@ -85,7 +85,7 @@ class Engine:
         """Grad-CAM of the class the serving backend predicted, as a base64 PNG no larger
         than HEATMAP_MAX_SIDE (the model sees a few hundred pixels; more would only be bytes).
         Blocking; the caller holds the batcher's model lock."""
-        from bloodcell.evaluation.explain import explain_image
+        from bloodcell.evaluation.gradcam import explain_image
 
         assert self.torch is not None
         overlay = explain_image(self.torch, _shrink(image, HEATMAP_MAX_SIDE), target=target)

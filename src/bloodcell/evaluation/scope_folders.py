@@ -8,7 +8,7 @@ answer), the AUROC of the detector's score against "in scope", and the false-pos
 the test split at 95% true-positive rate on the folder (`metrics.ood_separation`; the folder
 is the positive class). For a folder the model trained on as outliers (`train.outliers`), the
 same over the files training held back. `ood_result` returns what `RUN/eval/ood/ood.json` holds;
-`workflows.evaluate.evaluate_ood` writes it with a score histogram (`ood_scores.png`) and an
+`workflows.evaluate_job.evaluate_ood` writes it with a score histogram (`ood_scores.png`) and an
 "Out-of-scope folders" section in the split's `report.md` (`reporting.scope_report`).
 """
 

@@ -6,7 +6,7 @@ metrics, the clinical malignant-vs-benign trade-off, calibration, and how sure w
 `models.torch_backend.dataset_outputs`, the loop calibration and export use too) and returns its
 figures; `write_predictions` and `record_in_model` keep them on disk. Beside the classifier's
 figures it reports the out-of-scope detector's refusals (`scope_metrics`) and the conformal
-prediction sets' coverage and size (`conformal_metrics`). `workflows.evaluate.evaluate_run`
+prediction sets' coverage and size (`conformal_metrics`). `workflows.evaluate_job.evaluate_run`
 joins these with the pictures and report of `reporting.eval_report`.
 """
 
@@ -95,7 +95,7 @@ def scope_metrics(
     }
 
 
-# --- the pieces of a run's evaluation (`workflows.evaluate.evaluate_run` joins them) ------------
+# --- the pieces of a run's evaluation (`workflows.evaluate_job.evaluate_run` joins them) ----------
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Fit a saved model's out-of-scope detector on the data it was trained on.
 
 Part of training (and so of `bloodcell run`): once the model is final, its tapped activations
-(`models.ood`) over the clean training split and over corrupted copies of it become the
+(`models.scope_detector`) over the clean training split and over corrupted copies of it become the
 detector's reference, and the validation split sets the scales and the threshold for the
 chosen in-scope acceptance. Both are saved into the model directory.
 
@@ -27,8 +27,13 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from bloodcell.models.fusion import fused_blocks
-from bloodcell.models.ood import DEFAULT_ACCEPTANCE, fit_detector, input_spread, tap_blocks
 from bloodcell.models.saved import load_model, update_config
+from bloodcell.models.scope_detector import (
+    DEFAULT_ACCEPTANCE,
+    fit_detector,
+    input_spread,
+    tap_blocks,
+)
 from bloodcell.models.torch_backend import dataset_taps
 
 if TYPE_CHECKING:

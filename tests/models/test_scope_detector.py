@@ -15,7 +15,8 @@ from tests.models import IMAGE_SIZE, tiny_model_dir
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
 from bloodcell.models.engines import open_model
-from bloodcell.models.ood import (
+from bloodcell.models.saved import load_model
+from bloodcell.models.scope_detector import (
     BLANK_SCORE,
     OOD_FILE,
     OodDetector,
@@ -24,7 +25,6 @@ from bloodcell.models.ood import (
     tap_blocks,
     threshold_for,
 )
-from bloodcell.models.saved import load_model
 from bloodcell.models.torch_backend import TorchBackend
 
 
@@ -126,7 +126,7 @@ def test_far_images_are_out_of_scope_and_smears_are_not() -> None:
 
 
 def test_blank_validation_images_do_not_lift_the_threshold() -> None:
-    from bloodcell.models.ood import BLANK_SCORE, threshold_for
+    from bloodcell.models.scope_detector import BLANK_SCORE, threshold_for
 
     scores = np.concatenate([np.linspace(0.0, 1.0, 97), [BLANK_SCORE] * 3])
     assert threshold_for(scores, 0.99) <= 1.0

@@ -9,8 +9,8 @@ resamples duplicate groups rather than images (`metrics.group_bootstrap_ci`).
 
 Each fold (`run_fold`): its manifest (`data.folds`), `train.train` on it, temperature
 scaling on its validation part (`calibrate`, as `bloodcell run` does), then predictions for its
-test part and the shortcut audit of it (`workflows.audit`). The figures are
-`evaluation.cv`'s; the reports `reporting.cv_report`'s.
+test part and the shortcut audit of it (`workflows.audit_job`). The figures are
+`evaluation.cv_figures`'s; the reports `reporting.cv_report`'s.
 Layout of OUT (`run_dir.CvDir`):
 
   cv_config.json                    the settings; a rerun with other settings is refused
@@ -47,7 +47,7 @@ from bloodcell.data.folds import (
 from bloodcell.data.manifest import ManifestRow, select
 from bloodcell.data.verify import VerifyReport
 from bloodcell.errors import BloodcellError
-from bloodcell.evaluation.cv import (
+from bloodcell.evaluation.cv_figures import (
     PROTOCOLS,
     CVSettings,
     check_settings,
@@ -342,11 +342,11 @@ def run_fold(
     audit: bool = True,
 ) -> Path:
     """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
-    (`workflows.audit`, unless `audit` is off), and write its out-of-fold predictions; returns
+    (`workflows.audit_job`, unless `audit` is off), and write its out-of-fold predictions; returns
     the predictions file."""
     from bloodcell.evaluation.calibrate import calibrate_run
     from bloodcell.train.job import train
-    from bloodcell.workflows.audit import audit_run
+    from bloodcell.workflows.audit_job import audit_run
 
     run = fold.run
     if not run.model.is_dir():

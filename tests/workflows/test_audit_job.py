@@ -1,5 +1,5 @@
 """`bloodcell audit` end to end: audit.json, the picture grid, the report section, the model's
-metrics.json and card (the variants themselves: tests/evaluation/test_audit.py)."""
+metrics.json and card (the variants themselves: tests/evaluation/test_shortcut_audit.py)."""
 
 from __future__ import annotations
 

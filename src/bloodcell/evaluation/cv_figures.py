@@ -1,4 +1,4 @@
-"""The figures of a grouped, class-stratified K-fold cross-validation (`workflows.cv` runs it):
+"""The figures of a grouped, class-stratified K-fold cross-validation (`workflows.cv_job` runs it):
 the protocols of the leakage study, the settings, metrics per fold and pooled with intervals
 that resample duplicate groups (or blocks) rather than images (`metrics.group_bootstrap_ci`),
 and the protocols' paired comparison. It reads the folds' predictions files (`cv_fold`) and
@@ -20,8 +20,8 @@ from bloodcell.data.manifest import ManifestRow, file_sha256
 from bloodcell.data.split import group_id, split_counts
 from bloodcell.data.verify import VerifyReport
 from bloodcell.errors import ModelError
-from bloodcell.evaluation.audit import pool as pool_audits
 from bloodcell.evaluation.cv_fold import read_predictions
+from bloodcell.evaluation.shortcut_audit import pool as pool_audits
 from bloodcell.labels import LABELS
 from bloodcell.records import CvFold, CvMetrics, CvResult, CvSeed, ProtocolRow
 from bloodcell.run_dir import CvDir, FoldDir, read_json, write_json
@@ -46,7 +46,7 @@ class CVSettings:
     seeds: tuple[int, ...] = (0,)
     #: Fit a temperature on each fold's validation part before predicting its test part.
     calibrate: bool = True
-    #: Audit what each fold's model looks at on its test part (`workflows.audit`); the
+    #: Audit what each fold's model looks at on its test part (`workflows.audit_job`); the
     #: stain audit makes it the slowest step of a fold.
     audit: bool = True
 

@@ -60,9 +60,9 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.evaluation.evaluate import summary_line
+    from bloodcell.evaluation.split_metrics import summary_line
     from bloodcell.reporting.model_card import write_model_card
-    from bloodcell.workflows.evaluate import evaluate_run
+    from bloodcell.workflows.evaluate_job import evaluate_run
 
     data = data_dir(args.data) if args.data else None
     if args.robustness:
@@ -90,8 +90,8 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
     """`evaluate --ood DIR...`: score the folders against the split and print the summary."""
-    from bloodcell.evaluation.scope import summary_lines
-    from bloodcell.workflows.evaluate import evaluate_ood
+    from bloodcell.evaluation.scope_folders import summary_lines
+    from bloodcell.workflows.evaluate_job import evaluate_ood
 
     r = evaluate_ood(args.run, args.ood, args.split, data, args.manifest)
     for line in summary_lines(r):
@@ -103,7 +103,7 @@ def robustness(args: argparse.Namespace, data: Path | None) -> int:
     """`evaluate --robustness`: run, print a summary and the output paths."""
     from bloodcell.evaluation.robustness import summary_lines
     from bloodcell.run_dir import ROBUSTNESS_CSV, ROBUSTNESS_PNG
-    from bloodcell.workflows.evaluate import evaluate_robustness
+    from bloodcell.workflows.evaluate_job import evaluate_robustness
 
     result = evaluate_robustness(
         args.run,
@@ -123,7 +123,7 @@ def robustness(args: argparse.Namespace, data: Path | None) -> int:
 def audit_cmd(args: argparse.Namespace) -> int:
     from bloodcell.reporting.audit_report import summary_lines
     from bloodcell.reporting.model_card import write_model_card
-    from bloodcell.workflows.audit import audit_run
+    from bloodcell.workflows.audit_job import audit_run
 
     data = data_dir(args.data) if args.data else None
     result = audit_run(args.run, args.split, data, args.manifest, seed=args.seed)

@@ -2,11 +2,12 @@
 
 discover -> verify (unreadable files are reported and left out) -> grouped split
 (`OUT/manifest.csv`) -> sample figures -> train (the run dir is OUT itself, so
-`bloodcell.load(OUT)` works; default recipe `cells`, `train.config.DEFAULT_RECIPE`; training
+`bloodcell.load(OUT)` works; default recipe `shape`, `train.config.DEFAULT_RECIPE`; training
 ends by fitting the out-of-scope detector) -> calibrate (temperature and conformal prediction
 sets on val) -> ONNX engines (fp32 and int8 written and checked on val; `export=False` skips)
 -> evaluate val and test -> robustness on test (middle severities) -> the shortcut audit on
-test (what the model looks at: cells erased, alone, swapped, scale bar masked) -> out-of-scope
+test (what the model looks at: cells erased, alone, swapped, scale bar masked; and the stain
+audit: cells recoloured, grey, hue turned) -> out-of-scope
 folders (`ood_dirs`, if given) -> top-level `OUT/report.md` and the model card
 `OUT/model/README.md`.
 """
@@ -115,8 +116,8 @@ def run(
     from bloodcell.export.check import export_engines
     from bloodcell.reporting.eval_report import write_run_report
     from bloodcell.reporting.model_card import write_model_card
-    from bloodcell.workflows.audit import audit_run
-    from bloodcell.workflows.evaluate import evaluate_ood, evaluate_robustness, evaluate_run
+    from bloodcell.workflows.audit_job import audit_run
+    from bloodcell.workflows.evaluate_job import evaluate_ood, evaluate_robustness, evaluate_run
 
     out = RunDir(Path(out_dir))
     out.path.mkdir(parents=True, exist_ok=True)
@@ -259,9 +260,9 @@ def report_extra(r: RunResults) -> list[str]:
 
 def print_summary(r: RunResults) -> None:
     """What the console shows at the end: where things are, and the headline figures."""
-    from bloodcell.evaluation.evaluate import summary_line
     from bloodcell.evaluation.robustness import summary_lines
-    from bloodcell.evaluation.scope import summary_lines as ood_summary_lines
+    from bloodcell.evaluation.scope_folders import summary_lines as ood_summary_lines
+    from bloodcell.evaluation.split_metrics import summary_line
     from bloodcell.export.check import summary_lines as engine_lines
     from bloodcell.reporting.audit_report import summary_lines as audit_summary_lines
 
