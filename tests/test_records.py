@@ -19,7 +19,7 @@ from bloodcell.records import (
     EvalData,
     ImageIntervals,
     ModelConfig,
-    OodRecord,
+    ScopeDetectorRecord,
     ScopeMetrics,
     SetLevel,
     SetMetrics,
@@ -59,7 +59,7 @@ def test_model_config(run: RunDir) -> None:
     for key, kind in (
         ("calibration", CalibrationRecord),
         ("conformal", ConformalRecord),
-        ("ood", OodRecord),
+        ("ood", ScopeDetectorRecord),
     ):
         _matches(config[key], kind)
 

@@ -18,8 +18,8 @@ from bloodcell.models.engines import open_model
 from bloodcell.models.saved import load_model
 from bloodcell.models.scope_detector import (
     BLANK_SCORE,
-    OOD_FILE,
-    OodDetector,
+    SCOPE_DETECTOR_FILE,
+    ScopeDetector,
     fit_detector,
     input_spread,
     tap_blocks,
@@ -39,7 +39,7 @@ def features(n: int, seed: int, dims: tuple[int, ...] = (3, 8)) -> tuple[list, n
     return taps, y
 
 
-def fitted(acceptance: float = 0.99) -> OodDetector:
+def fitted(acceptance: float = 0.99) -> ScopeDetector:
     taps, y = features(800, 0)
     val, _ = features(400, 1)
     return fit_detector([1, 2], taps, y, val, np.ones(400), acceptance)
@@ -97,14 +97,14 @@ def test_tap_blocks_spread_over_the_backbone() -> None:
 def test_detector_survives_save_and_reload(tmp_path: Path) -> None:
     d = shutil.copytree(tiny_model_dir(), tmp_path / "m")
     b = open_model(d)
-    assert isinstance(b, TorchBackend) and b.ood is not None
-    assert (d / OOD_FILE).is_file()
+    assert isinstance(b, TorchBackend) and b.scope_detector is not None
+    assert (d / SCOPE_DETECTOR_FILE).is_file()
     config = load_model(d).config["ood"]
     assert config["threshold"] == pytest.approx(b.ood_threshold)
-    assert b.ood.with_acceptance(0.9).threshold <= b.ood.threshold
-    again = OodDetector.load(d, config)
-    assert again is not None and again.threshold == b.ood.threshold
-    for a, c in zip(again.precisions, b.ood.precisions, strict=True):
+    assert b.scope_detector.with_acceptance(0.9).threshold <= b.scope_detector.threshold
+    again = ScopeDetector.load(d, config)
+    assert again is not None and again.threshold == b.scope_detector.threshold
+    for a, c in zip(again.precisions, b.scope_detector.precisions, strict=True):
         assert torch.equal(a, c)
 
 

@@ -21,8 +21,18 @@ from bloodcell.cli import main
 from bloodcell.data.corruptions import CORRUPTIONS, MIDDLE_SEVERITY
 from bloodcell.errors import BloodcellError
 from bloodcell.reporting.scope_report import SECTION_TITLE
-from bloodcell.run_dir import OOD_JSON, OOD_PNG, ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG
-from bloodcell.workflows.evaluate_job import evaluate_ood, evaluate_robustness, evaluate_run
+from bloodcell.run_dir import (
+    ROBUSTNESS_CSV,
+    ROBUSTNESS_JSON,
+    ROBUSTNESS_PNG,
+    SCOPE_FOLDERS_JSON,
+    SCOPE_FOLDERS_PNG,
+)
+from bloodcell.workflows.evaluate_job import (
+    evaluate_robustness,
+    evaluate_run,
+    evaluate_scope_folders,
+)
 
 BLOODCELL = Path(sys.executable).with_name("bloodcell")
 
@@ -142,15 +152,15 @@ def noise_folder(root: Path, n: int = 6) -> Path:
 def test_folders_are_scored_against_the_test_split(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     folder = noise_folder(tmp_path / "noise")
-    result = evaluate_ood(run, [folder], progress=False)
+    result = evaluate_scope_folders(run, [folder], progress=False)
     (r,) = result["folders"]
     assert r["n"] == 7 and r["flagged"] == 7 and r["flagged_rate"] == 1.0
     assert r["auroc"] == 1.0 and r["fpr_at_95_tpr"] == 0.0
     assert len(r["unreadable"]) == 1 and "notes.txt" in r["unreadable"][0]
     assert result["in_scope"]["n"] == 4  # the tiny run's test split
     out = run / "eval" / "ood"
-    assert json.loads((out / OOD_JSON).read_text())["folders"][0]["flagged"] == 7
-    assert (out / OOD_PNG).stat().st_size > 1000
+    assert json.loads((out / SCOPE_FOLDERS_JSON).read_text())["folders"][0]["flagged"] == 7
+    assert (out / SCOPE_FOLDERS_PNG).stat().st_size > 1000
     report = (run / "eval" / "test" / "report.md").read_text()
     assert (
         f"## {SECTION_TITLE}" in report and "| 7 | 7 (100.0%) | not trained on | 0.0% |" in report
@@ -161,7 +171,7 @@ def test_folders_are_scored_against_the_test_split(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     with pytest.raises(BloodcellError, match="not a folder"):
-        evaluate_ood(run, [tmp_path / "nowhere"], progress=False)
+        evaluate_scope_folders(run, [tmp_path / "nowhere"], progress=False)
 
 
 def test_cli_evaluate_with_ood_folders(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def benchmark_cmd(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         runs=args.runs,
         train_args=train_argv(given_settings(args, BENCHMARK_SHORTENING)),
-        ood_dirs=args.ood or (),
+        scope_dirs=args.ood or (),
     )
     return 0
 

@@ -91,9 +91,9 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 def out_of_scope(args: argparse.Namespace, data: Path | None) -> None:
     """`evaluate --ood DIR...`: score the folders against the split and print the summary."""
     from bloodcell.evaluation.scope_folders import summary_lines
-    from bloodcell.workflows.evaluate_job import evaluate_ood
+    from bloodcell.workflows.evaluate_job import evaluate_scope_folders
 
-    r = evaluate_ood(args.run, args.ood, args.split, data, args.manifest)
+    r = evaluate_scope_folders(args.run, args.ood, args.split, data, args.manifest)
     for line in summary_lines(r):
         print(line)
     print(f"out-of-scope figures: {r['out_dir']}")

@@ -17,7 +17,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         config=config_from_options(args.recipe, given_settings(args, RUN_OPTIONS)),
-        ood_dirs=args.ood,
+        scope_dirs=args.ood,
         export=args.export,
         verbose=args.verbose,
     )

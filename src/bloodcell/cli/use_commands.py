@@ -10,7 +10,7 @@ from bloodcell.cli.common import add_data_arg, add_engine_arg, print_engine_chec
 
 
 def calibrate_cmd(args: argparse.Namespace) -> int:
-    from bloodcell.evaluation.calibrate import calibrate_run, set_ood_acceptance
+    from bloodcell.evaluation.calibrate import calibrate_run, set_scope_acceptance
     from bloodcell.models.conformal import check_coverage
     from bloodcell.models.saved import update_config
     from bloodcell.models.scope_detector import check_acceptance
@@ -26,7 +26,7 @@ def calibrate_cmd(args: argparse.Namespace) -> int:
         f"prediction sets at {s['coverage']:.0%} coverage"
     )
     if args.ood_acceptance is not None:
-        ood = set_ood_acceptance(args.run, args.ood_acceptance)
+        ood = set_scope_acceptance(args.run, args.ood_acceptance)
         print(
             f"out-of-scope threshold {ood['threshold']:.4f} "
             f"({ood['acceptance']:.1%} of validation images in scope)"

@@ -5,11 +5,12 @@ files are reported and skipped, as in `predict`) and the run's in-scope test spl
 per folder: the share refused (by any of `models.refusal`'s reasons, as `predict` refuses, and
 per reason), the labels given to the rest (a normal white cell called malignant is the worst
 answer), the AUROC of the detector's score against "in scope", and the false-positive rate on
-the test split at 95% true-positive rate on the folder (`metrics.ood_separation`; the folder
+the test split at 95% true-positive rate on the folder (`metrics.scope_separation`; the folder
 is the positive class). For a folder the model trained on as outliers (`train.outliers`), the
-same over the files training held back. `ood_result` returns what `RUN/eval/ood/ood.json` holds;
-`workflows.evaluate_job.evaluate_ood` writes it with a score histogram (`ood_scores.png`) and an
-"Out-of-scope folders" section in the split's `report.md` (`reporting.scope_report`).
+same over the files training held back. `scope_folders_result` returns what
+`RUN/eval/ood/ood.json` holds; `workflows.evaluate_job.evaluate_scope_folders` writes it with a
+score histogram (`ood_scores.png`) and an "Out-of-scope folders" section in the split's
+`report.md` (`reporting.scope_report`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import numpy as np
 
 from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.evaluation.metrics import ood_separation
+from bloodcell.evaluation.metrics import scope_separation
 from bloodcell.evaluation.runs import Split, open_run
 from bloodcell.labels import MALIGNANT
 from bloodcell.models.backends import Backend
 from bloodcell.models.refusal import refusals
 from bloodcell.models.torch_backend import dataset_outputs
-from bloodcell.records import FolderResult, OodResult
+from bloodcell.records import FolderResult, ScopeFoldersResult
 from bloodcell.run_dir import RunDir
 from bloodcell.train.outliers import held_out
 
@@ -78,7 +79,7 @@ def _answer(
     backend: Backend, batch: list[tuple[Path, np.ndarray, Cells | None]], out: FolderAnswers
 ) -> None:
     scored = backend.score(np.stack([x for _, x, _ in batch]))
-    assert scored.ood_score is not None  # ood_result refuses a model without a detector
+    assert scored.ood_score is not None  # scope_folders_result refuses a model without a detector
     why = refusals(backend, scored, [cells for _, _, cells in batch])
     for j, (path, _, _) in enumerate(batch):
         out.paths.append(path)
@@ -87,14 +88,14 @@ def _answer(
         out.labels.append(backend.labels[int(np.argmax(scored.probs[j]))])
 
 
-def ood_result(
+def scope_folders_result(
     model: str | Path,
     folders: Sequence[str | Path],
     split: str = "test",
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
     progress: bool = True,
-) -> tuple[OodResult, RunDir]:
+) -> tuple[ScopeFoldersResult, RunDir]:
     """Score the in-scope split and each folder; returns the result and the run it belongs to
     (whose folders the outputs go in by default)."""
     opened = open_run(model, data_root=data_root, manifest=manifest)
@@ -106,7 +107,7 @@ def ood_result(
         raise BloodcellError(f"--ood: not a folder: {', '.join(missing)}")
     in_scope = split_scores(backend, opened.split(split), progress)
     results = [folder_result(backend, Path(f), in_scope, progress) for f in folders]
-    result: OodResult = {
+    result: ScopeFoldersResult = {
         "model": str(backend.path),
         "backend": backend.kind,
         "threshold": backend.ood_threshold,
@@ -154,7 +155,7 @@ def folder_result(
         "answered_labels": dict(
             Counter(lab for lab, r in zip(got.labels, got.reasons, strict=True) if r is None)
         ),
-        **ood_separation(in_scope, scores),
+        **scope_separation(in_scope, scores),
         "scores": got.scores,
     }
     trained = trained_outliers(backend, folder)
@@ -181,7 +182,7 @@ def trained_outliers(backend: Backend, folder: Path) -> float | None:
     return None
 
 
-def summary_lines(result: OodResult) -> list[str]:
+def summary_lines(result: ScopeFoldersResult) -> list[str]:
     """What the CLI prints: one line per folder."""
     lines = []
     for r in result["folders"]:

@@ -107,7 +107,7 @@ class SplitEvaluation:
     rows: Sequence[Any]
     y_true: np.ndarray
     probs: np.ndarray
-    ood_scores: np.ndarray | None
+    scope_scores: np.ndarray | None
 
 
 def split_metrics(
@@ -121,11 +121,13 @@ def split_metrics(
     data, rows = run.data, run.split(split).rows
     all_rows = read_manifest(data.manifest)
     t0 = time.perf_counter()
-    y_true, probs, ood_scores = predict_split(backend, rows, data.root, batch_size, progress, split)
+    y_true, probs, scope_scores = predict_split(
+        backend, rows, data.root, batch_size, progress, split
+    )
     seconds = time.perf_counter() - t0
     metrics = cast(SplitMetrics, compute_metrics(y_true, probs, loaded.labels))
     paths = [r.path for r in rows]
-    metrics["out_of_scope"] = scope_metrics(ood_scores, backend.ood_info, paths)
+    metrics["out_of_scope"] = scope_metrics(scope_scores, backend.scope_info, paths)
     metrics["prediction_sets"] = conformal_metrics(backend.conformal, y_true, probs, backend.labels)
     metrics |= {
         "split": split,
@@ -136,7 +138,7 @@ def split_metrics(
         "predict_seconds": round(seconds, 2),
         "images_per_second": round(len(rows) / seconds, 1) if seconds else None,
     }
-    return SplitEvaluation(metrics, rows, y_true, probs, ood_scores)
+    return SplitEvaluation(metrics, rows, y_true, probs, scope_scores)
 
 
 def predict_split(
@@ -174,7 +176,7 @@ def write_predictions(
     path: Path,
     rows: Sequence[Any],
     probs: np.ndarray,
-    ood_scores: np.ndarray | None,
+    scope_scores: np.ndarray | None,
     labels: Sequence[str],
 ) -> None:
     """predictions.csv: each image's true and predicted class, score and probabilities."""
@@ -182,7 +184,7 @@ def write_predictions(
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["path", "label", "predicted", "ood_score", *[f"p_{lab}" for lab in labels]])
         for i, (row, p) in enumerate(zip(rows, probs, strict=True)):
-            score = "" if ood_scores is None else f"{ood_scores[i]:.6f}"
+            score = "" if scope_scores is None else f"{scope_scores[i]:.6f}"
             w.writerow(
                 [row.path, row.label, labels[int(p.argmax())], score, *[f"{v:.6f}" for v in p]]
             )

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from bloodcell.errors import BloodcellError, ModelError
-from bloodcell.run_dir import OOD_FILE, atomic
+from bloodcell.run_dir import SCOPE_DETECTOR_FILE, atomic
 
 #: Share of in-scope (validation) images the threshold lets through unless told otherwise.
 DEFAULT_ACCEPTANCE = 0.99
@@ -65,7 +65,7 @@ def input_spread(batch: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class OodDetector:
+class ScopeDetector:
     """Per-layer Gaussians of the training features, their scales, and the threshold."""
 
     layers: list[int]
@@ -106,8 +106,8 @@ class OodDetector:
     def flags(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
 
-    def with_acceptance(self, acceptance: float) -> OodDetector:
-        return OodDetector(
+    def with_acceptance(self, acceptance: float) -> ScopeDetector:
+        return ScopeDetector(
             self.layers,
             self.means,
             self.precisions,
@@ -124,7 +124,7 @@ class OodDetector:
             "acceptance": self.acceptance,
             "threshold": self.threshold,
             "blank_std": BLANK_STD,
-            "file": OOD_FILE,
+            "file": SCOPE_DETECTOR_FILE,
         }
 
     def save(self, model_dir: Path) -> dict[str, Any]:
@@ -135,16 +135,16 @@ class OodDetector:
         for i, (mu, precision) in enumerate(zip(self.means, self.precisions, strict=True)):
             tensors[f"mean.{i}"], tensors[f"precision.{i}"] = mu, precision
         tensors = {k: v.contiguous().float() for k, v in tensors.items()}
-        with atomic(Path(model_dir) / OOD_FILE) as tmp:
+        with atomic(Path(model_dir) / SCOPE_DETECTOR_FILE) as tmp:
             save_file(tensors, tmp, metadata={"method": METHOD})
         return self.to_config()
 
     @classmethod
-    def load(cls, model_dir: Path, config: Mapping[str, Any] | None) -> OodDetector | None:
+    def load(cls, model_dir: Path, config: Mapping[str, Any] | None) -> ScopeDetector | None:
         """The detector saved with a model, or None for a model saved without one."""
         from safetensors.torch import load_file
 
-        path = Path(model_dir) / OOD_FILE
+        path = Path(model_dir) / SCOPE_DETECTOR_FILE
         if not config or not path.is_file():
             return None
         if config.get("method") != METHOD:
@@ -189,7 +189,7 @@ def fit_detector(
     val_taps: Taps,
     val_spread: np.ndarray | torch.Tensor,
     acceptance: float = DEFAULT_ACCEPTANCE,
-) -> OodDetector:
+) -> ScopeDetector:
     """Fit each layer's Gaussians on the reference features (every class must occur), scale
     each layer and set the threshold on the validation split's features."""
     from pytorch_ood.detector import Mahalanobis
@@ -206,8 +206,8 @@ def fit_detector(
     centers = stacked.median(dim=1).values
     top = torch.quantile(stacked, SCALE_QUANTILE, dim=1)
     scales = (top - centers).clamp(min=1e-6)
-    unscaled = OodDetector(
+    unscaled = ScopeDetector(
         list(layers), means, precisions, centers, scales, np.zeros(1), acceptance
     )
     val_scores = unscaled.score(val_taps, val_spread)
-    return OodDetector(list(layers), means, precisions, centers, scales, val_scores, acceptance)
+    return ScopeDetector(list(layers), means, precisions, centers, scales, val_scores, acceptance)

@@ -7,7 +7,7 @@ chosen in-scope acceptance. Both are saved into the model directory.
 
 Two ways to get those activations, with the same result:
 
-- `fit_model_ood`: one pass of the final model over datasets of images;
+- `fit_model_scope`: one pass of the final model over datasets of images;
 - `ScopeRecorder`: when training caches the frozen front of the model, the taps inside that
   front are recorded while it is cached (they cannot change: those blocks are frozen), and only
   the trained blocks after it run again over the cached outputs. That saves most of a minute
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 VAL = "val"
 
 
-def fit_model_ood(
+def fit_model_scope(
     model_dir: str | Path,
     train: Dataset,
     corrupted: Sequence[Dataset],

@@ -2,11 +2,11 @@
 
 - `records.model_records`: `model/config.json` (`ModelConfig`), `train_config.json`
   (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
-- `records.metrics_records`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
-  split; `eval/<split>/metrics.json` is one `SplitMetrics`);
+- `records.metrics_records`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per
+  evaluated split; `eval/<split>/metrics.json` is one `SplitMetrics`);
 - `records.study_records`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
-  out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`) and cross-validation
-  (`CvResult`, `ProtocolsResult`).
+  out-of-scope folders (`ScopeFoldersResult`), the engine checks (`EngineRecords`) and
+  cross-validation (`CvResult`, `ProtocolsResult`).
 
 Readers name their keys through these types instead of passing `dict[str, Any]` around, so what a
 file holds is written down once. They are TypedDicts, plain dicts at run time: nothing here
@@ -42,8 +42,8 @@ from bloodcell.records.model_records import (
     ConformalRecord,
     DataRecord,
     ModelConfig,
-    OodRecord,
     OutlierRecord,
+    ScopeDetectorRecord,
     TrainConfigRecord,
     TrainSeconds,
     TrainSummary,
@@ -61,17 +61,17 @@ from bloodcell.records.study_records import (
     CvSeed,
     EngineCheck,
     EngineComparison,
-    EngineOod,
     EngineRecords,
+    EngineScope,
     FolderResult,
     InScopeScores,
-    OodResult,
-    OodSeparation,
     ProtocolRow,
     ProtocolsResult,
     RobustnessResult,
     RobustnessRow,
     RobustnessSummary,
+    ScopeFoldersResult,
+    ScopeSeparation,
     Spread,
     StudyData,
     SwapShares,
@@ -81,7 +81,7 @@ __all__ = [
     "CalibrationResult",
     "AuditSummary",
     "TrainSeconds",
-    "OodSeparation",
+    "ScopeSeparation",
     "RobustnessSummary",
     "ConditionScores",
     "AuditResult",
@@ -101,7 +101,7 @@ __all__ = [
     "DataRecord",
     "EngineCheck",
     "EngineComparison",
-    "EngineOod",
+    "EngineScope",
     "EngineRecords",
     "EvalData",
     "Figures",
@@ -114,10 +114,10 @@ __all__ = [
     "Metrics",
     "ModelConfig",
     "ModelMetrics",
-    "OodRecord",
+    "ScopeDetectorRecord",
     "OutlierRecord",
     "CellGateRecord",
-    "OodResult",
+    "ScopeFoldersResult",
     "ProtocolRow",
     "ProtocolsResult",
     "RobustnessResult",

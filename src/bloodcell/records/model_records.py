@@ -43,8 +43,8 @@ class ConformalRecord(TypedDict):
     quantile: NotRequired[float]
 
 
-class OodRecord(TypedDict):
-    """`models.scope_detector.OodDetector.to_config`."""
+class ScopeDetectorRecord(TypedDict):
+    """`models.scope_detector.ScopeDetector.to_config`."""
 
     method: str
     layers: list[Any]
@@ -89,7 +89,7 @@ class ModelConfig(TypedDict, total=False):
     versions: dict[str, str]
     calibration: CalibrationRecord
     conformal: ConformalRecord
-    ood: OodRecord
+    ood: ScopeDetectorRecord
     cell_gate: CellGateRecord
 
 

@@ -145,8 +145,8 @@ class InScopeScores(TypedDict):
     scores: list[float]
 
 
-class OodSeparation(TypedDict):
-    """`metrics.ood_separation`: how well a score separates other images from in-scope ones."""
+class ScopeSeparation(TypedDict):
+    """`metrics.scope_separation`: how well a score separates other images from in-scope ones."""
 
     auroc: float | None
     fpr_at_95_tpr: float | None
@@ -179,9 +179,9 @@ class HeldOut(TypedDict):
     flagged_rate: float | None
 
 
-class OodResult(TypedDict):
-    """`eval/ood/ood.json` (`workflows.evaluate_job.evaluate_ood`); `out_dir` is returned, not
-    written."""
+class ScopeFoldersResult(TypedDict):
+    """`eval/ood/ood.json` (`workflows.evaluate_job.evaluate_scope_folders`); `out_dir` is
+    returned, not written."""
 
     model: str
     backend: str
@@ -209,7 +209,7 @@ class EngineComparison(TypedDict, total=False):
     scope_changed: int
 
 
-class EngineOod(TypedDict):
+class EngineScope(TypedDict):
     acceptance: float
     threshold: float
 
@@ -225,7 +225,7 @@ class EngineCheck(TypedDict, total=False):
     test: EngineComparison
     verified: bool
     #: int8 only: its own out-of-scope threshold.
-    ood: EngineOod
+    ood: EngineScope
     deleted: bool
 
 

@@ -29,7 +29,7 @@ def fit_scope(
     one) are the reference, the val split sets the threshold. The same images as the cached
     path (`models.scope_fit.ScopeRecorder`), so both give the same detector."""
     from bloodcell.models.scope_detector import DEFAULT_ACCEPTANCE
-    from bloodcell.models.scope_fit import fit_model_ood
+    from bloodcell.models.scope_fit import fit_model_scope
 
     train_rows, val_rows = select(rows, "train"), select(rows, "val")
     train = ManifestDataset(train_rows, data_root, pre.transform(), cache=True)
@@ -40,4 +40,4 @@ def fit_scope(
     val = ManifestDataset(val_rows, data_root, pre.transform())
     labels = np.array([LABELS.index(r.label) for r in train_rows])
     acceptance = DEFAULT_ACCEPTANCE if config.ood_acceptance is None else config.ood_acceptance
-    return fit_model_ood(model_dir, train, corrupted, val, labels, acceptance, progress=progress)
+    return fit_model_scope(model_dir, train, corrupted, val, labels, acceptance, progress=progress)

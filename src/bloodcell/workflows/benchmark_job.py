@@ -81,7 +81,7 @@ def train_recipe(
     manifest: Path,
     out: Path,
     extra: Sequence[str] = (),
-    ood_dirs: Sequence[str | Path] = (),
+    scope_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Train one recipe in its own process (so its peak memory is its own), then evaluate it."""
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
@@ -107,7 +107,7 @@ def train_recipe(
     robust = evaluate_robustness(run.path, "test", severities=[MIDDLE_SEVERITY], progress=False)
     worst = robust["worst_middle"]
     n_train = len(select(read_manifest(manifest), "train"))
-    return scope_figures(run.path, metrics, robust, ood_dirs) | {
+    return scope_figures(run.path, metrics, robust, scope_dirs) | {
         "recipe": recipe,
         "seed": seed,
         "run": str(run.path),
@@ -127,10 +127,10 @@ def train_recipe(
 
 
 def scope_figures(
-    run: Path, metrics: SplitMetrics, robust: RobustnessResult, ood_dirs: Sequence[str | Path]
+    run: Path, metrics: SplitMetrics, robust: RobustnessResult, scope_dirs: Sequence[str | Path]
 ) -> dict[str, Any]:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
-    from bloodcell.workflows.evaluate_job import evaluate_ood
+    from bloodcell.workflows.evaluate_job import evaluate_scope_folders
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
     rates = [rate for r in robust["results"] if (rate := r.get("out_of_scope_rate"))]
@@ -144,8 +144,8 @@ def scope_figures(
         "sets95": sets["levels"]["0.95"] if sets else None,
         "ood_folders": {},
     }
-    if scope and ood_dirs:
-        result = evaluate_ood(run, ood_dirs, progress=False)
+    if scope and scope_dirs:
+        result = evaluate_scope_folders(run, scope_dirs, progress=False)
         figures["ood_folders"] = {
             Path(r["folder"]).name: {k: r[k] for k in ("n", "flagged_rate", "auroc")}
             for r in result["folders"]
@@ -299,7 +299,7 @@ def benchmark(
     seconds: float = 3.0,
     runs: int = 100,
     train_args: Sequence[str] = (),
-    ood_dirs: Sequence[str | Path] = (),
+    scope_dirs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Run the whole benchmark into `out_dir`; prints the table and writes benchmark.{json,md}.
 
@@ -314,7 +314,7 @@ def benchmark(
     if not manifest.is_file():
         manifest, _ = prepare_data(Path(data_root).expanduser(), out, seed=0, progress=True)
     results = [
-        train_recipe(r, s, Path(data_root), manifest, out, train_args, ood_dirs)
+        train_recipe(r, s, Path(data_root), manifest, out, train_args, scope_dirs)
         for r in recipes
         for s in seeds
     ]

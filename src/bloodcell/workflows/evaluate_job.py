@@ -6,8 +6,8 @@ sections, by `reporting`.
   report.md; the split's figures also go into the model's own metrics.json.
 - `evaluate_robustness`: robustness.json, robustness.csv, robustness.png and a "Robustness"
   section in the split's report.md.
-- `evaluate_ood`: RUN/eval/ood/ood.json, ood_scores.png and an "Out-of-scope folders" section
-  in the split's report.md.
+- `evaluate_scope_folders`: RUN/eval/ood/ood.json, ood_scores.png and an "Out-of-scope
+  folders" section in the split's report.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bloodcell.evaluation.robustness import DEFAULT_SEED
-from bloodcell.records import OodResult, RobustnessResult, SplitMetrics
+from bloodcell.records import RobustnessResult, ScopeFoldersResult, SplitMetrics
 from bloodcell.run_dir import METRICS_FILE, PREDICTIONS_FILE
 
 
@@ -46,7 +46,9 @@ def evaluate_run(
     out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / METRICS_FILE, done.metrics)
-    write_predictions(out / PREDICTIONS_FILE, done.rows, done.probs, done.ood_scores, loaded.labels)
+    write_predictions(
+        out / PREDICTIONS_FILE, done.rows, done.probs, done.scope_scores, loaded.labels
+    )
     write_eval_report(done.metrics, done.y_true, done.probs, out, loaded.config)
     record_in_model(loaded.path, split, done.metrics)
     return done.metrics
@@ -81,7 +83,7 @@ def evaluate_robustness(
     return result
 
 
-def evaluate_ood(
+def evaluate_scope_folders(
     model: str | Path,
     folders: Sequence[str | Path],
     split: str = "test",
@@ -89,13 +91,13 @@ def evaluate_ood(
     manifest: str | Path | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
-) -> OodResult:
+) -> ScopeFoldersResult:
     """Score the in-scope split and each folder; write JSON, histogram and report section."""
-    from bloodcell.evaluation.scope_folders import ood_result
-    from bloodcell.reporting.scope_report import write_ood
+    from bloodcell.evaluation.scope_folders import scope_folders_result
+    from bloodcell.reporting.scope_report import write_scope_folders
 
-    result, run = ood_result(model, folders, split, data_root, manifest, progress)
-    out = Path(out_dir) if out_dir else run.ood_dir
-    write_ood(result, out, run, split, beside_run=out_dir is None)
+    result, run = scope_folders_result(model, folders, split, data_root, manifest, progress)
+    out = Path(out_dir) if out_dir else run.scope_folders_dir
+    write_scope_folders(result, out, run, split, beside_run=out_dir is None)
     result["out_dir"] = str(out)
     return result

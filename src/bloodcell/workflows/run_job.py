@@ -8,7 +8,7 @@ sets on val) -> ONNX engines (fp32 and int8 written and checked on val; `export=
 -> evaluate val and test -> robustness on test (middle severities) -> the shortcut audit on
 test (what the model looks at: cells erased, alone, swapped, scale bar masked; and the stain
 audit: cells recoloured, grey, hue turned) -> out-of-scope
-folders (`ood_dirs`, if given) -> top-level `OUT/report.md` and the model card
+folders (`scope_dirs`, if given) -> top-level `OUT/report.md` and the model card
 `OUT/model/README.md`.
 """
 
@@ -27,8 +27,8 @@ from bloodcell.records import (
     AuditResult,
     CalibrationRecord,
     EngineRecords,
-    OodResult,
     RobustnessResult,
+    ScopeFoldersResult,
     SplitMetrics,
 )
 from bloodcell.run_dir import ModelDir, RunDir, write_json
@@ -53,7 +53,7 @@ class RunResults:
     splits: dict[str, SplitMetrics]
     robustness: RobustnessResult
     audit: AuditResult
-    ood: OodResult | None = None
+    scope_folders: ScopeFoldersResult | None = None
     #: The ONNX engines' checks; None when not exported.
     engines: EngineRecords | None = None
 
@@ -102,7 +102,7 @@ def run(
     seed: int = 0,
     config: TrainConfig | None = None,
     progress: bool = True,
-    ood_dirs: list[str | Path] | None = None,
+    scope_dirs: list[str | Path] | None = None,
     export: bool = True,
     verbose: bool = False,
 ) -> dict[str, Any]:
@@ -117,7 +117,11 @@ def run(
     from bloodcell.reporting.eval_report import write_run_report
     from bloodcell.reporting.model_card import write_model_card
     from bloodcell.workflows.audit_job import audit_run
-    from bloodcell.workflows.evaluate_job import evaluate_ood, evaluate_robustness, evaluate_run
+    from bloodcell.workflows.evaluate_job import (
+        evaluate_robustness,
+        evaluate_run,
+        evaluate_scope_folders,
+    )
 
     out = RunDir(Path(out_dir))
     out.path.mkdir(parents=True, exist_ok=True)
@@ -143,13 +147,23 @@ def run(
         )
     with _timed(timings, "audit"):
         audit = audit_run(out.path, "test", progress=progress)
-    ood = None
-    if ood_dirs:
+    scope_folders = None
+    if scope_dirs:
         with _timed(timings, "ood"):
-            ood = evaluate_ood(out.path, ood_dirs, progress=progress)
+            scope_folders = evaluate_scope_folders(out.path, scope_dirs, progress=progress)
     timings = {k: round(v, 1) for k, v in timings.items()}
     r = RunResults(
-        out, config, data, manifest, calibration, timings, results, robust, audit, ood, engines
+        out,
+        config,
+        data,
+        manifest,
+        calibration,
+        timings,
+        results,
+        robust,
+        audit,
+        scope_folders,
+        engines,
     )
     write_run_report(out.path, results, report_extra(r))
     write_model_card(out.model)
@@ -183,7 +197,7 @@ def run_summary(r: RunResults) -> dict[str, Any]:
         "prediction_sets": splits["test"]["prediction_sets"],
         "ood_folders": [
             {k: v for k, v in f.items() if k != "scores"}
-            for f in (r.ood["folders"] if r.ood else [])
+            for f in (r.scope_folders["folders"] if r.scope_folders else [])
         ],
         "audit": {"variants": r.audit["variants"], "targets": r.audit["targets"]},
     }
@@ -218,7 +232,7 @@ def report_extra(r: RunResults) -> list[str]:
     from bloodcell.reporting.audit_report import report_lines as audit_lines
     from bloodcell.reporting.eval_report import conformal_lines, scope_lines
     from bloodcell.reporting.robustness_report import report_lines
-    from bloodcell.reporting.scope_report import report_lines as ood_report_lines
+    from bloodcell.reporting.scope_report import report_lines as scope_folders_report
 
     out, data, calibration, test = r.out, r.data, r.calibration, r.splits["test"]
 
@@ -251,9 +265,9 @@ def report_extra(r: RunResults) -> list[str]:
         "",
         *conformal_lines(test),
     ]
-    if r.ood is not None:
-        ood_lines = ood_report_lines(r.ood, out.link(out.ood_png))
-        extra += ["", "## Out-of-scope folders", "", *ood_lines]
+    if r.scope_folders is not None:
+        scope_folders_lines = scope_folders_report(r.scope_folders, out.link(out.scope_folders_png))
+        extra += ["", "## Out-of-scope folders", "", *scope_folders_lines]
     audit = audit_lines(r.audit, out.link(out.audit_png("test")))
     return [*extra, "", f"## {AUDIT_SECTION}", "", *audit]
 
@@ -261,7 +275,7 @@ def report_extra(r: RunResults) -> list[str]:
 def print_summary(r: RunResults) -> None:
     """What the console shows at the end: where things are, and the headline figures."""
     from bloodcell.evaluation.robustness import summary_lines
-    from bloodcell.evaluation.scope_folders import summary_lines as ood_summary_lines
+    from bloodcell.evaluation.scope_folders import summary_lines as scope_folders_summary
     from bloodcell.evaluation.split_metrics import summary_line
     from bloodcell.export.check import summary_lines as engine_lines
     from bloodcell.reporting.audit_report import summary_lines as audit_summary_lines
@@ -276,7 +290,9 @@ def print_summary(r: RunResults) -> None:
         print(line)
     for line in engine_lines(r.engines) if r.engines else []:
         print(line)
-    for line in scope_summary(r.splits["test"]) + (ood_summary_lines(r.ood) if r.ood else []):
+    for line in scope_summary(r.splits["test"]) + (
+        scope_folders_summary(r.scope_folders) if r.scope_folders else []
+    ):
         print(line)
     for line in audit_summary_lines(r.audit):
         print(line)
