@@ -49,7 +49,7 @@ def test_bloodcell_load_returns_the_backend_every_command_uses(tmp_path: Path) -
     model = create_model("mobilenet_v2", pretrained=False).eval()
     out = save_model(model, tmp_path / "m", "mobilenet_v2", Preprocess(image_size=32))
     backend = bloodcell.load(out)  # nothing exported: torch
-    assert isinstance(backend, TorchBackend) and backend.kind == "torch"
+    assert isinstance(backend, TorchBackend) and backend.engine == "torch"
     assert backend.config["architecture"] == "mobilenet_v2"
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():

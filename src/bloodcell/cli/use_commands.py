@@ -42,7 +42,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
     from bloodcell.predict.predict_job import open_for_files
 
     backend = open_for_files(args.model, args.engine)
-    print(f"engine: {backend.kind} ({backend.path})", file=sys.stderr)
+    print(f"engine: {backend.engine} ({backend.path})", file=sys.stderr)
     totals = run_predict(
         backend,
         args.paths,

@@ -66,7 +66,7 @@ def torch_backend(model: str | Path | Backend) -> TorchBackend:
         backend = open_model(model, "torch")
     if not isinstance(backend, TorchBackend):
         raise ModelError(
-            f"{backend.path}: Grad-CAM works on torch models only, not {backend.kind}; "
+            f"{backend.path}: Grad-CAM works on torch models only, not {backend.engine}; "
             "pass the run or model directory"
         )
     return backend

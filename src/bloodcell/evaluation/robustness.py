@@ -163,7 +163,7 @@ def robustness_result(
         "split": split,
         "n": len(s.split.rows),
         "model": str(backend.path),
-        "backend": backend.kind,
+        "backend": backend.engine,
         "architecture": backend.architecture,
         "seed": seed,
         **summarise(results, chosen),

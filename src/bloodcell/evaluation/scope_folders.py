@@ -109,7 +109,7 @@ def scope_folders_result(
     results = [folder_result(backend, Path(f), in_scope, progress) for f in folders]
     result: ScopeFoldersResult = {
         "model": str(backend.path),
-        "backend": backend.kind,
+        "backend": backend.engine,
         "threshold": backend.ood_threshold,
         "split": split,
         "in_scope": {

@@ -101,7 +101,8 @@ class Backend:
     """What every engine offers: metadata, logits, calibrated probabilities, out-of-scope
     scores and prediction sets."""
 
-    kind: str = "?"
+    #: The engine that answers: "torch", "onnx" or "onnx-int8" (what `--engine` names).
+    engine: str = "?"
     path: Path
     architecture: str
     labels: list[str]
@@ -164,7 +165,8 @@ class Backend:
         """A JSON-able summary for reports, `predict --format json` and the server."""
         return {
             "path": str(self.path),
-            "backend": self.kind,
+            "engine": self.engine,
+            "backend": self.engine,  # the same, under its first name: kept for older readers
             "architecture": self.architecture,
             "labels": list(self.labels),
             "temperature": self.temperature,
@@ -204,7 +206,7 @@ class OnnxBackend(Backend):
     shares those cores (ONNX Runtime's pool waits for its slowest thread).
     """
 
-    kind = "onnx"
+    engine = "onnx"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -237,7 +239,7 @@ class OnnxBackend(Backend):
         )
         self.quantization = cfg.get("quantization")
         if (self.quantization or {}).get("dtype") == "int8":
-            self.kind = "onnx-int8"
+            self.engine = "onnx-int8"
         outputs = {o.name for o in self.session.get_outputs()}
         self.scope_info = cfg.get("ood") if ONNX_OOD_SCORE in outputs else None
         self.ood_threshold = float(self.scope_info["threshold"]) if self.scope_info else None

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     """A saved model run by torch eager on the CPU (also what Grad-CAM needs)."""
 
-    kind = "torch"
+    engine = "torch"
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded

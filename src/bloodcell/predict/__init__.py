@@ -27,8 +27,8 @@ without a detector or sets leaves these fields empty (null).
 
 JSON schema (`--format json`), one document, written as it goes::
 
-    {"model": {"path", "backend", "architecture", "labels", "temperature",
-               "uncertain_threshold", "image_size", ...},
+    {"model": {"path", "engine", "backend" (deprecated: the same as "engine"), "architecture",
+               "labels", "temperature", "uncertain_threshold", "image_size", ...},
      "tta": bool, "uncertain_threshold": float,
      "predictions": [
         {"path": str, "label": str|null, "display_name": str|null,

@@ -42,8 +42,9 @@ class Upload:
 
 
 @dataclass
-class Engine:
-    """The model, loaded once: the fastest backend for probabilities, torch for Grad-CAM."""
+class ServedModel:
+    """The model, loaded once: a backend on the chosen engine for probabilities, torch for
+    Grad-CAM."""
 
     backend: Backend
     #: The model directory Grad-CAM loads torch from; None for a lone .onnx file.
@@ -62,7 +63,7 @@ class Engine:
         """The torch model for Grad-CAM: the serving backend when it is torch, else loaded on
         first use (the caller holds the batcher's model lock, so it is loaded once)."""
         if self._torch is None and self.model_dir is not None:
-            if self.backend.kind == "torch":
+            if self.backend.engine == "torch":
                 self._torch = self.backend  # type: ignore[assignment]
             else:
                 self._torch = open_torch(self.model_dir)
@@ -100,19 +101,19 @@ def _shrink(image: Image.Image, max_side: int) -> Image.Image:
     return copy
 
 
-def open_engine(model_path: str | Path, engine: str = "auto") -> Engine:
+def open_served_model(model_path: str | Path, engine: str = "auto") -> ServedModel:
     """Load the model once with the chosen engine (`models.engines.open_model`: auto takes the
     fastest checked one); torch for Grad-CAM is loaded when the first heatmap is asked for."""
     path = Path(model_path)
     backend = open_model(path, engine)
     if path.suffix.lower() == ".onnx":  # a lone .onnx file
         info = _model_info(backend, None, path, path.parent)
-        return Engine(backend, None, info, ModelDir(path.parent).card)
+        return ServedModel(backend, None, info, ModelDir(path.parent).card)
     saved = read_model(path)
     files = ModelDir(saved.path)
     info = _model_info(backend, saved.metrics, files.weights, saved.path)
-    log.info("engine: %s (%s)", backend.kind, backend.path)
-    return Engine(backend, saved.path, info, files.card)
+    log.info("engine: %s (%s)", backend.engine, backend.path)
+    return ServedModel(backend, saved.path, info, files.card)
 
 
 def _model_info(
@@ -131,7 +132,8 @@ def _model_info(
         "version": file_sha256(weights)[:12],
         "format": str(config.get("format") or config.get("bloodcell.format") or "?"),
         "bloodcell_version": (config.get("versions") or {}).get("bloodcell"),
-        "backend": backend.kind,
+        "engine": backend.engine,
+        "backend": backend.engine,  # deprecated: `engine`
         "classes": [
             {"label": lab, "display_name": backend.display_names.get(lab, lab)}
             for lab in backend.labels

@@ -35,7 +35,7 @@ def audit_run(
         "split": split,
         "n_images": len(s.split.rows),
         "model": str(backend.path),
-        "backend": backend.kind,
+        "backend": backend.engine,
         "seed": seed,
         "variants": summary,
         "targets": targets(summary),
