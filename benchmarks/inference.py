@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bloodcell.models.fusion import fused_classifier
-from bloodcell.workflows.benchmark import latency, throughput
+from bloodcell.workflows.benchmark_job import latency, throughput
 
 
 def build_random_model(out: Path, size: int) -> Path:

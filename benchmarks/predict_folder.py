@@ -67,7 +67,7 @@ def engine_alone(run: Path, images: list[Path], engine: str, batch_size: int) ->
         results[name] = round(len(images) / min(passes), 1)
     best = max(results, key=results.__getitem__)
     return {
-        "engine": ways[best].kind,
+        "engine": ways[best].engine,
         "images": len(images),
         "ways": results,
         "best": best,

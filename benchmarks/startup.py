@@ -125,7 +125,7 @@ def serve_time(run: Path, engine: str, timeout: float) -> dict[str, Any]:
     if answered is None:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         raise SystemExit(f"bloodcell serve gave no 200 from /health in {timeout} s:\n{err[-2000:]}")
-    return {"engine": engine, "backend": body.get("backend"), "health_200_s": round(answered, 3)}
+    return {"engine": engine, "answered_by": body.get("engine"), "health_200_s": round(answered, 3)}
 
 
 def import_profile(run: Path, image: Path, top: int = 10) -> dict[str, Any]:
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         out["serve"] = s
         print(
             f"bloodcell serve {args.run} --engine {s['engine']}: /health 200 after "
-            f"{s['health_200_s']:.3f} s (backend {s['backend']})",
+            f"{s['health_200_s']:.3f} s (answered by {s['answered_by']})",
             flush=True,
         )
     imports = import_profile(args.run, args.image)

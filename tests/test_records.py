@@ -19,7 +19,7 @@ from bloodcell.records import (
     EvalData,
     ImageIntervals,
     ModelConfig,
-    OodRecord,
+    ScopeDetectorRecord,
     ScopeMetrics,
     SetLevel,
     SetMetrics,
@@ -28,7 +28,7 @@ from bloodcell.records import (
     TrainSummary,
 )
 from bloodcell.run_dir import RunDir
-from bloodcell.workflows.evaluate import evaluate_run
+from bloodcell.workflows.evaluate_job import evaluate_run
 
 
 def _matches(record: dict[str, Any], kind: Any) -> None:
@@ -59,7 +59,7 @@ def test_model_config(run: RunDir) -> None:
     for key, kind in (
         ("calibration", CalibrationRecord),
         ("conformal", ConformalRecord),
-        ("ood", OodRecord),
+        ("ood", ScopeDetectorRecord),
     ):
         _matches(config[key], kind)
 

@@ -15,7 +15,7 @@ from bloodcell.errors import DatasetError
 from bloodcell.evaluation.runs import open_run
 from bloodcell.models.saved import resolve_model_dir
 from bloodcell.run_dir import DATA_ENV, CvDir, ModelDir, RunDir, atomic, read_json, write_json
-from bloodcell.workflows.evaluate import evaluate_run
+from bloodcell.workflows.evaluate_job import evaluate_run
 
 
 def test_training_and_evaluation_write_where_the_run_dir_says(tmp_path: Path) -> None:
@@ -55,9 +55,9 @@ def test_model_and_cv_folders_name_their_files(tmp_path: Path) -> None:
 def test_links_are_relative_to_the_linking_file() -> None:
     run = RunDir(Path("runs/latest"))
     assert run.link(run.robustness_png("test")) == "eval/test/robustness.png"
-    assert run.link(run.ood_png, run.eval_dir("test")) == "../ood/ood_scores.png"
+    assert run.link(run.scope_folders_png, run.eval_dir("test")) == "../ood/ood_scores.png"
     assert run.link(run.figures) == "data/figures"
-    assert RunDir(Path("..")).ood_png.as_posix() == "../eval/ood/ood_scores.png"
+    assert RunDir(Path("..")).scope_folders_png.as_posix() == "../eval/ood/ood_scores.png"
 
 
 def _recorded(tmp_path: Path) -> tuple[RunDir, dict[str, str]]:

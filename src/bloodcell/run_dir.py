@@ -22,7 +22,7 @@ A saved model directory (`models.saved`) holds:
   model.onnx, model.int8.onnx                     the checked ONNX engines (`export`)
   README.md                                       the model card (`reporting.model_card`)
 
-A cross-validation folder (`bloodcell cv --out CV`; `workflows.cv`) holds:
+A cross-validation folder (`bloodcell cv --out CV`; `workflows.cv_job`) holds:
 
   cv_config.json, verify.json, cv.json, report.md, folds.png    the settings and the results
   seed-S/fold-F/manifest.csv, run/, predictions.csv             one fold (`FoldDir`)
@@ -70,17 +70,17 @@ PREDICTIONS_FILE = "predictions.csv"
 ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_CSV = "robustness.csv"
 ROBUSTNESS_PNG = "robustness.png"
-#: The shortcut audit (`evaluation.audit`), in RUN/eval/<split>/.
+#: The shortcut audit (`evaluation.shortcut_audit`), in RUN/eval/<split>/.
 AUDIT_JSON = "audit.json"
 AUDIT_PNG = "audit.png"
 #: RUN/eval/ood/ holds the out-of-scope folders' scores (not a split).
-OOD_DIR = "ood"
-OOD_JSON = "ood.json"
-OOD_PNG = "ood_scores.png"
+SCOPE_FOLDERS_DIR = "ood"
+SCOPE_FOLDERS_JSON = "ood.json"
+SCOPE_FOLDERS_PNG = "ood_scores.png"
 #: In a model directory.
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-OOD_FILE = "ood.safetensors"
+SCOPE_DETECTOR_FILE = "ood.safetensors"
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
 #: The model card (written by `reporting.model_card`; the server needs only the name).
@@ -175,16 +175,16 @@ class RunDir:
         return self.eval_dir(split) / AUDIT_PNG
 
     @property
-    def ood_dir(self) -> Path:
-        return self.path / EVAL_DIR / OOD_DIR
+    def scope_folders_dir(self) -> Path:
+        return self.path / EVAL_DIR / SCOPE_FOLDERS_DIR
 
     @property
-    def ood_json(self) -> Path:
-        return self.ood_dir / OOD_JSON
+    def scope_folders_json(self) -> Path:
+        return self.scope_folders_dir / SCOPE_FOLDERS_JSON
 
     @property
-    def ood_png(self) -> Path:
-        return self.ood_dir / OOD_PNG
+    def scope_folders_png(self) -> Path:
+        return self.scope_folders_dir / SCOPE_FOLDERS_PNG
 
     # --- what `bloodcell run` adds ---------------------------------------------------------------
 
@@ -282,8 +282,8 @@ class ModelDir:
         return self.path / METRICS_FILE
 
     @property
-    def ood(self) -> Path:
-        return self.path / OOD_FILE
+    def scope_detector(self) -> Path:
+        return self.path / SCOPE_DETECTOR_FILE
 
     @property
     def onnx(self) -> Path:

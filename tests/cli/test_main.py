@@ -13,7 +13,7 @@ from bloodcell.cli import log_to_stderr, main
 def test_progress_lines_reach_stderr_plainly_and_once(capsys: pytest.CaptureFixture) -> None:
     log_to_stderr()
     log_to_stderr()
-    logging.getLogger("bloodcell.workflows.cv").info("cv: seed %d, fold %d/%d", 0, 1, 2)
+    logging.getLogger("bloodcell.workflows.cv_job").info("cv: seed %d, fold %d/%d", 0, 1, 2)
     logging.getLogger("bloodcell.models.engines").debug("not shown at INFO")
     captured = capsys.readouterr()
     assert captured.err == "cv: seed 0, fold 1/2\n" and captured.out == ""

@@ -73,11 +73,11 @@ def test_calibrate_run_stores_temperature(tmp_path: Path) -> None:
 
 
 def test_ood_acceptance_moves_the_threshold_without_the_data(tmp_path: Path) -> None:
-    from bloodcell.evaluation.calibrate import set_ood_acceptance
+    from bloodcell.evaluation.calibrate import set_scope_acceptance
 
     run = make_run(tmp_path)
     before = open_model(run).ood_threshold
-    after = set_ood_acceptance(run, 0.6)["threshold"]
+    after = set_scope_acceptance(run, 0.6)["threshold"]
     assert after < before and open_model(run).ood_threshold == pytest.approx(after)
 
 

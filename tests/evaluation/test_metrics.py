@@ -26,7 +26,7 @@ from bloodcell.evaluation.metrics import (
     group_bootstrap_ci,
     group_bootstrap_mean,
     macro_f1_of_confusions,
-    ood_separation,
+    scope_separation,
     wilson_ci,
 )
 from bloodcell.labels import LABELS, MALIGNANT
@@ -216,9 +216,9 @@ def test_group_bootstrap_ece_bins_ties_like_calibration_bins() -> None:
     assert compute_metrics(y, probs, LABELS, n_boot=10)["ece"] == calibration_bins(y, probs)[0]
 
 
-def test_ood_separation_measures() -> None:
+def test_scope_separation_measures() -> None:
     inside, outside = np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 2.0, 3.0])
-    assert ood_separation(inside, outside) == {"auroc": 1.0, "fpr_at_95_tpr": 0.0}
-    mixed = ood_separation(np.array([0.1, 0.5, 2.5]), np.array([1.0, 2.0, 3.0]))
+    assert scope_separation(inside, outside) == {"auroc": 1.0, "fpr_at_95_tpr": 0.0}
+    mixed = scope_separation(np.array([0.1, 0.5, 2.5]), np.array([1.0, 2.0, 3.0]))
     assert 0.5 < mixed["auroc"] < 1.0 and mixed["fpr_at_95_tpr"] > 0
-    assert ood_separation(inside, np.array([]))["auroc"] is None
+    assert scope_separation(inside, np.array([]))["auroc"] is None

@@ -1,5 +1,5 @@
 """Robustness scores: the worst middle-severity case, and the quick score agreeing with
-`compute_metrics` (the whole evaluation end to end: tests/workflows/test_evaluate.py)."""
+`compute_metrics` (the whole evaluation end to end: tests/workflows/test_evaluate_job.py)."""
 
 from __future__ import annotations
 

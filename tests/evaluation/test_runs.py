@@ -20,7 +20,7 @@ def test_a_run_opens_on_torch_with_its_recorded_data(tmp_path: Path) -> None:
     test = run.split("test")
     assert test.rows and all(r.split == "test" for r in test.rows)
     assert test.root == tmp_path / "data"
-    assert run.backend.kind == "torch"
+    assert run.backend.engine == "torch"
     images = run.images("test", progress=False)
     assert len(images.images) == len(test.rows)
     assert [run.backend.labels[k] for k in images.y_true] == [r.label for r in test.rows]
@@ -40,5 +40,5 @@ def test_an_onnx_file_in_a_model_directory_finds_the_runs_data(tmp_path: Path) -
     path = make_run(tmp_path)
     export_checked_onnx(path / "model")
     run = open_run(path / "model" / "model.onnx")
-    assert run.backend.kind == "onnx" and run.folder == RunDir(path)
+    assert run.backend.engine == "onnx" and run.folder == RunDir(path)
     assert run.split("val").root == tmp_path / "data"

@@ -45,8 +45,8 @@ def test_auto_takes_the_fastest_checked_engine(checked: tuple[Path, dict]) -> No
     run, records = checked
     expected = next(e for e in ("onnx-int8", "onnx") if records[e]["verified"])
     backend = open_model(run)
-    assert backend.kind == expected
-    assert open_model(run, "torch").kind == "torch"
+    assert backend.engine == expected
+    assert open_model(run, "torch").engine == "torch"
     if expected == "onnx-int8":  # its own threshold, refitted on its own validation scores
         assert backend.ood_threshold == pytest.approx(records["onnx-int8"]["ood"]["threshold"])
 
@@ -71,9 +71,9 @@ def test_auto_falls_back(checked: tuple[Path, dict], tmp_path: Path) -> None:
     shutil.copytree(checked[0], run)
     model = run / "model"
     (model / ENGINE_FILES["onnx-int8"]).write_bytes(b"not an onnx file")
-    assert open_model(run).kind == "onnx"  # int8 cannot load: the next engine
+    assert open_model(run).engine == "onnx"  # int8 cannot load: the next engine
     (model / ENGINE_FILES["onnx"]).unlink()
-    assert open_model(run).kind == "torch"  # nothing left: torch
+    assert open_model(run).engine == "torch"  # nothing left: torch
     with pytest.raises(ModelError, match="bloodcell export"):
         open_model(run, "onnx")
 
@@ -90,12 +90,12 @@ def test_auto_ignores_checks_of_other_weights(checked: tuple[Path, dict], tmp_pa
     name = next(iter(state))
     state[name] = state[name] + 1e-3  # retrained: not the weights the check was made on
     save_file(state, weights)
-    assert open_model(run).kind == "torch"
+    assert open_model(run).engine == "torch"
 
 
 def test_no_check_no_onnx(tmp_path: Path) -> None:
     run = make_run(tmp_path)
-    assert open_model(run).kind == "torch"
+    assert open_model(run).engine == "torch"
     with pytest.raises(ModelError, match="--quantize int8"):
         open_model(run, "onnx-int8")
 

@@ -21,9 +21,9 @@ from bloodcell.data.manifest import ManifestRow, file_sha256, write_manifest
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.labels import LABELS
 from bloodcell.models.conformal import fit_conformal
-from bloodcell.models.ood import fit_detector, input_spread, tap_blocks
 from bloodcell.models.registry import create_model
 from bloodcell.models.saved import save_model, update_config
+from bloodcell.models.scope_detector import fit_detector, input_spread, tap_blocks
 
 IMAGE_SIZE = 64
 

@@ -49,7 +49,7 @@ def test_bloodcell_load_returns_the_backend_every_command_uses(tmp_path: Path) -
     model = create_model("mobilenet_v2", pretrained=False).eval()
     out = save_model(model, tmp_path / "m", "mobilenet_v2", Preprocess(image_size=32))
     backend = bloodcell.load(out)  # nothing exported: torch
-    assert isinstance(backend, TorchBackend) and backend.kind == "torch"
+    assert isinstance(backend, TorchBackend) and backend.engine == "torch"
     assert backend.config["architecture"] == "mobilenet_v2"
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
@@ -60,13 +60,13 @@ def test_bloodcell_load_returns_the_backend_every_command_uses(tmp_path: Path) -
 def test_saved_weights_are_readable_by_the_group_and_others(tmp_path: Path) -> None:
     """model.safetensors and ood.safetensors get the usual mode of a new file (0o644 under
     umask 022), not the 0o600 of the temporary they are written through."""
-    from bloodcell.models.ood import OOD_FILE, OodDetector
+    from bloodcell.models.scope_detector import SCOPE_DETECTOR_FILE, ScopeDetector
 
     model = create_model("mobilenet_v2", pretrained=False).eval()
     old = os.umask(0o022)
     try:
         out = save_model(model, tmp_path / "m", "mobilenet_v2", Preprocess(image_size=32))
-        detector = OodDetector(
+        detector = ScopeDetector(
             [1],
             [torch.zeros(4, 3)],
             [torch.eye(3)],
@@ -77,7 +77,11 @@ def test_saved_weights_are_readable_by_the_group_and_others(tmp_path: Path) -> N
         detector.save(out)
     finally:
         os.umask(old)
-    for name in ("model.safetensors", OOD_FILE):
+    for name in ("model.safetensors", SCOPE_DETECTOR_FILE):
         assert (out / name).stat().st_mode & 0o7777 == 0o644, name
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", OOD_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        SCOPE_DETECTOR_FILE,
+    ]
     assert load_model(out).architecture == "mobilenet_v2"

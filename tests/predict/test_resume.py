@@ -30,8 +30,8 @@ from bloodcell.cli import main
 from bloodcell.data.files import iter_image_paths
 from bloodcell.errors import BloodcellError
 from bloodcell.labels import LABELS
+from bloodcell.predict.predict_job import run_predict
 from bloodcell.predict.resume import _cut_partial_line
-from bloodcell.predict.run import run_predict
 
 N_IMAGES = 240
 

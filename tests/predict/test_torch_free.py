@@ -87,14 +87,14 @@ def test_onnx_serve_path_imports_no_torch(onnx_run: Path, tmp_path: Path) -> Non
         "    r = c.post('/v1/predict', files=files)\n"
         f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "    hm = c.post('/v1/predict?explain=true', files=files).json()['results'][0]\n"
-        "print(json.dumps({'backend': health['backend'], 'status': r.status_code,\n"
+        "print(json.dumps({'health_engine': health['engine'], 'status': r.status_code,\n"
         "    'engine': r.json()['engine'], 'explain': info['explain_available'],\n"
         "    'heavy': heavy, 'heatmap': bool(hm.get('heatmap_png')) or hm['label'] is None,\n"
         "    'torch_after_heatmap': 'torch' in sys.modules}))\n"
     )
     status = json.loads(_run(code).stdout.strip().splitlines()[-1])
     assert status == {
-        "backend": "onnx",
+        "health_engine": "onnx",
         "status": 200,
         "engine": "onnx",
         "explain": True,
@@ -148,7 +148,7 @@ def test_torch_free_path_gives_the_old_labels(variant: Path, tmp_path: Path) -> 
     assert any(lb is not None for lb in labels)
     for engine in ("auto", "torch"):
         backend = open_model(variant, engine)
-        assert backend.kind == ("onnx" if engine == "auto" else "torch")
+        assert backend.engine == ("onnx" if engine == "auto" else "torch")
         rows = [p for batch in predict_paths(backend, images, batch_size=3) for p in batch]
         assert [r.path for r in rows] == [str(p) for p in images]
         assert [r.label for r in rows] == labels, engine

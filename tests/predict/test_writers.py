@@ -14,8 +14,8 @@ from tests.predict import BAD, GROUP_KEYS, PRED_KEYS, cli, scores_within_toleran
 from bloodcell.cli import main
 from bloodcell.labels import LABELS
 from bloodcell.predict.columns import csv_header
+from bloodcell.predict.predict_job import run_predict
 from bloodcell.predict.records import Prediction
-from bloodcell.predict.run import run_predict
 from bloodcell.predict.writers import infer_format
 
 

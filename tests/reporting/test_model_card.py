@@ -15,7 +15,7 @@ from tests.models import make_run
 from bloodcell.evaluation.calibrate import calibrate_run
 from bloodcell.reporting.model_card import not_measured, write_model_card
 from bloodcell.run_dir import CARD_FILE
-from bloodcell.workflows.evaluate import evaluate_robustness, evaluate_run
+from bloodcell.workflows.evaluate_job import evaluate_robustness, evaluate_run
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,8 @@ def test_health(client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     queue = body.pop("queue")
-    assert body == {"status": "ok", "model_loaded": True, "backend": "torch"}
+    # `backend` is `engine` under its first name, deprecated and kept for older clients.
+    assert body == {"status": "ok", "model_loaded": True, "engine": "torch", "backend": "torch"}
     assert queue["max_batch_size"] == 32 and queue["max_wait_ms"] == 5.0
     assert queue["queued"] == 0
     # The counters follow the images the batch worker classifies.
@@ -208,7 +209,7 @@ def test_explain_class_picks_the_class_the_heatmap_explains(
     client: TestClient, model_dir: Path
 ) -> None:
     from bloodcell.data.decode import decode_image
-    from bloodcell.evaluation.explain import explain_image, torch_backend
+    from bloodcell.evaluation.gradcam import explain_image, torch_backend
 
     data = png_bytes("pro_b", 4, size=80)
     first = client.post("/v1/predict", files=[image_part(data=data)]).json()["results"][0]
@@ -423,9 +424,9 @@ def test_onnx_engine_on_request(onnx_model: Path, client: TestClient) -> None:
     from bloodcell.serve.app import create_app
 
     with TestClient(create_app(onnx_model.parent, engine="onnx")) as c:  # the run directory
-        assert c.get("/health").json()["backend"] == "onnx"
+        assert c.get("/health").json()["engine"] == "onnx"
         info = c.get("/v1/model").json()
-        assert info["backend"] == "onnx" and info["name"] == "run"
+        assert info["engine"] == info["backend"] == "onnx" and info["name"] == "run"
         files = [image_part(data=png_bytes("pre_b", 3))]
         onnx = c.post("/v1/predict", params={"explain": "true"}, files=files).json()
         torch = client.post("/v1/predict", files=files).json()
@@ -445,13 +446,13 @@ def test_auto_uses_only_checked_engines(onnx_model: Path, tmp_path: Path) -> Non
     from bloodcell.serve.app import create_app
 
     with TestClient(create_app(onnx_model.parent)) as c:
-        assert c.get("/health").json()["backend"] == "torch"
+        assert c.get("/health").json()["engine"] == "torch"
     run = make_run(tmp_path)
     records = export_engines(run)
     expected = next((e for e in ("onnx-int8", "onnx") if records[e]["verified"]), "torch")
     smear = sorted((tmp_path / "data").rglob("*.jpg"))[0].read_bytes()  # a training image
     with TestClient(create_app(run)) as c:
-        assert c.get("/v1/model").json()["backend"] == expected
+        assert c.get("/v1/model").json()["engine"] == expected
         r = c.post("/v1/predict", params={"explain": "true"}, files=[image_part(data=smear)])
     body = r.json()
     assert body["engine"] == expected

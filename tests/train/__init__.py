@@ -13,8 +13,8 @@ from torch import nn
 
 from bloodcell.data.manifest import ManifestRow, write_manifest
 from bloodcell.labels import LABELS
-from bloodcell.models.ood import OodDetector
 from bloodcell.models.registry import Classifier, register_model
+from bloodcell.models.scope_detector import ScopeDetector
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.job import train
 
@@ -66,7 +66,7 @@ def tiny_run(tmp: Path, **kw) -> Path:
     return train(tiny_config(**kw), data, manifest, tmp / "run", progress=False)
 
 
-def assert_same_detector(a: OodDetector | None, b: OodDetector | None) -> None:
+def assert_same_detector(a: ScopeDetector | None, b: ScopeDetector | None) -> None:
     assert a is not None and b is not None and a.layers == b.layers
     for x, y in [(a.centers, b.centers), (a.scales, b.scales), *zip(a.means, b.means, strict=True)]:
         assert torch.allclose(x, y, rtol=1e-3, atol=1e-4)

@@ -87,7 +87,7 @@ def test_stain_normalisation_is_fitted_once_saved_and_reapplied(tmp_path: Path) 
     from bloodcell.data.manifest import read_manifest
     from bloodcell.data.preprocess import Preprocess
     from bloodcell.data.stain import StainNormalizer
-    from bloodcell.workflows.evaluate import evaluate_run
+    from bloodcell.workflows.evaluate_job import evaluate_run
 
     data, manifest = tiny_data(tmp_path)
     cfg = tiny_config(epochs=1, freeze=1, corrupt_copies=1, stain_norm="reinhard")

@@ -25,7 +25,7 @@ def test_feature_cache_trains_exactly_like_the_plain_path(tmp_path: Path) -> Non
         summary = json.loads((run / "train_summary.json").read_text())
         assert summary["feature_cache"] == (1 if cache else None)
         states.append(torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"])
-        detectors.append(open_model(run).ood)
+        detectors.append(open_model(run).scope_detector)
     for k, v in states[0].items():
         assert torch.allclose(v.float(), states[1][k].float(), atol=1e-5), k
     # The detector from the cached outputs (trained blocks rerun over them) is the one a

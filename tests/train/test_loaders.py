@@ -19,4 +19,4 @@ def test_frozen_backbone_detector_is_recorded_while_caching(tmp_path: Path) -> N
         cfg = tiny_config(epochs=1, freeze="frozen", feature_cache=cache, device="cpu")
         runs.append(train(cfg, data, manifest, tmp_path / f"run{cache}", progress=False))
     assert json.loads((runs[0] / "train_summary.json").read_text())["feature_cache"] == "pooled"
-    assert_same_detector(open_model(runs[0]).ood, open_model(runs[1]).ood)
+    assert_same_detector(open_model(runs[0]).scope_detector, open_model(runs[1]).scope_detector)

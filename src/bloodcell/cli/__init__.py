@@ -1,7 +1,8 @@
 """The `bloodcell` command line: parses arguments and calls the library, nothing more.
 
-One module per command group, in pipeline order: `data`, `model` (weights, train, evaluate),
-`use` (calibrate, predict, explain, export), `serve`, `run`, `cv`, `benchmark`. Handlers are
+One module per command group, in pipeline order: `data_commands`, `model_commands` (weights,
+train, evaluate), `use_commands` (calibrate, predict, explain, export), `serve_command`,
+`run_command`, `cv_command`, `benchmark_command`. Handlers are
 module-level functions that import their library modules when called, so `bloodcell --help`
 answers at once; the training options come from `TrainConfig` (`train_options`). The library
 reports progress through `logging` (a logger per module); `main` sets the one handler, plain
@@ -16,7 +17,15 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from bloodcell._version import __version__
-from bloodcell.cli import benchmark, cv, data, model, run, serve, use
+from bloodcell.cli import (
+    benchmark_command,
+    cv_command,
+    data_commands,
+    model_commands,
+    run_command,
+    serve_command,
+    use_commands,
+)
 from bloodcell.cli.common import Parser
 from bloodcell.errors import BloodcellError
 
@@ -38,7 +47,15 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"bloodcell {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (data, model, use, serve, run, cv, benchmark):
+    for group in (
+        data_commands,
+        model_commands,
+        use_commands,
+        serve_command,
+        run_command,
+        cv_command,
+        benchmark_command,
+    ):
         group.add_commands(sub)
     return parser
 

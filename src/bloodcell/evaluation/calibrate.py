@@ -36,8 +36,8 @@ from bloodcell.evaluation.runs import open_run
 from bloodcell.labels import LABELS
 from bloodcell.models.backends import softmax
 from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
-from bloodcell.models.ood import OodDetector
 from bloodcell.models.saved import read_config, resolve_model_dir, update_config
+from bloodcell.models.scope_detector import ScopeDetector
 from bloodcell.models.torch_backend import dataset_logits
 from bloodcell.records import CalibrationRecord, CalibrationResult
 
@@ -106,10 +106,10 @@ def fit_and_store(
     return {**summary, "coverage": conformal.coverage}
 
 
-def set_ood_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
+def set_scope_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
     """Move the out-of-scope threshold to another in-scope acceptance; returns its config."""
     model_dir = resolve_model_dir(model_dir)
-    detector = OodDetector.load(model_dir, read_config(model_dir).get("ood"))
+    detector = ScopeDetector.load(model_dir, read_config(model_dir).get("ood"))
     if detector is None:
         raise ModelError(f"{model_dir}: this model has no out-of-scope detector; retrain it")
     config = detector.with_acceptance(acceptance).to_config()

@@ -1,6 +1,6 @@
-"""One fold of a cross-validation (`workflows.cv.run_fold` runs it): its manifest and its
+"""One fold of a cross-validation (`workflows.cv_job.run_fold` runs it): its manifest and its
 out-of-fold predictions, each written so that a killed process leaves either the whole file or
-none, and read back for the figures (`cv`).
+none, and read back for the figures (`cv_figures`).
 
   FOLD/manifest.csv      the fold's split (test = this fold); an existing one must match
   FOLD/run/              the fold's training run (`run_dir.RunDir`), with the shortcut audit of

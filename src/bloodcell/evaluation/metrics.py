@@ -5,7 +5,7 @@ and F1 per class and ROC-AUC come from scikit-learn. The malignant-vs-benign sen
 specificity carry Wilson intervals; accuracy and macro-F1 carry percentile-bootstrap intervals
 over images (`bootstrap_ci`) or over groups of copies (`group_bootstrap_ci`, used by
 cross-validation, where copies of one image are not independent evidence). The out-of-scope
-score's AUROC and FPR at 95% TPR come from pytorch-ood (`ood_separation`).
+score's AUROC and FPR at 95% TPR come from pytorch-ood (`scope_separation`).
 
 Calibration has one definition, used by calibrate, evaluate, cross-validation and the group
 bootstrap alike (`calibration_bins`): the top-class probability is cut into equal-width bins,
@@ -37,8 +37,8 @@ from bloodcell.records import (
     ImageIntervals,
     Interval,
     Metrics,
-    OodSeparation,
     RocAuc,
+    ScopeSeparation,
 )
 
 N_BOOTSTRAP = 1000
@@ -146,7 +146,7 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> Roc
     return {"per_class": per, "macro": float(np.mean(known)) if known else None}
 
 
-def ood_separation(in_scope: np.ndarray, other: np.ndarray) -> OodSeparation:
+def scope_separation(in_scope: np.ndarray, other: np.ndarray) -> ScopeSeparation:
     """AUROC and FPR at 95% TPR of an out-of-scope score (pytorch-ood's metrics), with the
     images of `other` as the positive (out-of-scope) class against the in-scope ones."""
     import torch

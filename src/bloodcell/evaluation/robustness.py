@@ -2,7 +2,7 @@
 
 `robustness_result` re-evaluates one split under every corruption of `data.corruptions` at each
 severity, next to the clean images, and returns what `robustness.json` holds;
-`workflows.evaluate.evaluate_robustness` writes it with `robustness.csv`, `robustness.png` and a
+`workflows.evaluate_job.evaluate_robustness` writes it with `robustness.csv`, `robustness.png` and a
 "Robustness" section in `report.md` into RUN/eval/<split>/ (`reporting.robustness_report`).
 
 Each image is decoded once; corruptions are applied in memory with a generator seeded from
@@ -163,7 +163,7 @@ def robustness_result(
         "split": split,
         "n": len(s.split.rows),
         "model": str(backend.path),
-        "backend": backend.kind,
+        "backend": backend.engine,
         "architecture": backend.architecture,
         "seed": seed,
         **summarise(results, chosen),

@@ -86,7 +86,7 @@ class Run:
 
         backend = self.backend
         if not isinstance(backend, TorchBackend):
-            raise ModelError(f"{self.path}: opened on the {backend.kind} engine, not torch")
+            raise ModelError(f"{self.path}: opened on the {backend.engine} engine, not torch")
         return backend.loaded
 
     @cached_property

@@ -30,8 +30,8 @@ from bloodcell.export.onnx import export_onnx, split_or_none, update_metadata
 from bloodcell.models.backends import Backend, OnnxBackend, Outputs
 from bloodcell.models.cell_gate import CellGate, top_probability
 from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
-from bloodcell.models.ood import threshold_for
 from bloodcell.models.saved import load_model, update_metrics
+from bloodcell.models.scope_detector import threshold_for
 from bloodcell.models.torch_backend import TorchBackend, dataset_outputs
 from bloodcell.records import EngineCheck, EngineComparison, EngineRecords
 

@@ -39,8 +39,8 @@ from bloodcell.models.backends import (
     ONNX_OUTPUT,
     OnnxBackend,
 )
-from bloodcell.models.ood import BLANK_SCORE, BLANK_STD, OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, load_model
+from bloodcell.models.scope_detector import BLANK_SCORE, BLANK_STD, ScopeDetector, input_spread
 from bloodcell.models.torch_backend import dataset_logits
 from bloodcell.run_dir import ModelDir
 
@@ -76,16 +76,16 @@ def onnx_metadata(loaded: LoadedModel, quantization: dict | None = None) -> dict
 class ScoredGraph(torch.nn.Module):
     """The classifier and its out-of-scope score as one graph, for export.
 
-    The same score as `models.ood.OodDetector.score`, written with tensor operations: for each
-    tapped layer pytorch-ood's Mahalanobis score (half the squared distance to the nearest class
-    mean under the shared precision), put on the detector's scale; the largest of them; and
+    The same score as `models.scope_detector.ScopeDetector.score`, written with tensor operations:
+    for each tapped layer pytorch-ood's Mahalanobis score (half the squared distance to the nearest
+    class mean under the shared precision), put on the detector's scale; the largest of them; and
     `BLANK_SCORE` for an image of one flat colour.
     """
 
     centers: torch.Tensor
     scales: torch.Tensor
 
-    def __init__(self, model: Classifier, detector: OodDetector) -> None:
+    def __init__(self, model: Classifier, detector: ScopeDetector) -> None:
         super().__init__()
         self.model = model
         self.layers = list(detector.layers)
@@ -133,7 +133,7 @@ def export_fp32(loaded: LoadedModel, out: Path, opset: int = OPSET) -> Path:
     size = loaded.preprocess.image_size
     dummy = torch.zeros(1, 3, size, size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    detector = OodDetector.load(loaded.path, loaded.config.get("ood"))
+    detector = ScopeDetector.load(loaded.path, loaded.config.get("ood"))
     model = (ScoredGraph(loaded.model, detector) if detector else loaded.model).eval()
     outputs = [ONNX_OUTPUT, ONNX_OOD_SCORE] if detector else [ONNX_OUTPUT]
     with warnings.catch_warnings(), torch.no_grad():

@@ -101,7 +101,8 @@ class Backend:
     """What every engine offers: metadata, logits, calibrated probabilities, out-of-scope
     scores and prediction sets."""
 
-    kind: str = "?"
+    #: The engine that answers: "torch", "onnx" or "onnx-int8" (what `--engine` names).
+    engine: str = "?"
     path: Path
     architecture: str
     labels: list[str]
@@ -111,7 +112,7 @@ class Backend:
     uncertain_threshold: float
     #: Above this score an image is out of scope; None when the model has no detector.
     ood_threshold: float | None = None
-    ood_info: dict[str, Any] | None = None
+    scope_info: dict[str, Any] | None = None
     conformal: ConformalSets | None = None
     #: Refuses white cells of types the model does not classify; None without one.
     cell_gate: CellGate | None = None
@@ -164,13 +165,14 @@ class Backend:
         """A JSON-able summary for reports, `predict --format json` and the server."""
         return {
             "path": str(self.path),
-            "backend": self.kind,
+            "engine": self.engine,
+            "backend": self.engine,  # the same, under its first name: kept for older readers
             "architecture": self.architecture,
             "labels": list(self.labels),
             "temperature": self.temperature,
             "uncertain_threshold": self.uncertain_threshold,
             "image_size": self.preprocess.image_size,
-            "ood": self.ood_info,
+            "ood": self.scope_info,
             "conformal_coverage": self.conformal.coverage if self.conformal else None,
             "cell_gate": self.cell_gate.to_config() if self.cell_gate else None,
         }
@@ -204,7 +206,7 @@ class OnnxBackend(Backend):
     shares those cores (ONNX Runtime's pool waits for its slowest thread).
     """
 
-    kind = "onnx"
+    engine = "onnx"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -237,16 +239,16 @@ class OnnxBackend(Backend):
         )
         self.quantization = cfg.get("quantization")
         if (self.quantization or {}).get("dtype") == "int8":
-            self.kind = "onnx-int8"
+            self.engine = "onnx-int8"
         outputs = {o.name for o in self.session.get_outputs()}
-        self.ood_info = cfg.get("ood") if ONNX_OOD_SCORE in outputs else None
-        self.ood_threshold = float(self.ood_info["threshold"]) if self.ood_info else None
+        self.scope_info = cfg.get("ood") if ONNX_OOD_SCORE in outputs else None
+        self.ood_threshold = float(self.scope_info["threshold"]) if self.scope_info else None
         self.conformal = ConformalSets.from_config(cfg.get("conformal"))
         self.cell_gate = CellGate.from_config(cfg.get("cell_gate"))
 
     def run(self, batch: ArrayLike) -> Outputs:
         x = as_array(batch)
-        if self.ood_info is None:
+        if self.scope_info is None:
             return Outputs(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0])
         logits, scores = self.session.run([ONNX_OUTPUT, ONNX_OOD_SCORE], {ONNX_INPUT: x})
         return Outputs(logits, scores.astype(np.float64))
@@ -272,13 +274,13 @@ class OnnxBackend(Backend):
         )
         self.conformal = ConformalSets.from_config(config.get("conformal"))
         self.cell_gate = CellGate.from_config(config.get("cell_gate"))
-        if self.ood_info is not None and ood is not None:
-            self.ood_info = {**self.ood_info, **ood}
+        if self.scope_info is not None and ood is not None:
+            self.scope_info = {**self.scope_info, **ood}
             self.ood_threshold = float(ood["threshold"])
             own = (check or {}).get("ood")
             if own and own.get("acceptance") == ood.get("acceptance"):
                 self.ood_threshold = float(own["threshold"])
-                self.ood_info["threshold"] = self.ood_threshold
+                self.scope_info["threshold"] = self.ood_threshold
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "quantization": self.quantization}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.models.backends import Backend, OnnxBackend
-from bloodcell.models.saved import SavedModel, load_model, read_model, saved_ood
+from bloodcell.models.saved import SavedModel, load_model, read_model, saved_scope_detector
 from bloodcell.run_dir import INT8_ONNX_FILE, ONNX_FILE, ModelDir
 
 if TYPE_CHECKING:
@@ -116,5 +116,5 @@ def _open_onnx(
     backend = OnnxBackend(file, threads=threads)
     if backend.labels != saved.labels or backend.preprocess != saved.preprocess:
         raise ModelError(f"{file} does not match {model_dir}: re-export it")
-    backend.use_calibration(saved.config, saved_ood(saved.path, saved.config), record)
+    backend.use_calibration(saved.config, saved_scope_detector(saved.path, saved.config), record)
     return backend

@@ -1,5 +1,5 @@
 """When the model gives no class: the one rule `predict` (every answer that leaves bloodcell)
-and the shortcut audit (`evaluation.audit`) both apply.
+and the shortcut audit (`evaluation.shortcut_audit`) both apply.
 
 An image is refused when the white-cell finder saw no white cell in it (the class must come
 from the white cells), when the out-of-scope detector scores it as unlike the training

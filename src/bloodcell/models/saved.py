@@ -20,11 +20,11 @@ from bloodcell._version import __version__
 from bloodcell.data.preprocess import Preprocess
 from bloodcell.errors import ModelError
 from bloodcell.labels import DISPLAY_NAMES, LABELS
-from bloodcell.records import ModelConfig, ModelMetrics, OodRecord
+from bloodcell.records import ModelConfig, ModelMetrics, ScopeDetectorRecord
 from bloodcell.run_dir import (
     CONFIG_FILE,
     MODEL_DIR,
-    OOD_FILE,
+    SCOPE_DETECTOR_FILE,
     WEIGHTS_FILE,
     ModelDir,
     atomic,
@@ -106,12 +106,14 @@ def read_metrics(model_dir: str | Path) -> ModelMetrics:
     return read_json(path) if path.is_file() else {}
 
 
-def saved_ood(model_dir: Path, config: ModelConfig | dict[str, Any]) -> OodRecord | None:
-    """The out-of-scope detector's record (`OodDetector.to_config`) when the model has one:
+def saved_scope_detector(
+    model_dir: Path, config: ModelConfig | dict[str, Any]
+) -> ScopeDetectorRecord | None:
+    """The out-of-scope detector's record (`ScopeDetector.to_config`) when the model has one:
     `config.json` names it and its statistics file is there (the file is not read, so no torch).
-    The one rule for every engine; `OodDetector.load` checks the method when it reads the file."""
+    The one rule for every engine; `ScopeDetector.load` checks the method when it reads the file."""
     ood = config.get("ood")
-    if not ood or not (Path(model_dir) / OOD_FILE).is_file():
+    if not ood or not (Path(model_dir) / SCOPE_DETECTOR_FILE).is_file():
         return None
     return ood
 

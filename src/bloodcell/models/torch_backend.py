@@ -19,8 +19,8 @@ from bloodcell.models.backends import ArrayLike, Backend, Outputs
 from bloodcell.models.cell_gate import CellGate
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
-from bloodcell.models.ood import OodDetector, input_spread
-from bloodcell.models.saved import LoadedModel, saved_ood
+from bloodcell.models.saved import LoadedModel, saved_scope_detector
+from bloodcell.models.scope_detector import ScopeDetector, input_spread
 
 if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     """A saved model run by torch eager on the CPU (also what Grad-CAM needs)."""
 
-    kind = "torch"
+    engine = "torch"
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
@@ -45,26 +45,26 @@ class TorchBackend(Backend):
         self.preprocess = loaded.preprocess
         self.temperature = loaded.temperature
         self.uncertain_threshold = loaded.uncertain_threshold
-        self._has_ood = saved_ood(loaded.path, cfg) is not None
-        self._ood: OodDetector | None = None
+        self._has_scope_detector = saved_scope_detector(loaded.path, cfg) is not None
+        self._scope_detector: ScopeDetector | None = None
         self.conformal = ConformalSets.from_config(cfg.get("conformal"))
         self.cell_gate = CellGate.from_config(cfg.get("cell_gate"))
 
     @property
-    def ood(self) -> OodDetector | None:
+    def scope_detector(self) -> ScopeDetector | None:
         """The out-of-scope detector (None without one), read from `ood.safetensors` (and
         pytorch-ood imported) when it is first needed, not when the model is opened."""
-        if self._ood is None and self._has_ood:
-            self._ood = OodDetector.load(self.path, self.config.get("ood"))
-        return self._ood
+        if self._scope_detector is None and self._has_scope_detector:
+            self._scope_detector = ScopeDetector.load(self.path, self.config.get("ood"))
+        return self._scope_detector
 
     @property
     def ood_threshold(self) -> float | None:  # type: ignore[override]
-        return self.ood.threshold if self.ood else None
+        return self.scope_detector.threshold if self.scope_detector else None
 
     @property
-    def ood_info(self) -> dict[str, Any] | None:  # type: ignore[override]
-        return self.ood.to_config() if self.ood else None
+    def scope_info(self) -> dict[str, Any] | None:  # type: ignore[override]
+        return self.scope_detector.to_config() if self.scope_detector else None
 
     @property
     def fast(self) -> Classifier:
@@ -79,11 +79,11 @@ class TorchBackend(Backend):
     def run(self, batch: ArrayLike) -> Outputs:
         x = torch.as_tensor(batch, dtype=torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
-        ood = self.ood
-        if ood is None:
+        detector = self.scope_detector
+        if detector is None:
             return Outputs(self.fast(x).float().numpy())
-        logits, taps = self.fast.forward_with_taps(x, ood.layers)
-        return Outputs(logits.float().numpy(), ood.score(taps, input_spread(x)))
+        logits, taps = self.fast.forward_with_taps(x, detector.layers)
+        return Outputs(logits.float().numpy(), detector.score(taps, input_spread(x)))
 
 
 def dataset_logits(

@@ -17,7 +17,7 @@ when it is below the threshold (model config `uncertain_threshold`, default 0.8,
 `bloodcell.evaluation.calibrate`). With TTA the probabilities are the mean over the 8 dihedral views
 (4 rotations x optional flip): smears have no orientation.
 
-`out_of_scope` is true when the image is unlike the training smears (`models.ood`: its
+`out_of_scope` is true when the image is unlike the training smears (`models.scope_detector`: its
 `ood_score` is over the model's threshold); such a row has no class (label, display name,
 confidence, uncertain and set are empty; the probabilities are listed for the record).
 `prediction_set` is the conformal set of the classes the image still fits (`models.conformal`,
@@ -27,8 +27,8 @@ without a detector or sets leaves these fields empty (null).
 
 JSON schema (`--format json`), one document, written as it goes::
 
-    {"model": {"path", "backend", "architecture", "labels", "temperature",
-               "uncertain_threshold", "image_size", ...},
+    {"model": {"path", "engine", "backend" (deprecated: the same as "engine"), "architecture",
+               "labels", "temperature", "uncertain_threshold", "image_size", ...},
      "tta": bool, "uncertain_threshold": float,
      "predictions": [
         {"path": str, "label": str|null, "display_name": str|null,
@@ -111,6 +111,7 @@ from bloodcell.predict.grouping import (
     format_totals,
     group_by_folder,
 )
+from bloodcell.predict.predict_job import run_predict
 from bloodcell.predict.records import OUT_OF_SCOPE_NOTE, Prediction, to_predictions
 from bloodcell.predict.resume import (
     RESUMABLE,
@@ -119,7 +120,6 @@ from bloodcell.predict.resume import (
     jsonl_done_paths,
     parquet_done_paths,
 )
-from bloodcell.predict.run import run_predict
 from bloodcell.predict.stream import PREFETCH, predict_images, predict_paths
 from bloodcell.predict.writers import (
     FORMATS,

@@ -184,7 +184,7 @@ def to_predictions(
         why = refused[j]
         common = {
             "path": name,
-            "engine": backend.kind,
+            "engine": backend.engine,
             "probabilities": dict(zip(backend.labels, _rounded(row), strict=True)),
             "out_of_scope": why.out_of_scope,
             "reason": why.reason,

@@ -1,12 +1,12 @@
 """The JSON records a run leaves on disk, as types.
 
-- `records.model`: `model/config.json` (`ModelConfig`), `train_config.json`
+- `records.model_records`: `model/config.json` (`ModelConfig`), `train_config.json`
   (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
-- `records.metrics`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
-  split; `eval/<split>/metrics.json` is one `SplitMetrics`);
-- `records.studies`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
-  out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`) and cross-validation
-  (`CvResult`, `ProtocolsResult`).
+- `records.metrics_records`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per
+  evaluated split; `eval/<split>/metrics.json` is one `SplitMetrics`);
+- `records.study_records`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
+  out-of-scope folders (`ScopeFoldersResult`), the engine checks (`EngineRecords`) and
+  cross-validation (`CvResult`, `ProtocolsResult`).
 
 Readers name their keys through these types instead of passing `dict[str, Any]` around, so what a
 file holds is written down once. They are TypedDicts, plain dicts at run time: nothing here
@@ -16,7 +16,7 @@ changes a byte on disk. Records that older models or an exported file's neighbou
 
 from __future__ import annotations
 
-from bloodcell.records.metrics import (
+from bloodcell.records.metrics_records import (
     BootstrapRecord,
     CalibrationBin,
     ClassMetrics,
@@ -35,20 +35,20 @@ from bloodcell.records.metrics import (
     SetMetrics,
     SplitMetrics,
 )
-from bloodcell.records.model import (
+from bloodcell.records.model_records import (
     CalibrationRecord,
     CalibrationResult,
     CellGateRecord,
     ConformalRecord,
     DataRecord,
     ModelConfig,
-    OodRecord,
     OutlierRecord,
+    ScopeDetectorRecord,
     TrainConfigRecord,
     TrainSeconds,
     TrainSummary,
 )
-from bloodcell.records.studies import (
+from bloodcell.records.study_records import (
     AuditResult,
     AuditSummary,
     AuditVariant,
@@ -61,17 +61,17 @@ from bloodcell.records.studies import (
     CvSeed,
     EngineCheck,
     EngineComparison,
-    EngineOod,
     EngineRecords,
+    EngineScope,
     FolderResult,
     InScopeScores,
-    OodResult,
-    OodSeparation,
     ProtocolRow,
     ProtocolsResult,
     RobustnessResult,
     RobustnessRow,
     RobustnessSummary,
+    ScopeFoldersResult,
+    ScopeSeparation,
     Spread,
     StudyData,
     SwapShares,
@@ -81,7 +81,7 @@ __all__ = [
     "CalibrationResult",
     "AuditSummary",
     "TrainSeconds",
-    "OodSeparation",
+    "ScopeSeparation",
     "RobustnessSummary",
     "ConditionScores",
     "AuditResult",
@@ -101,7 +101,7 @@ __all__ = [
     "DataRecord",
     "EngineCheck",
     "EngineComparison",
-    "EngineOod",
+    "EngineScope",
     "EngineRecords",
     "EvalData",
     "Figures",
@@ -114,10 +114,10 @@ __all__ = [
     "Metrics",
     "ModelConfig",
     "ModelMetrics",
-    "OodRecord",
+    "ScopeDetectorRecord",
     "OutlierRecord",
     "CellGateRecord",
-    "OodResult",
+    "ScopeFoldersResult",
     "ProtocolRow",
     "ProtocolsResult",
     "RobustnessResult",

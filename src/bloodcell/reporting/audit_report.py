@@ -1,4 +1,4 @@
-"""How the shortcut audit (`evaluation.audit`) is shown: `audit.json`, the picture grid
+"""How the shortcut audit (`evaluation.shortcut_audit`) is shown: `audit.json`, the picture grid
 `audit.png` (for one image of each class, every variant with the model's answer and its Grad-CAM
 overlay: for a model that reads the cells, the heat sits on them), and the markdown section that
 the split's report, the run's report, the model card and the CV report include."""
@@ -138,7 +138,7 @@ def plot_examples(cases: Sequence[Any], answers: Sequence[Any], backend: Any, ou
     """One row per class (its first image with a white cell), one column per variant: the
     Grad-CAM overlay of the class the model gives (the image alone for an ONNX model), titled
     with that answer."""
-    from bloodcell.evaluation.explain import explain_image
+    from bloodcell.evaluation.gradcam import explain_image
     from bloodcell.models.torch_backend import TorchBackend
 
     torch = backend if isinstance(backend, TorchBackend) else None  # Grad-CAM needs gradients

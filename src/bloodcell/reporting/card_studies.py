@@ -12,15 +12,15 @@ from bloodcell.records import (
     EngineRecords,
     ModelConfig,
     ModelMetrics,
-    OodResult,
     RobustnessResult,
+    ScopeFoldersResult,
     SplitMetrics,
 )
 from bloodcell.reporting.audit_report import report_lines as audit_lines
 from bloodcell.reporting.eval_report import conformal_lines
 from bloodcell.reporting.markdown import ci_range, pct
 from bloodcell.reporting.robustness_report import report_lines as robustness_lines
-from bloodcell.reporting.scope_report import report_lines as ood_lines
+from bloodcell.reporting.scope_report import report_lines as scope_folders_lines
 from bloodcell.run_dir import AUDIT_PNG, RunDir
 
 #: The run folder as the card (in RUN/model/) links into it.
@@ -57,7 +57,7 @@ def robustness_section(result: RobustnessResult | None) -> list[str]:
 
 
 def scope_section(
-    config: ModelConfig, test: SplitMetrics | None, ood: OodResult | None
+    config: ModelConfig, test: SplitMetrics | None, scope_folders: ScopeFoldersResult | None
 ) -> list[str]:
     detector = config.get("ood")
     if not detector:
@@ -112,12 +112,12 @@ def scope_section(
     else:
         lines.append(not_measured("the share of in-scope test images refused"))
     lines.append("")
-    if ood is None:
+    if scope_folders is None:
         lines.append(
             not_measured("refusals on folders of other images (`bloodcell evaluate RUN --ood DIR`)")
         )
     else:
-        lines += ood_lines(ood, RUN_FROM_CARD.ood_png.as_posix())
+        lines += scope_folders_lines(scope_folders, RUN_FROM_CARD.scope_folders_png.as_posix())
     return lines
 
 

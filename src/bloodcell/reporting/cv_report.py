@@ -226,7 +226,7 @@ def _seed_section(seed: CvSeed, out: Path) -> list[str]:
 
 def _audit_section(seed: CvSeed) -> list[str]:
     """The shortcut audit of every fold's test part, pooled (none for folds run before it)."""
-    from bloodcell.evaluation.audit import targets
+    from bloodcell.evaluation.shortcut_audit import targets
     from bloodcell.reporting.audit_report import SECTION, report_lines
 
     audit = seed.get("audit")

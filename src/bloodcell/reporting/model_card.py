@@ -22,8 +22,8 @@ from bloodcell.models.saved import read_config, read_metrics, resolve_model_dir
 from bloodcell.records import (
     ModelConfig,
     ModelMetrics,
-    OodResult,
     RobustnessResult,
+    ScopeFoldersResult,
     SplitMetrics,
 )
 from bloodcell.reporting.card_studies import (
@@ -65,9 +65,9 @@ def write_model_card(model_dir: str | Path) -> Path:
     metrics = read_metrics(model_dir)
     run = RunDir.of_model(model_dir)
     robust: RobustnessResult | None = _read_json(run.robustness_json("test"))
-    ood: OodResult | None = _read_json(run.ood_json)
+    scope_folders: ScopeFoldersResult | None = _read_json(run.scope_folders_json)
     path = ModelDir(model_dir).card
-    path.write_text(render_card(config, metrics, robust, ood, name=run.path.name))
+    path.write_text(render_card(config, metrics, robust, scope_folders, name=run.path.name))
     return path
 
 
@@ -122,7 +122,7 @@ def render_card(
     config: ModelConfig,
     metrics: ModelMetrics,
     robustness: RobustnessResult | None = None,
-    ood: OodResult | None = None,
+    scope_folders: ScopeFoldersResult | None = None,
     name: str = "bloodcell",
 ) -> str:
     """The whole card as markdown, from the saved files' contents."""
@@ -136,7 +136,7 @@ def render_card(
         ("Calibration", _calibration(config)),
         ("What the model looks at", looks_at_section(metrics.get("audit"))),
         ("Robustness", robustness_section(robustness)),
-        ("Out of scope", scope_section(config, test, ood)),
+        ("Out of scope", scope_section(config, test, scope_folders)),
         ("Prediction sets", sets_section(config, test)),
         ("Engines", engines_section(metrics)),
         ("Known limits", limits_section()),

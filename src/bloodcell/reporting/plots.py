@@ -12,8 +12,8 @@ import numpy as np
 
 from bloodcell.evaluation.metrics import roc_auc
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.models.ood import BLANK_SCORE
-from bloodcell.records import CalibrationBin, OodResult
+from bloodcell.models.scope_detector import BLANK_SCORE
+from bloodcell.records import CalibrationBin, ScopeFoldersResult
 
 
 def pyplot() -> Any:
@@ -126,7 +126,7 @@ def plot_reliability(bins: Sequence[CalibrationBin], ece: float, out: Path) -> P
     return out
 
 
-def plot_ood_scores(result: OodResult, out: Path) -> Path:
+def plot_scope_scores(result: ScopeFoldersResult, out: Path) -> Path:
     """Histograms of the out-of-scope score: the in-scope split and each folder, with the
     threshold, on one axis so the overlap (or its absence) is visible at a glance."""
     plt = pyplot()

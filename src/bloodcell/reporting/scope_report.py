@@ -1,35 +1,41 @@
-"""How the out-of-scope folders' result (`evaluation.scope.ood_result`) is shown: `ood.json`,
-the score histogram `ood_scores.png`, and the markdown section that the split's report, the
-run's report and the model card include."""
+"""How the out-of-scope folders' result (`evaluation.scope_folders.scope_folders_result`) is shown:
+`ood.json`, the score histogram `ood_scores.png`, and the markdown section that the split's
+report, the run's report and the model card include."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bloodcell.evaluation.scope import malignant_share
-from bloodcell.records import OodResult
+from bloodcell.evaluation.scope_folders import malignant_share
+from bloodcell.records import ScopeFoldersResult
 from bloodcell.reporting.markdown import upsert_section
-from bloodcell.reporting.plots import plot_ood_scores
-from bloodcell.run_dir import OOD_JSON, OOD_PNG, RunDir
+from bloodcell.reporting.plots import plot_scope_scores
+from bloodcell.run_dir import SCOPE_FOLDERS_JSON, SCOPE_FOLDERS_PNG, RunDir
 
 SECTION_TITLE = "Out-of-scope folders"
 
 
-def write_ood(result: OodResult, out: Path, run: RunDir, split: str, beside_run: bool) -> None:
+def write_scope_folders(
+    result: ScopeFoldersResult, out: Path, run: RunDir, split: str, beside_run: bool
+) -> None:
     """ood.json, the histogram, and the section in the split's report.md, which links the
     histogram relative to itself when it is in the run (so the run can move), else absolutely."""
     from bloodcell.run_dir import write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / OOD_JSON, result)
-    plot_ood_scores(result, out / OOD_PNG)
+    write_json(out / SCOPE_FOLDERS_JSON, result)
+    plot_scope_scores(result, out / SCOPE_FOLDERS_PNG)
     report = run.eval_report(split)
     report.parent.mkdir(parents=True, exist_ok=True)
-    image = run.link(run.ood_png, report.parent) if beside_run else str((out / OOD_PNG).resolve())
+    image = (
+        run.link(run.scope_folders_png, report.parent)
+        if beside_run
+        else str((out / SCOPE_FOLDERS_PNG).resolve())
+    )
     upsert_section(report, SECTION_TITLE, report_lines(result, image))
 
 
-def report_lines(result: OodResult, image: str) -> list[str]:
+def report_lines(result: ScopeFoldersResult, image: str) -> list[str]:
     """The markdown section: one row per folder, then the histogram."""
     s = result["in_scope"]
     lines = [

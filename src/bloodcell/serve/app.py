@@ -26,9 +26,9 @@ from bloodcell._version import __version__
 from bloodcell.data.decode import DEFAULT_MAX_PIXELS
 from bloodcell.serve.auth import ApiKeyMiddleware
 from bloodcell.serve.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, Batcher
-from bloodcell.serve.engine import open_engine
 from bloodcell.serve.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from bloodcell.serve.routes import add_routes
+from bloodcell.serve.served_model import open_served_model
 
 log = logging.getLogger("bloodcell.serve")
 
@@ -54,7 +54,7 @@ def create_app(
     `cors_origins` are the browser origins allowed to call the API from other sites (none: CORS
     stays off). The batch worker starts with the app's lifespan.
     """
-    served = open_engine(model_path, engine)
+    served = open_served_model(model_path, engine)
     batcher = Batcher(served.classify, max_batch_size=batch_size, max_wait_ms=batch_wait_ms)
     limits = {
         "max_upload_bytes": max_upload_bytes,
@@ -68,7 +68,7 @@ def create_app(
         "not a diagnosis.",
         lifespan=_lifespan(batcher),
     )
-    app.state.engine = served
+    app.state.served = served
     app.state.batcher = batcher
     _add_middleware(app, max_upload_bytes, api_key, cors_origins)
     _add_error_handlers(app)

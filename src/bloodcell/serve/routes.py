@@ -25,8 +25,7 @@ from bloodcell.predict import Prediction as ImagePrediction
 from bloodcell.reporting.markdown import to_html
 from bloodcell.serve.auth import bearer_scheme
 from bloodcell.serve.batching import Batcher
-from bloodcell.serve.columns import csv_spec
-from bloodcell.serve.engine import Engine, Upload
+from bloodcell.serve.csv_spec import csv_spec
 from bloodcell.serve.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
@@ -38,6 +37,7 @@ from bloodcell.serve.schemas import (
     Summary,
     SummaryRequest,
 )
+from bloodcell.serve.served_model import ServedModel, Upload
 from bloodcell.serve.summary import SummaryError, summarize
 
 CARD_PATH = "/v1/model/card"
@@ -47,12 +47,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def add_routes(
-    app: FastAPI, engine: Engine, batcher: Batcher, limits: dict[str, int], protected: bool
+    app: FastAPI, served: ServedModel, batcher: Batcher, limits: dict[str, int], protected: bool
 ) -> None:
     """Every route, in the order the OpenAPI spec lists them, then the page's static files."""
     # With a key, the /v1 routes declare the bearer scheme in OpenAPI (ApiKeyMiddleware checks).
     auth = [Security(bearer_scheme)] if protected else []
-    wiring = _Wiring(engine, batcher, limits, auth, AUTH_RESPONSES if protected else {})
+    wiring = _Wiring(served, batcher, limits, auth, AUTH_RESPONSES if protected else {})
     _add_page_route(app)
     _add_model_routes(app, wiring)
     _add_predict_route(app, wiring)
@@ -65,7 +65,7 @@ class _Wiring:
     """What the routes share: the model, the batch worker, the upload limits, and the bearer
     dependency with its OpenAPI answers (both empty without a key)."""
 
-    engine: Engine
+    served: ServedModel
     batcher: Batcher
     limits: dict[str, int]
     auth: list[Any]
@@ -80,7 +80,7 @@ def _add_page_route(app: FastAPI) -> None:
 
 def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
     """`/health` (always open), `/v1/model` and the model card."""
-    engine, batcher, limits = wiring.engine, wiring.batcher, wiring.limits
+    served, batcher, limits = wiring.served, wiring.batcher, wiring.limits
     auth, auth_responses = wiring.auth, wiring.auth_responses
 
     @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
@@ -88,7 +88,8 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
         return {
             "status": "ok",
             "model_loaded": True,
-            "backend": engine.backend.kind,
+            "engine": served.backend.engine,
+            "backend": served.backend.engine,  # deprecated: `engine`
             "queue": batcher.stats(),
         }
 
@@ -100,10 +101,10 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
         summary="Classes, model version, metrics",
     )
     async def model() -> dict[str, Any]:
-        card = CARD_PATH if engine.card and engine.card.is_file() else None
-        return {**engine.info, "model_card": card, "limits": limits, "csv": csv}
+        card = CARD_PATH if served.card and served.card.is_file() else None
+        return {**served.info, "model_card": card, "limits": limits, "csv": csv}
 
-    csv = csv_spec(engine.backend.labels)
+    csv = csv_spec(served.backend.labels)
 
     @app.get(  # the default (JSON) response class: the 4xx answers are JSON like everywhere
         CARD_PATH,
@@ -130,7 +131,7 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
         ] = "markdown",
     ) -> Response:
         try:
-            text = engine.card.read_text(encoding="utf-8") if engine.card else None
+            text = served.card.read_text(encoding="utf-8") if served.card else None
         except OSError:
             text = None
         if text is None:
@@ -144,9 +145,9 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
 
 def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
     """`POST /v1/predict`: every file of a batch answered on its own."""
-    engine, batcher, limits = wiring.engine, wiring.batcher, wiring.limits
+    served, batcher, limits = wiring.served, wiring.batcher, wiring.limits
     auth, auth_responses = wiring.auth, wiring.auth_responses
-    labels = list(engine.backend.labels)
+    labels = list(served.backend.labels)
 
     @app.post(
         "/v1/predict",
@@ -194,7 +195,7 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
                     + ", ".join(labels),
                 )
             explain = True
-        if explain and not engine.can_explain:
+        if explain and not served.can_explain:
             raise HTTPException(
                 400,
                 "explanations need the torch model: serve the model directory, not a lone .onnx",
@@ -217,7 +218,7 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
         decoded, predictions = await batcher.submit(decode_all)
         classified = [_result_dict(p) for p in predictions]
         if explain:
-            await _add_heatmaps(engine, batcher, decoded, classified, explain_class)
+            await _add_heatmaps(served, batcher, decoded, classified, explain_class)
         answers = iter(classified)
         results = [
             _error_dict(name, failures[i]) if i in failures else next(answers)
@@ -228,8 +229,8 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
             result["timing_ms"] = elapsed_ms
         response.status_code, detail = _batch_status(failures, len(uploads))
         return {
-            "model_version": engine.info["version"],
-            "engine": engine.backend.kind,
+            "model_version": served.info["version"],
+            "engine": served.backend.engine,
             "results": results,
             "detail": detail,
         }
@@ -237,7 +238,7 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
 
 def _add_summary_route(app: FastAPI, wiring: _Wiring) -> None:
     """`POST /v1/summary`: kept results tabulated as `bloodcell predict` tabulates them."""
-    engine = wiring.engine
+    served = wiring.served
 
     @app.post(
         "/v1/summary",
@@ -256,7 +257,7 @@ def _add_summary_route(app: FastAPI, wiring: _Wiring) -> None:
     async def summary(body: SummaryRequest) -> dict[str, Any]:
         results = [r.model_dump() for r in body.results]  # type: ignore[attr-defined]
         try:
-            return await run_in_threadpool(summarize, results, engine.backend)
+            return await run_in_threadpool(summarize, results, served.backend)
         except SummaryError as exc:
             raise HTTPException(400, str(exc)) from exc
 
@@ -277,7 +278,7 @@ def _batch_status(failures: dict[int, ImageDecodeError], n_files: int) -> tuple[
 
 
 async def _add_heatmaps(
-    engine: Engine,
+    served: ServedModel,
     batcher: Batcher,
     decoded: list[Upload],
     results: list[dict[str, Any]],
@@ -291,7 +292,7 @@ async def _add_heatmaps(
             return [
                 None
                 if r["out_of_scope"] or r["label"] is None
-                else engine.heatmap(upload.image, target or r["label"])
+                else served.heatmap(upload.image, target or r["label"])
                 for upload, r in zip(decoded, results, strict=True)
             ]
 

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field, create_model
 from bloodcell.predict.records import Prediction as Record
 
 ENGINE_DOC = 'The engine that answers: "onnx-int8" or "onnx" (ONNX Runtime), or "torch".'
+#: `backend` is `engine` under its first name, kept so that clients written for it still work.
+BACKEND_DOC = "Deprecated: the same as `engine`, under its first name."
 
 
 class ErrorResponse(BaseModel):
@@ -31,7 +33,8 @@ class QueueStats(BaseModel):
 class Health(BaseModel):
     status: str = Field(description='"ok" while the server answers.')
     model_loaded: bool
-    backend: str = Field(description=ENGINE_DOC)
+    engine: str = Field(description=ENGINE_DOC)
+    backend: str = Field(description=BACKEND_DOC, json_schema_extra={"deprecated": True})
     queue: QueueStats
 
 
@@ -80,7 +83,8 @@ class ModelInfo(BaseModel):
     version: str = Field(description="First 12 hex digits of the sha256 of the weights file.")
     format: str
     bloodcell_version: str | None = Field(description="bloodcell version that saved the model.")
-    backend: str = Field(description=ENGINE_DOC)
+    engine: str = Field(description=ENGINE_DOC)
+    backend: str = Field(description=BACKEND_DOC, json_schema_extra={"deprecated": True})
     classes: list[ClassInfo]
     image_size: int
     temperature: float

@@ -5,7 +5,7 @@ as a `models.saved` model directory in `RUN/model/`. The steps live in one modul
 `config` (settings and recipes), `optim` (optimizers and schedules by name), `devices`,
 `datasets` (train/val images, corrupted copies), `features` (the frozen part's outputs cached
 once), `module` (the LightningModule), `epoch_log` (log.csv and curves), `checkpoints`,
-`loaders`, `prepare` (the run folder), `scope` (the out-of-scope detector) and `outliers`
+`loaders`, `prepare` (the run folder), `scope_pass` (the out-of-scope detector) and `outliers`
 (other white-cell types shown as outliers, for the cell-type gate). The run
 folder's file names are `run_dir`'s, the one place that knows them.
 

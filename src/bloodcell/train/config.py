@@ -295,7 +295,7 @@ class TrainConfig:
         },
     )
     #: Share of in-scope (validation) images the out-of-scope detector fitted after training
-    #: lets through (`models.ood`); None fits no detector (cross-validation folds).
+    #: lets through (`models.scope_detector`); None fits no detector (cross-validation folds).
     ood_acceptance: float | None = field(
         default=0.99,
         metadata={

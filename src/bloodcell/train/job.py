@@ -45,7 +45,7 @@ from bloodcell.train.loaders import loaders
 from bloodcell.train.module import BloodcellModule
 from bloodcell.train.outliers import fit_cell_gate
 from bloodcell.train.prepare import data_record, prepare_run
-from bloodcell.train.scope import fit_scope
+from bloodcell.train.scope_pass import fit_scope
 
 if TYPE_CHECKING:
     from lightning.fabric.connector import _PRECISION_INPUT

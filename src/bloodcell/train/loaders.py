@@ -14,7 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from bloodcell.data.dataset import ManifestDataset
 from bloodcell.data.preprocess import Preprocess
-from bloodcell.models.ood_fit import VAL, ScopeRecorder
+from bloodcell.models.scope_fit import VAL, ScopeRecorder
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, split_datasets
 from bloodcell.train.devices import ValShardSampler, local_device, resolve_device, resolve_workers

@@ -61,7 +61,7 @@ function fillTechnical(info) {
     ["Model", info.name],
     ["Architecture", info.architecture],
     ["Version (weights sha256)", info.version],
-    ["Engine", info.backend],
+    ["Engine", info.engine],
     ["bloodcell version", info.bloodcell_version || "unknown"],
     ["Input size", `${info.image_size} px`],
     ["Temperature (calibration)", String(info.temperature)],
