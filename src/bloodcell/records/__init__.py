@@ -4,6 +4,10 @@
   (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
 - `records.metrics`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
   split; `eval/<split>/metrics.json` is one `SplitMetrics`);
+- `records.predictions`: what `bloodcell predict` writes besides each prediction: the model
+  (`ModelSummary`), the output's head (`OutputMeta`), folder and run summaries (`FolderGroup`,
+  `RunTotals`);
+- `records.benchmark`: `benchmark.json` (`BenchmarkRecord`);
 - `records.studies`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
   out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`) and cross-validation
   (`CvResult`, `ProtocolsResult`).
@@ -16,6 +20,7 @@ changes a byte on disk. Records that older models or an exported file's neighbou
 
 from __future__ import annotations
 
+from bloodcell.records.benchmark import BenchmarkRecord, InferenceFigures, RecipeResult
 from bloodcell.records.metrics import (
     BootstrapRecord,
     CalibrationBin,
@@ -48,6 +53,7 @@ from bloodcell.records.model import (
     TrainSeconds,
     TrainSummary,
 )
+from bloodcell.records.predictions import FolderGroup, ModelSummary, OutputMeta, RunTotals
 from bloodcell.records.studies import (
     AuditResult,
     AuditSummary,
@@ -63,12 +69,15 @@ from bloodcell.records.studies import (
     EngineComparison,
     EngineOod,
     EngineRecords,
+    ExportSummary,
     FolderResult,
     InScopeScores,
+    Int8Accuracy,
     OodResult,
     OodSeparation,
     ProtocolRow,
     ProtocolsResult,
+    Quantization,
     RobustnessResult,
     RobustnessRow,
     RobustnessSummary,
@@ -78,6 +87,13 @@ from bloodcell.records.studies import (
 )
 
 __all__ = [
+    "BenchmarkRecord",
+    "FolderGroup",
+    "InferenceFigures",
+    "ModelSummary",
+    "OutputMeta",
+    "RecipeResult",
+    "RunTotals",
     "CalibrationResult",
     "AuditSummary",
     "TrainSeconds",
@@ -103,6 +119,7 @@ __all__ = [
     "EngineComparison",
     "EngineOod",
     "EngineRecords",
+    "ExportSummary",
     "EvalData",
     "Figures",
     "FolderResult",
@@ -110,6 +127,7 @@ __all__ = [
     "GroupIntervals",
     "ImageIntervals",
     "InScopeScores",
+    "Int8Accuracy",
     "Interval",
     "Metrics",
     "ModelConfig",
@@ -120,6 +138,7 @@ __all__ = [
     "OodResult",
     "ProtocolRow",
     "ProtocolsResult",
+    "Quantization",
     "RobustnessResult",
     "RobustnessRow",
     "RocAuc",

@@ -238,6 +238,38 @@ EngineRecords = TypedDict(
 )
 
 
+class Quantization(TypedDict):
+    """How an int8 file was quantised (`onnx.quantize_int8`); in its ONNX metadata too."""
+
+    dtype: str
+    method: str
+    #: Static quantisation only.
+    calibration_images: NotRequired[int]
+
+
+class Int8Accuracy(TypedDict):
+    """`onnx.compare_accuracy`: fp32 and int8 files on one split."""
+
+    split: str
+    n: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    accuracy_change: float
+    agreement: float
+
+
+class ExportSummary(TypedDict):
+    """What `onnx.export_onnx` returns: the files written and their sizes; with int8, how it
+    was quantised and (when the test split was found) its accuracy against fp32."""
+
+    fp32: str
+    fp32_bytes: int
+    path: str
+    int8_bytes: NotRequired[int]
+    quantization: NotRequired[Quantization]
+    accuracy: NotRequired[Int8Accuracy]
+
+
 # --- cross-validation -----------------------------------------------------------------------------
 
 
