@@ -30,6 +30,7 @@ from bloodcell.models.fusion import fused_blocks
 from bloodcell.models.ood import DEFAULT_ACCEPTANCE, fit_detector, input_spread, tap_blocks
 from bloodcell.models.saved import load_model, update_config
 from bloodcell.models.torch_backend import dataset_taps
+from bloodcell.records import OodRecord
 
 if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier
@@ -62,9 +63,10 @@ def fit_model_ood(
     reference += [taps(c, f"corrupted copy {i + 1}")[0] for i, c in enumerate(corrupted)]
     val_taps, val_spread = taps(val, "val")
     labels = np.concatenate([train_labels] * len(reference))
-    return save_detector(
+    config = save_detector(
         loaded.path, layers, _stack(reference), labels, val_taps, val_spread, acceptance
     )
+    return dict(config)  # as a plain dict, what `train.scope.fit_scope` passes on
 
 
 def save_detector(
@@ -75,7 +77,7 @@ def save_detector(
     val_taps: list[np.ndarray],
     val_spread: np.ndarray,
     acceptance: float,
-) -> dict[str, Any]:
+) -> OodRecord:
     detector = fit_detector(layers, reference, labels, val_taps, val_spread, acceptance)
     config = detector.save(model_dir)
     update_config(model_dir, ood=config)
@@ -156,7 +158,7 @@ class ScopeRecorder:
 
     def fit(
         self, model: Classifier, model_dir: Path, acceptance: float = DEFAULT_ACCEPTANCE
-    ) -> dict[str, Any]:
+    ) -> OodRecord:
         """Fit, threshold and save the detector of the final `model`; returns its config."""
         names = [n for n in self.cached if n != VAL]
         reference = _stack([self.taps(model, n) for n in names])

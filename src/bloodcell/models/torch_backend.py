@@ -8,7 +8,7 @@ loads this module.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
 from bloodcell.models.ood import OodDetector, input_spread
 from bloodcell.models.saved import LoadedModel, saved_ood
+from bloodcell.records import OodRecord
 
 if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier
@@ -63,7 +64,7 @@ class TorchBackend(Backend):
         return self.ood.threshold if self.ood else None
 
     @property
-    def ood_info(self) -> dict[str, Any] | None:  # type: ignore[override]
+    def ood_info(self) -> OodRecord | None:  # type: ignore[override]
         return self.ood.to_config() if self.ood else None
 
     @property

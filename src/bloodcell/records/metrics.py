@@ -3,7 +3,10 @@ split) and `eval/<split>/metrics.json` (one `SplitMetrics`)."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from bloodcell.records.studies import AuditResult, EngineRecords
 
 #: A 95% interval [low, high]; None where a resample never defined the figure.
 Interval = list[float]
@@ -74,6 +77,13 @@ class GroupIntervals(GroupBootstrapRecord):
     sensitivity: Interval | None
     specificity: Interval | None
     ece: Interval | None
+
+
+class GroupMean(GroupBootstrapRecord):
+    """`metrics.group_bootstrap_mean`: a mean over images with its group-bootstrap interval."""
+
+    mean: float
+    ci95: Interval | None
 
 
 class CalibrationBin(TypedDict, total=False):
@@ -166,6 +176,12 @@ class SplitMetrics(Metrics, total=False):
     prediction_sets: SetMetrics | None
 
 
-#: `model/metrics.json`: split name -> that split's metrics, and under "engines" the ONNX
-#: engines' checks (`engine_check`), which is why the values are not all SplitMetrics.
-ModelMetrics = dict[str, Any]
+class ModelMetrics(TypedDict, total=False):
+    """`model/metrics.json`: each evaluated split's metrics (without the calibration bins and
+    the confusion matrix), the ONNX engines' checks (`check.export_engines`) and the audit."""
+
+    train: SplitMetrics
+    val: SplitMetrics
+    test: SplitMetrics
+    engines: EngineRecords
+    audit: AuditResult

@@ -47,15 +47,20 @@ class SwapShares(TypedDict, total=False):
     follows_neither: float | None
 
 
+#: The audit's variants (`evaluation.audit.summarise`), also what cross-validation pools over
+#: folds: "original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_5" ...
+#: "hue_30" -> AuditVariant, and "swapped_per_class" / "recoloured_per_class" ->
+#: {label: SwapShares}. The value's type depends on the key's pattern, which a TypedDict
+#: cannot say of computed keys, hence Any.
+AuditVariants = dict[str, Any]
+
+
 class AuditSummary(TypedDict):
-    """What the audit's report reads: also what cross-validation pools over folds."""
+    """What the audit's report reads."""
 
     split: str
     n_images: int
-    #: "original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_5" ...
-    #: "hue_30" -> AuditVariant, and "swapped_per_class" / "recoloured_per_class" ->
-    #: {label: SwapShares}.
-    variants: dict[str, Any]
+    variants: AuditVariants
     #: Pass marks: erased_refused, swaps_answered, swaps_follow_cells, swaps_follow_background,
     #: recoloured_follow_shape, recoloured_follow_colour, hue_20_accuracy.
     targets: dict[str, bool | None]
@@ -299,7 +304,7 @@ class CvSeed(TypedDict):
     seed: int
     folds: list[CvFold]
     pooled: CvMetrics
-    audit: dict[str, Any] | None
+    audit: AuditVariants | None
     fold_accuracy: Spread
 
 
@@ -311,13 +316,26 @@ class CvData(TypedDict):
     ci_groups: int
 
 
+class CvSettingsRecord(TypedDict):
+    """`evaluation.cv.CVSettings` as saved."""
+
+    folds: int
+    grouping: str
+    block_size: int | None
+    val_fraction: float
+    seeds: list[int]
+    calibrate: bool
+    audit: bool
+
+
 class CvResult(TypedDict):
     """`cv.json` (`workflows.cv.run_cv`)."""
 
     name: str
-    settings: dict[str, Any]
+    settings: CvSettingsRecord
     recipe: str
-    config: dict[str, Any]
+    #: The TrainConfig's fields.
+    config: dict[str, object]
     data: CvData
     seeds: list[CvSeed]
     folds_trained_now: int
@@ -339,6 +357,16 @@ class ProtocolRow(TypedDict):
     report: str
 
 
+class ProtocolBootstrap(TypedDict):
+    """How the protocols' paired intervals were made."""
+
+    unit: str
+    groups: int
+    resamples: int
+    seed: int
+    method: str
+
+
 class ProtocolsResult(TypedDict):
     """`protocols.json` (`workflows.cv.compare_protocols`)."""
 
@@ -347,5 +375,5 @@ class ProtocolsResult(TypedDict):
     block_size: int
     recipe: str
     images: int
-    bootstrap: dict[str, Any]
+    bootstrap: ProtocolBootstrap
     protocols: list[ProtocolRow]

@@ -168,7 +168,7 @@ def run_cv(
         seeds.append(summarise_seed(out, seed, folds, unit_of))
     result: CvResult = {
         "name": name,
-        "settings": asdict(settings),
+        "settings": settings.to_record(),
         "recipe": config.recipe,
         "config": config.to_dict(),
         "data": {
