@@ -2,14 +2,15 @@
 
 - `records.model`: `model/config.json` (`ModelConfig`), `train_config.json`
   (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
-- `records.metrics`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
-  split; `eval/<split>/metrics.json` is one `SplitMetrics`);
+- `records.metrics`: `eval/<split>/metrics.json` (`SplitMetrics`), also each evaluated
+  split's entry in `model/metrics.json`;
 - `records.predictions`: what `bloodcell predict` writes besides each prediction: the model
   (`ModelSummary`), the output's head (`OutputMeta`), folder and run summaries (`FolderGroup`,
   `RunTotals`);
 - `records.benchmark`: `benchmark.json` (`BenchmarkRecord`);
 - `records.studies`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
-  out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`) and cross-validation
+  out-of-scope folders (`OodResult`), the engine checks (`EngineRecords`), `model/metrics.json`
+  whole (`ModelMetrics`) and cross-validation
   (`CvResult`, `ProtocolsResult`).
 
 Readers name their keys through these types instead of passing `dict[str, Any]` around, so what a
@@ -34,7 +35,6 @@ from bloodcell.records.metrics import (
     ImageIntervals,
     Interval,
     Metrics,
-    ModelMetrics,
     RocAuc,
     ScopeMetrics,
     SetLevel,
@@ -77,6 +77,7 @@ from bloodcell.records.studies import (
     FolderResult,
     InScopeScores,
     Int8Accuracy,
+    ModelMetrics,
     OodResult,
     OodSeparation,
     ProtocolBootstrap,

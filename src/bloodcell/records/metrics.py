@@ -1,12 +1,9 @@
-"""`metrics.json`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
-split) and `eval/<split>/metrics.json` (one `SplitMetrics`)."""
+"""`metrics.json`: `eval/<split>/metrics.json` (one `SplitMetrics`), and the same figures per
+split in `model/metrics.json` (`records.studies.ModelMetrics`, which also holds the studies)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
-
-if TYPE_CHECKING:
-    from bloodcell.records.studies import AuditResult, EngineRecords
+from typing import TypedDict
 
 #: A 95% interval [low, high]; None where a resample never defined the figure.
 Interval = list[float]
@@ -174,14 +171,3 @@ class SplitMetrics(Metrics, total=False):
     images_per_second: float | None
     out_of_scope: ScopeMetrics | None
     prediction_sets: SetMetrics | None
-
-
-class ModelMetrics(TypedDict, total=False):
-    """`model/metrics.json`: each evaluated split's metrics (without the calibration bins and
-    the confusion matrix), the ONNX engines' checks (`check.export_engines`) and the audit."""
-
-    train: SplitMetrics
-    val: SplitMetrics
-    test: SplitMetrics
-    engines: EngineRecords
-    audit: AuditResult

@@ -1,12 +1,13 @@
 """What the studies of a trained model write: the shortcut audit (`audit.json`), robustness
 (`robustness.json`), the out-of-scope folders (`ood.json`), the ONNX engines' checks (`engines`
-in `model/metrics.json`) and cross-validation (`cv.json`, `protocols.json`)."""
+in `model/metrics.json`, which `ModelMetrics` describes whole) and cross-validation (`cv.json`,
+`protocols.json`)."""
 
 from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from bloodcell.records.metrics import Figures, GroupIntervals, Interval
+from bloodcell.records.metrics import Figures, GroupIntervals, Interval, SplitMetrics
 
 # --- the shortcut audit ---------------------------------------------------------------------------
 
@@ -273,6 +274,20 @@ class ExportSummary(TypedDict):
     int8_bytes: NotRequired[int]
     quantization: NotRequired[Quantization]
     accuracy: NotRequired[Int8Accuracy]
+
+
+# --- model/metrics.json ---------------------------------------------------------------------------
+
+
+class ModelMetrics(TypedDict, total=False):
+    """`model/metrics.json`: each evaluated split's metrics (without the calibration bins and
+    the confusion matrix), the ONNX engines' checks (`check.export_engines`) and the audit."""
+
+    train: SplitMetrics
+    val: SplitMetrics
+    test: SplitMetrics
+    engines: EngineRecords
+    audit: AuditResult
 
 
 # --- cross-validation -----------------------------------------------------------------------------
