@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bloodcell.allocator import current_allocator
 from bloodcell.models.fusion import fused_classifier
 from bloodcell.workflows.benchmark_job import latency, throughput
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {loaded.path} ({loaded.architecture}, {size} px); torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, {args.threads} threads, load avg {os.getloadavg()[0]:.1f}, "
-        f"allocator {os.environ.get('BLOODCELL_ALLOCATOR_SET', 'system')}",
+        f"allocator {current_allocator()}",
         file=sys.stderr,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bloodcell.allocator import GLIBC_TUNABLES, fast_env
+from bloodcell.allocator import GLIBC_TUNABLES, current_allocator, fast_env
 
 
 def test_glibc_tuned_is_the_default() -> None:
@@ -19,6 +19,12 @@ def test_no_second_reexec_and_system_opt_out() -> None:
     assert fast_env({"BLOODCELL_ALLOCATOR_SET": "glibc-tuned"}) is None
     assert fast_env({"BLOODCELL_ALLOCATOR": "system"}) is None
     assert fast_env({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}) is None
+
+
+def test_current_allocator_reads_the_mark_the_reexec_sets() -> None:
+    env = fast_env({"BLOODCELL_ALLOCATOR": "glibc-tuned"})
+    assert env is not None and current_allocator(env) == "glibc-tuned"
+    assert current_allocator({}) == "system"
 
 
 def test_existing_tunables_are_kept() -> None:

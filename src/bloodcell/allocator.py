@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296"
@@ -23,6 +23,11 @@ TCMALLOC_PATHS = (
     "/usr/lib/libtcmalloc_minimal.so.4",
 )
 _MARK = "BLOODCELL_ALLOCATOR_SET"
+
+
+def current_allocator(env: Mapping[str, str] | None = None) -> str:
+    """The allocator this process was re-executed under, or "system" when it was not."""
+    return (os.environ if env is None else env).get(_MARK, "system")
 
 
 def fast_env(env: dict[str, str], choice: str | None = None) -> dict[str, str] | None:

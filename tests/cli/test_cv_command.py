@@ -34,3 +34,20 @@ def test_fold_with_protocols_still_refuses_a_group(tmp_path: Path, capsys) -> No
     args = ["cv", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--compare-protocols"]
     assert main([*args, "--group", "near", "--fold", "1"]) == 2
     assert "leave --group out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocols", [False, True])
+def test_verbose_reaches_the_folds(protocols: bool, tmp_path: Path, monkeypatch) -> None:
+    import bloodcell.workflows.cv_job as cv
+
+    seen: list[bool] = []
+
+    def job(*args, verbose: bool = False, **kw) -> list:
+        seen.append(verbose)
+        return []
+
+    monkeypatch.setattr(cv, "compare_protocols_fold" if protocols else "run_cv_fold", job)
+    args = ["cv", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--fold", "1"]
+    args += ["--compare-protocols"] if protocols else []
+    assert main(args) == 0 and main([*args, "--verbose"]) == 0
+    assert seen == [False, True]

@@ -143,11 +143,11 @@ def test_a_changed_refusal_fails_like_a_changed_label() -> None:
 
 def test_answers_are_classes_or_refusals() -> None:
     """Out of scope at the engine's own threshold, or refused by the cell-type gate: -1."""
-    from bloodcell.export.check import answers
+    from bloodcell.export.check import SplitOutputs, answers
     from bloodcell.models.cell_gate import CellGate
 
     logits = np.array([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0.1, 0, 0, 0]], dtype=np.float32)
-    out = {"e": Outputs(logits, np.array([0.1, 0.9, 0.1]))}
+    out = SplitOutputs({"e": Outputs(logits, np.array([0.1, 0.9, 0.1]))}, np.zeros(3))
     gate = CellGate(threshold=0.5, acceptance=0.995)
     assert answers(out, "e", {"e": 0.5}, gate).tolist() == [0, -1, -1]
     assert answers(out, "e", {"e": None}, None).tolist() == [0, 1, 0]

@@ -32,3 +32,27 @@ def test_benchmark_compares_recipes_with_the_reference(tmp_path: Path) -> None:
     table = (out / "benchmark.md").read_text()
     assert "| reference |" in table and "| fast |" in table and "onnx int8" in table
     assert "| time vs reference |" in done.stdout and "| 1.00x |" in table
+
+
+def test_verbose_reaches_every_training_command(tmp_path: Path, monkeypatch) -> None:
+    """`--verbose` is passed on to each recipe's `bloodcell train`, whose console it changes
+    (tests/cli/test_model.py); without it, the training commands stay quiet."""
+    import pytest
+
+    import bloodcell.workflows.benchmark_job as bench
+    from bloodcell.cli import main
+
+    data = make_dataset(tmp_path / "data", "generic", n_per_class=10, size=32)
+    commands: list[list[str]] = []
+
+    def fail(cmd) -> tuple[int, float, float]:  # stop at the first training: seen is enough
+        commands.append(list(cmd))
+        return 1, 0.0, 0.0
+
+    monkeypatch.setattr(bench, "run_measured", fail)
+    args = ["benchmark", "--data", str(data), "--out", str(tmp_path / "bench"), "--epochs", "1"]
+    for extra in ([], ["--verbose"]):
+        with pytest.raises(RuntimeError, match="training reference seed 0 failed"):
+            main([*args, *extra])
+    quiet, verbose = commands
+    assert quiet[quiet.index("train") :] + ["--verbose"] == verbose[verbose.index("train") :]

@@ -231,3 +231,25 @@ def test_console_script_resumes_after_a_kill(tmp_path: Path) -> None:
     tested = _tested(out)
     assert len(tested) == 34 and all(len(f) == 1 for f in tested.values())
     assert json.loads((out / "cv.json").read_text())["seeds"][0]["pooled"]["n"] == 34
+
+
+def test_verbose_shows_lightning_while_a_fold_trains(tmp_path: Path, capfd) -> None:
+    from tests.cli.test_model import LIGHTNING_LINES, LIGHTNING_SUMMARY
+
+    data = _data(tmp_path)
+    settings = CVSettings(folds=3, seeds=(0,), calibrate=False, audit=False)
+
+    def fold(name: str, verbose: bool) -> str:
+        out = tmp_path / name
+        run_cv_fold(data, out, tiny_config(epochs=1), 1, settings, True, verbose=verbose)
+        captured = capfd.readouterr()
+        return captured.out + captured.err
+
+    quiet = fold("quiet", verbose=False)
+    for text in LIGHTNING_SUMMARY + LIGHTNING_LINES:
+        assert text not in quiet, text
+    assert "train_loss" not in quiet  # no per-step metrics beside the bar
+    verbose = fold("verbose", verbose=True)
+    for text in LIGHTNING_SUMMARY + LIGHTNING_LINES:
+        assert text in verbose, text
+    assert "train_loss" in verbose

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bloodcell.cli.common import Parser, add_data_arg, data_dir
+from bloodcell.cli.common import Parser, add_data_arg, add_verbose_arg, data_dir
 
 #: The training options `benchmark` passes on to every recipe's `bloodcell train`.
 BENCHMARK_SHORTENING = ("pretrained", "epochs", "image_size")
@@ -23,6 +23,7 @@ def benchmark_cmd(args: argparse.Namespace) -> int:
         runs=args.runs,
         train_args=train_argv(given_settings(args, BENCHMARK_SHORTENING)),
         scope_dirs=args.ood or (),
+        verbose=args.verbose,
     )
     return 0
 
@@ -62,4 +63,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--ood", nargs="+", metavar="DIR",
         help="folders of images unlike the training data: the share each model refuses",
     )  # fmt: skip
+    add_verbose_arg(p)
     p.set_defaults(func=benchmark_cmd)

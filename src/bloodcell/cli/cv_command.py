@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bloodcell.cli.common import add_data_arg, data_dir
+from bloodcell.cli.common import add_data_arg, add_verbose_arg, data_dir
 from bloodcell.cli.run_command import add_shortening
 from bloodcell.errors import BloodcellError
 from bloodcell.records import CvResult, ProtocolsResult
@@ -40,18 +40,18 @@ def cv_cmd(args: argparse.Namespace) -> int:
     )
     if args.fold is not None:
         check_fold(args.fold, settings)  # a typo fails before the data is read
-    data, progress = data_dir(args.data), not args.quiet
+    data, progress, verbose = data_dir(args.data), not args.quiet, args.verbose
     if args.compare_protocols and args.group is not None:
         raise BloodcellError("--compare-protocols runs every grouping itself; leave --group out")
     if args.fold is not None:
         run = compare_protocols_fold if args.compare_protocols else run_cv_fold
-        print_folds(run(data, args.out, config, args.fold, settings, progress))
+        print_folds(run(data, args.out, config, args.fold, settings, progress, verbose=verbose))
         print("when every fold is done, pool them: the same command without --fold")
         return 0
     if args.compare_protocols:
-        print_protocols(compare_protocols(data, args.out, config, settings, progress))
+        print_protocols(compare_protocols(data, args.out, config, settings, progress, verbose))
     else:
-        print_seeds(run_cv(data, args.out, config, settings, progress))
+        print_seeds(run_cv(data, args.out, config, settings, progress, verbose=verbose))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -151,4 +151,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "report then has no pooled audit)",
     )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_verbose_arg(p)
     p.set_defaults(func=cv_cmd)

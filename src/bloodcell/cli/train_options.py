@@ -12,7 +12,7 @@ when those options are given.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -198,14 +198,16 @@ def add_recipe_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def given_settings(args: argparse.Namespace, names: Iterable[str] | None = None) -> dict[str, Any]:
+def given_settings(
+    args: argparse.Namespace, names: Iterable[str] | None = None
+) -> dict[str, object]:
     """The training settings given on the command line (an option left out is None)."""
     wanted = [f.name for f in train_fields(names)]
     given = {n: getattr(args, n) for n in wanted if getattr(args, n, None) is not None}
     return {n: tuple(v) if isinstance(v, list) else v for n, v in given.items()}
 
 
-def train_argv(settings: dict[str, Any]) -> list[str]:
+def train_argv(settings: Mapping[str, object]) -> list[str]:
     """Settings written back as `bloodcell train` options, for a training in a child process."""
     argv: list[str] = []
     for name, value in settings.items():

@@ -23,7 +23,6 @@ from the validation scores saved with it, without the data.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ from bloodcell.models.conformal import DEFAULT_COVERAGE, fit_conformal
 from bloodcell.models.saved import read_config, resolve_model_dir, update_config
 from bloodcell.models.scope_detector import ScopeDetector
 from bloodcell.models.torch_backend import dataset_logits
-from bloodcell.records import CalibrationRecord, CalibrationResult
+from bloodcell.records import CalibrationRecord, CalibrationResult, ScopeDetectorRecord
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
@@ -106,7 +105,7 @@ def fit_and_store(
     return {**summary, "coverage": conformal.coverage}
 
 
-def set_scope_acceptance(model_dir: str | Path, acceptance: float) -> dict[str, Any]:
+def set_scope_acceptance(model_dir: str | Path, acceptance: float) -> ScopeDetectorRecord:
     """Move the out-of-scope threshold to another in-scope acceptance; returns its config."""
     model_dir = resolve_model_dir(model_dir)
     detector = ScopeDetector.load(model_dir, read_config(model_dir).get("ood"))

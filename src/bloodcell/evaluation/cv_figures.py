@@ -8,10 +8,10 @@ writes only `cv_config.json`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -23,7 +23,15 @@ from bloodcell.errors import ModelError
 from bloodcell.evaluation.cv_fold import read_predictions
 from bloodcell.evaluation.shortcut_audit import pool as pool_audits
 from bloodcell.labels import LABELS
-from bloodcell.records import CvFold, CvMetrics, CvResult, CvSeed, ProtocolRow
+from bloodcell.records import (
+    AuditVariants,
+    CvFold,
+    CvMetrics,
+    CvResult,
+    CvSeed,
+    CvSettingsRecord,
+    ProtocolRow,
+)
 from bloodcell.run_dir import CvDir, FoldDir, read_json, write_json
 
 #: The leakage study: protocol name -> what it keeps together. (a) is the usual protocol.
@@ -50,8 +58,20 @@ class CVSettings:
     #: stain audit makes it the slowest step of a fold.
     audit: bool = True
 
+    def to_record(self) -> CvSettingsRecord:
+        """The settings as `cv.json` holds them."""
+        return {
+            "folds": self.folds,
+            "grouping": self.grouping,
+            "block_size": self.block_size,
+            "val_fraction": self.val_fraction,
+            "seeds": list(self.seeds),
+            "calibrate": self.calibrate,
+            "audit": self.audit,
+        }
 
-def check_settings(out: Path, record: dict[str, Any]) -> None:
+
+def check_settings(out: Path, record: Mapping[str, object]) -> None:
     """Write OUT/cv_config.json, or refuse to continue a folder made with other settings."""
     record = json.loads(json.dumps(record))  # as saved: tuples become lists
     path = CvDir(out).settings
@@ -75,7 +95,7 @@ def cv_metrics(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> 
     """`metrics.compute_metrics`, with its intervals from resampling groups, not images."""
     from bloodcell.evaluation.metrics import compute_metrics, group_bootstrap_ci
 
-    m: dict[str, Any] = dict(compute_metrics(y_true, probs, LABELS))
+    m: dict[str, object] = dict(compute_metrics(y_true, probs, LABELS))
     for key in ("calibration_bins", "bootstrap", "ci95"):
         m.pop(key)
     m["ci95"] = group_bootstrap_ci(y_true, probs, groups, LABELS)
@@ -128,7 +148,7 @@ def summarise_seed(
     }
 
 
-def _fold_audit(fold: FoldDir) -> dict[str, Any] | None:
+def _fold_audit(fold: FoldDir) -> AuditVariants | None:
     """The audit summary of a fold's test part (None for a fold audited before audits)."""
     path = fold.run.audit_json("test")
     return read_json(path)["variants"] if path.is_file() else None

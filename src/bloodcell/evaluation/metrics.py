@@ -34,6 +34,7 @@ from bloodcell.records import (
     ClinicalMetrics,
     GroupBootstrapRecord,
     GroupIntervals,
+    GroupMean,
     ImageIntervals,
     Interval,
     Metrics,
@@ -335,7 +336,7 @@ def group_bootstrap_mean(
     n_boot: int = N_BOOTSTRAP,
     seed: int = BOOTSTRAP_SEED,
     level: float = LEVEL,
-) -> dict[str, Any]:
+) -> GroupMean:
     """The mean of per-image `values` with a percentile interval from resampling whole groups.
 
     With values 1/0 (right/wrong, or the share of seeds right) it is an accuracy. With the

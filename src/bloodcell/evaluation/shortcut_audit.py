@@ -52,7 +52,7 @@ from bloodcell.data.cells import (
 from bloodcell.data.colour import cell_colour, grey_cells, recolour_cells, turn_hue
 from bloodcell.models.backends import Backend
 from bloodcell.models.refusal import refusals
-from bloodcell.records import AuditVariant, SwapShares
+from bloodcell.records import AuditVariant, AuditVariants, SwapShares
 
 #: The hue turns of the stain audit, in degrees.
 HUE_DEGREES = (5, 10, 15, 20, 25, 30)
@@ -200,11 +200,13 @@ def answer(
     return out
 
 
-def summarise(cases: Sequence[Case], answers: Sequence[Answer], labels: Sequence[str]) -> dict:
+def summarise(
+    cases: Sequence[Case], answers: Sequence[Answer], labels: Sequence[str]
+) -> AuditVariants:
     """Per variant: how many, share refused, share answered, accuracy of the top class over
     all of them ("background reliance" for erased) and over the answered; for swaps, among the
     answered, the share whose label follows the cells, the background or neither, per class."""
-    result: dict[str, Any] = {}
+    result: AuditVariants = {}
     for variant in VARIANTS:
         picked = [(c, a) for c, a in zip(cases, answers, strict=True) if c.variant == variant]
         if picked:
@@ -260,7 +262,7 @@ def audit_images(
     seed: int = DEFAULT_SEED,
     batch_size: int = 32,
     progress: bool = False,
-) -> tuple[dict[str, Any], list[Case], list[Answer]]:
+) -> tuple[AuditVariants, list[Case], list[Answer]]:
     """The audit over decoded images with their true classes: (summary, cases, answers)."""
     from tqdm import tqdm
 
@@ -272,7 +274,7 @@ def audit_images(
     return summarise(cases, answers, backend.labels), cases, answers
 
 
-def targets(summary: dict[str, Any]) -> dict[str, bool | None]:
+def targets(summary: AuditVariants) -> dict[str, bool | None]:
     """The audit's pass marks: >= 95% of cell-erased images refused; >= 80% of swaps answered,
     and among them the label follows the cells >= 90% and the background <= 5%; among the
     answered recoloured cells the label follows the shape >= 90% and the colour <= 5%; the
@@ -295,15 +297,15 @@ def targets(summary: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
-def pool(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pool(results: Sequence[AuditVariants]) -> AuditVariants:
     """Audit summaries of several folds as one: counts added, shares re-weighted by n."""
-    pooled: dict[str, Any] = {}
+    pooled: AuditVariants = {}
     for variant in VARIANTS:
         parts = [r[variant] for r in results if variant in r]
         if not parts:
             continue
         n = sum(p["n"] for p in parts)
-        row: dict[str, Any] = {"n": n}
+        row: dict[str, float | None] = {"n": n}
         for key in ("refused", "answered", "accuracy"):
             row[key] = round(sum(p[key] * p["n"] for p in parts) / n, 4)
         n_ans = [p["answered"] * p["n"] for p in parts]

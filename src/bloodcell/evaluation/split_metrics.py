@@ -26,6 +26,7 @@ from bloodcell.evaluation.runs import Run
 from bloodcell.records import (
     EvalData,
     ModelConfig,
+    ScopeDetectorRecord,
     ScopeMetrics,
     SetLevel,
     SetMetrics,
@@ -73,7 +74,7 @@ def conformal_metrics(
 
 
 def scope_metrics(
-    scores: np.ndarray | None, detector: dict[str, Any] | None, paths: Sequence[str]
+    scores: np.ndarray | None, detector: ScopeDetectorRecord | None, paths: Sequence[str]
 ) -> ScopeMetrics | None:
     """How many in-scope images the detector (its config: threshold, acceptance) refused, and
     which; None without a detector."""

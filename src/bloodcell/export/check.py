@@ -18,9 +18,10 @@ acceptance; `models.engines` applies it, and the check counts the refusals it gi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from bloodcell.models.engines import ENGINE_FILES, ENGINES_KEY, weights_digest
 from bloodcell.models.saved import load_model, update_metrics
 from bloodcell.models.scope_detector import threshold_for
 from bloodcell.models.torch_backend import TorchBackend, dataset_outputs
-from bloodcell.records import EngineCheck, EngineComparison, EngineRecords
+from bloodcell.records import EngineCheck, EngineComparison, EngineRecords, ScopeDetectorRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ TOLERANCE = (
 REFERENCE: dict[Literal["onnx", "onnx-int8"], str] = {"onnx": "torch", "onnx-int8": "onnx"}
 #: The splits an engine is compared on.
 CHECK_SPLITS: tuple[Literal["val", "test"], ...] = ("val", "test")
+
+
+@dataclass(frozen=True)
+class SplitOutputs:
+    """Every engine's outputs over one split (keyed "torch", "onnx", "onnx-int8"), and the
+    split's targets."""
+
+    engines: dict[str, Outputs]
+    targets: np.ndarray
 
 
 def export_engines(
@@ -73,9 +83,7 @@ def export_engines(
         "onnx": OnnxBackend(summary["fp32"]),
         "onnx-int8": OnnxBackend(summary["path"]),
     }
-    outputs: dict[Literal["val", "test"], dict[str, Any]] = {
-        "val": _outputs(backends, val, progress)
-    }
+    outputs: dict[Literal["val", "test"], SplitOutputs] = {"val": _outputs(backends, val, progress)}
     test = split_or_none(run, "test", data_root, manifest)
     if test:
         outputs["test"] = _outputs(backends, test, progress)
@@ -91,7 +99,7 @@ def export_engines(
             "weights_sha256": digest,
         }
         for split, out in outputs.items():
-            record[split] = compare(out[engine], out[reference], out["targets"])
+            record[split] = compare(out.engines[engine], out.engines[reference], out.targets)
             record[split].update(_flags(out, engine, reference, thresholds))
             mine, theirs = (answers(out, e, thresholds, gate) for e in (engine, reference))
             record[split]["answers_changed"] = int((mine != theirs).sum())
@@ -133,11 +141,11 @@ def passes(checks: Sequence[EngineComparison]) -> bool:
 
 
 def answers(
-    out: dict[str, Any], engine: str, thresholds: dict[str, float | None], gate: CellGate | None
+    out: SplitOutputs, engine: str, thresholds: dict[str, float | None], gate: CellGate | None
 ) -> np.ndarray:
     """Each image's answer from `engine`: its class index, or -1 where it is refused as out of
     scope (at the engine's own threshold) or as a white cell of another type (`cell_gate`)."""
-    logits, scores = out[engine].logits, out[engine].ood_score
+    logits, scores = out.engines[engine].logits, out.engines[engine].ood_score
     refused = np.zeros(len(logits), dtype=bool)
     threshold = thresholds.get(engine)
     if scores is not None and threshold is not None:
@@ -148,13 +156,13 @@ def answers(
 
 
 def _thresholds(
-    backends: dict[str, Backend], val: dict[str, Any], ood: Mapping[str, Any] | None
+    backends: dict[str, Backend], val: SplitOutputs, ood: ScopeDetectorRecord | None
 ) -> dict[str, float | None]:
     """The out-of-scope threshold each engine uses: the model's, and for int8 one refitted on
     its own validation scores at the model's acceptance."""
     torch_threshold = backends["torch"].ood_threshold
     thresholds: dict[str, float | None] = {"torch": torch_threshold, "onnx": torch_threshold}
-    scores = val["onnx-int8"].ood_score
+    scores = val.engines["onnx-int8"].ood_score
     thresholds["onnx-int8"] = None
     if ood is not None and scores is not None and torch_threshold is not None:
         thresholds["onnx-int8"] = threshold_for(scores, ood["acceptance"])
@@ -162,10 +170,10 @@ def _thresholds(
 
 
 def _flags(
-    out: dict[str, Any], engine: str, reference: str, thresholds: dict[str, float | None]
+    out: SplitOutputs, engine: str, reference: str, thresholds: dict[str, float | None]
 ) -> EngineComparison:
     """How many images change between in and out of scope from the reference to the engine."""
-    mine, theirs = out[engine].ood_score, out[reference].ood_score
+    mine, theirs = out.engines[engine].ood_score, out.engines[reference].ood_score
     if mine is None or theirs is None or thresholds[engine] is None:
         return {}
     flagged = mine > thresholds[engine]
@@ -175,13 +183,14 @@ def _flags(
     }
 
 
-def _outputs(backends: dict[str, Backend], split: Split, progress: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+def _outputs(backends: dict[str, Backend], split: Split, progress: bool) -> SplitOutputs:
+    engines: dict[str, Outputs] = {}
+    targets = np.zeros(0, dtype=np.int64)
     for name, backend in backends.items():
         ds = ManifestDataset(split.rows, split.root, backend.preprocess.transform())
         bar = f"check {name}" if progress else None
-        result[name], result["targets"] = dataset_outputs(backend, ds, 32, progress=bar)
-    return result
+        engines[name], targets = dataset_outputs(backend, ds, 32, progress=bar)
+    return SplitOutputs(engines, targets)
 
 
 def _drop_failed(model_dir: Path, records: EngineRecords) -> None:

@@ -42,6 +42,7 @@ from bloodcell.models.backends import (
 from bloodcell.models.saved import LoadedModel, load_model
 from bloodcell.models.scope_detector import BLANK_SCORE, BLANK_STD, ScopeDetector, input_spread
 from bloodcell.models.torch_backend import dataset_logits
+from bloodcell.records import ExportSummary, Int8Accuracy, Quantization
 from bloodcell.run_dir import ModelDir
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ QUANT_METHODS = ("auto", "static", "dynamic")
 FLOAT_STEM_CONVS = 3
 
 
-def onnx_metadata(loaded: LoadedModel, quantization: dict | None = None) -> dict[str, str]:
+def onnx_metadata(loaded: LoadedModel, quantization: Quantization | None = None) -> dict[str, str]:
     """The metadata_props written into the file (all values JSON-encoded)."""
     cfg = loaded.config
     meta = {
@@ -181,7 +182,7 @@ def calibration_batches(
 
 def quantize_int8(
     fp32: Path, out: Path, batches: list[np.ndarray] | None, method: str = "auto"
-) -> dict[str, Any]:
+) -> Quantization:
     """int8 copy of `fp32`: static QDQ if calibration batches are given, else dynamic."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -208,7 +209,7 @@ def quantize_int8(
             quantize_dynamic(
                 str(source), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude
             )
-    info: dict[str, str | int] = {"dtype": "int8", "method": method}
+    info: Quantization = {"dtype": "int8", "method": method}
     if method == "static":
         info["calibration_images"] = int(sum(len(b) for b in batches or []))
     return info
@@ -253,7 +254,7 @@ def _pre_processed(fp32: Path, out: Path) -> Path:
 
 def compare_accuracy(
     fp32: Path, int8: Path, rows: list[ManifestRow], root: Path, split: str
-) -> dict[str, Any]:
+) -> Int8Accuracy:
     """Accuracy of both files on one split, and how often their labels agree."""
     results = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
@@ -292,7 +293,7 @@ def export_onnx(
     n_calibration: int = 64,
     opset: int = OPSET,
     compare_on_test: bool = True,
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Write `model.onnx` (and with `quantize="int8"` also `model.int8.onnx`).
 
     `out` names the final file (default: in the model directory). Returns a summary: paths,
@@ -312,15 +313,19 @@ def export_onnx(
     if quantize and not out:
         fp32 = files.onnx
     export_fp32(loaded, fp32, opset)
-    summary: dict[str, Any] = {"fp32": str(fp32), "fp32_bytes": fp32.stat().st_size}
+    summary: ExportSummary = {
+        "fp32": str(fp32),
+        "fp32_bytes": fp32.stat().st_size,
+        "path": str(fp32),
+    }
     if not quantize:
-        summary["path"] = str(fp32)
         return summary
     train = split_or_none(model, "train", data_root, manifest) if method != "dynamic" else None
     batches = calibration_batches(train.rows, train.root, loaded, n_calibration) if train else None
     info = quantize_int8(fp32, final, batches, method)
     set_metadata(final, onnx_metadata(loaded, info))
-    summary.update(path=str(final), int8_bytes=final.stat().st_size, quantization=info)
+    summary["path"], summary["int8_bytes"] = str(final), final.stat().st_size
+    summary["quantization"] = info
     test = split_or_none(model, "test", data_root, manifest) if compare_on_test else None
     if test:
         summary["accuracy"] = compare_accuracy(fp32, final, test.rows, test.root, split="test")

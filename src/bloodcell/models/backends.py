@@ -30,6 +30,7 @@ from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.cell_gate import CellGate, top_probability
 from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.saved import DEFAULT_UNCERTAIN_THRESHOLD
+from bloodcell.records import EngineCheck, ModelSummary, Quantization, ScopeDetectorRecord
 
 #: Names of the ONNX graph's input and output.
 ONNX_INPUT = "input"
@@ -112,7 +113,7 @@ class Backend:
     uncertain_threshold: float
     #: Above this score an image is out of scope; None when the model has no detector.
     ood_threshold: float | None = None
-    scope_info: dict[str, Any] | None = None
+    scope_info: ScopeDetectorRecord | None = None
     conformal: ConformalSets | None = None
     #: Refuses white cells of types the model does not classify; None without one.
     cell_gate: CellGate | None = None
@@ -161,7 +162,7 @@ class Backend:
             (probs / n).astype(np.float32), None if scores is None else scores / n, top / n
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ModelSummary:
         """A JSON-able summary for reports, `predict --format json` and the server."""
         return {
             "path": str(self.path),
@@ -237,7 +238,7 @@ class OnnxBackend(Backend):
         self.uncertain_threshold = float(
             cfg.get("uncertain_threshold", DEFAULT_UNCERTAIN_THRESHOLD)
         )
-        self.quantization = cfg.get("quantization")
+        self.quantization: Quantization | None = cfg.get("quantization")
         if (self.quantization or {}).get("dtype") == "int8":
             self.engine = "onnx-int8"
         outputs = {o.name for o in self.session.get_outputs()}
@@ -256,8 +257,8 @@ class OnnxBackend(Backend):
     def use_calibration(
         self,
         config: Mapping[str, Any],
-        ood: Mapping[str, Any] | None,
-        check: Mapping[str, Any] | None = None,
+        ood: ScopeDetectorRecord | None,
+        check: EngineCheck | None = None,
     ) -> None:
         """Take temperature, thresholds and prediction sets from the model directory's
         `config` (its out-of-scope detector `ood`, None without one): they are refitted
@@ -275,12 +276,13 @@ class OnnxBackend(Backend):
         self.conformal = ConformalSets.from_config(config.get("conformal"))
         self.cell_gate = CellGate.from_config(config.get("cell_gate"))
         if self.scope_info is not None and ood is not None:
-            self.scope_info = {**self.scope_info, **ood}
+            info: ScopeDetectorRecord = {**self.scope_info, **ood}
             self.ood_threshold = float(ood["threshold"])
             own = (check or {}).get("ood")
-            if own and own.get("acceptance") == ood.get("acceptance"):
+            if own and own["acceptance"] == ood["acceptance"]:
                 self.ood_threshold = float(own["threshold"])
-                self.scope_info["threshold"] = self.ood_threshold
+                info["threshold"] = self.ood_threshold
+            self.scope_info = info
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ModelSummary:
         return {**super().describe(), "quantization": self.quantization}

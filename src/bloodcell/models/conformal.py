@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from bloodcell.records import ConformalRecord
+
 #: Coverage of the prediction sets unless the user asks for another.
 DEFAULT_COVERAGE = 0.95
 #: Pairs that need another test to tell apart, and which one (shown beside such a set).
@@ -66,7 +68,7 @@ class ConformalSets:
         cc = ConformalClassifier().fit(self.scores)
         return cc.predict_set(hinge(probs), confidence=coverage, smoothing=False).astype(bool)
 
-    def to_config(self) -> dict[str, Any]:
+    def to_config(self) -> ConformalRecord:
         scores = [round(float(s), 8) for s in self.scores]
         return {
             "method": "split conformal, hinge score (crepes)",

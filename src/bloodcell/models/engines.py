@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.models.backends import Backend, OnnxBackend
 from bloodcell.models.saved import SavedModel, load_model, read_model, saved_scope_detector
+from bloodcell.records import EngineCheck, EngineRecords
 from bloodcell.run_dir import INT8_ONNX_FILE, ONNX_FILE, ModelDir
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 #: The ONNX engines' files in a model directory.
 ENGINE_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_ONNX_FILE}
 #: What `auto` tries, fastest first; torch when none of them passes.
-FASTEST_FIRST = ("onnx-int8", "onnx")
+FASTEST_FIRST: tuple[Literal["onnx-int8"], Literal["onnx"]] = ("onnx-int8", "onnx")
 #: Key of the engine checks in the model's metrics.json.
 ENGINES_KEY = "engines"
 
@@ -67,9 +68,9 @@ def open_model(path: str | Path, engine: str = "auto", threads: int | None = Non
     saved = read_model(path)
     if engine == "auto":
         return _fastest_checked(saved, threads) or open_torch(saved.path)
-    if engine == "torch":
-        return open_torch(saved.path)
-    return _open_onnx(saved, engine, threads, engine_records(saved).get(engine))
+    if engine in FASTEST_FIRST:
+        return _open_onnx(saved, engine, threads, engine_records(saved).get(engine))
+    return open_torch(saved.path)
 
 
 def open_torch(model_dir: str | Path) -> TorchBackend:
@@ -79,9 +80,9 @@ def open_torch(model_dir: str | Path) -> TorchBackend:
     return TorchBackend(load_model(model_dir))
 
 
-def engine_records(saved: SavedModel) -> dict[str, Any]:
+def engine_records(saved: SavedModel) -> EngineRecords:
     """The export's checks of the ONNX engines (empty when nothing was exported)."""
-    return dict(saved.metrics.get(ENGINES_KEY) or {})
+    return saved.metrics.get("engines") or {}
 
 
 def _fastest_checked(saved: SavedModel, threads: int | None) -> Backend | None:
@@ -103,7 +104,7 @@ def _fastest_checked(saved: SavedModel, threads: int | None) -> Backend | None:
 
 
 def _open_onnx(
-    saved: SavedModel, engine: str, threads: int | None, record: dict[str, Any] | None
+    saved: SavedModel, engine: str, threads: int | None, record: EngineCheck | None
 ) -> OnnxBackend:
     model_dir = saved.path
     file = model_dir / ENGINE_FILES[engine]

@@ -12,6 +12,7 @@ model and loads the weights (torch imported then).
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,9 +107,7 @@ def read_metrics(model_dir: str | Path) -> ModelMetrics:
     return read_json(path) if path.is_file() else {}
 
 
-def saved_scope_detector(
-    model_dir: Path, config: ModelConfig | dict[str, Any]
-) -> ScopeDetectorRecord | None:
+def saved_scope_detector(model_dir: Path, config: ModelConfig) -> ScopeDetectorRecord | None:
     """The out-of-scope detector's record (`ScopeDetector.to_config`) when the model has one:
     `config.json` names it and its statistics file is there (the file is not read, so no torch).
     The one rule for every engine; `ScopeDetector.load` checks the method when it reads the file."""
@@ -149,10 +148,10 @@ def save_model(
     out_dir: str | Path,
     architecture: str,
     preprocess: Preprocess,
-    training: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
+    training: Mapping[str, object] | None = None,
+    data: Mapping[str, str] | None = None,
     temperature: float = 1.0,
-    metrics: dict[str, Any] | None = None,
+    metrics: ModelMetrics | None = None,
 ) -> Path:
     """Write the model directory; returns its path."""
     from safetensors.torch import save_file
@@ -171,7 +170,7 @@ def save_model(
         "preprocess": preprocess.to_dict(),
         "temperature": float(temperature),
         "uncertain_threshold": DEFAULT_UNCERTAIN_THRESHOLD,
-        "training": training or {},
+        "training": dict(training or {}),
         "data": data or {},
         "versions": library_versions(),
     }
@@ -181,23 +180,17 @@ def save_model(
     return out
 
 
-def update_config(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
+def update_config(model_dir: str | Path, **changes: Any) -> None:
     """Change fields of a saved model's config (e.g. the fitted temperature)."""
     model_dir = resolve_model_dir(model_dir)
-    config: dict[str, Any] = dict(read_config(model_dir))
-    config.update(changes)
-    write_json(ModelDir(model_dir).config, config)
-    return config
+    write_json(ModelDir(model_dir).config, {**read_config(model_dir), **changes})
 
 
-def update_metrics(model_dir: str | Path, **changes: Any) -> dict[str, Any]:
+def update_metrics(model_dir: str | Path, **changes: Any) -> None:
     """Set top-level entries of a saved model's metrics.json (a split's figures, the engine
     checks), keeping the others; the file is created when missing."""
     model_dir = resolve_model_dir(model_dir)
-    metrics = read_metrics(model_dir)
-    metrics.update(changes)
-    write_json(ModelDir(model_dir).metrics, metrics)
-    return metrics
+    write_json(ModelDir(model_dir).metrics, {**read_metrics(model_dir), **changes})
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from bloodcell.errors import BloodcellError, ModelError
+from bloodcell.records import ScopeDetectorRecord
 from bloodcell.run_dir import SCOPE_DETECTOR_FILE, atomic
 
 #: Share of in-scope (validation) images the threshold lets through unless told otherwise.
@@ -117,7 +118,7 @@ class ScopeDetector:
             check_acceptance(acceptance),
         )
 
-    def to_config(self) -> dict[str, Any]:
+    def to_config(self) -> ScopeDetectorRecord:
         return {
             "method": METHOD,
             "layers": list(self.layers),
@@ -127,7 +128,7 @@ class ScopeDetector:
             "file": SCOPE_DETECTOR_FILE,
         }
 
-    def save(self, model_dir: Path) -> dict[str, Any]:
+    def save(self, model_dir: Path) -> ScopeDetectorRecord:
         from safetensors.torch import save_file
 
         tensors = {"centers": self.centers, "scales": self.scales}

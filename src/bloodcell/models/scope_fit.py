@@ -35,6 +35,7 @@ from bloodcell.models.scope_detector import (
     tap_blocks,
 )
 from bloodcell.models.torch_backend import dataset_taps
+from bloodcell.records import ScopeDetectorRecord
 
 if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier
@@ -67,9 +68,10 @@ def fit_model_scope(
     reference += [taps(c, f"corrupted copy {i + 1}")[0] for i, c in enumerate(corrupted)]
     val_taps, val_spread = taps(val, "val")
     labels = np.concatenate([train_labels] * len(reference))
-    return save_detector(
+    config = save_detector(
         loaded.path, layers, _stack(reference), labels, val_taps, val_spread, acceptance
     )
+    return dict(config)  # as a plain dict, what `train.scope.fit_scope` passes on
 
 
 def save_detector(
@@ -80,7 +82,7 @@ def save_detector(
     val_taps: list[np.ndarray],
     val_spread: np.ndarray,
     acceptance: float,
-) -> dict[str, Any]:
+) -> ScopeDetectorRecord:
     detector = fit_detector(layers, reference, labels, val_taps, val_spread, acceptance)
     config = detector.save(model_dir)
     update_config(model_dir, ood=config)
@@ -161,7 +163,7 @@ class ScopeRecorder:
 
     def fit(
         self, model: Classifier, model_dir: Path, acceptance: float = DEFAULT_ACCEPTANCE
-    ) -> dict[str, Any]:
+    ) -> ScopeDetectorRecord:
         """Fit, threshold and save the detector of the final `model`; returns its config."""
         names = [n for n in self.cached if n != VAL]
         reference = _stack([self.taps(model, n) for n in names])

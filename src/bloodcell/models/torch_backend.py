@@ -8,7 +8,7 @@ loads this module.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from bloodcell.models.conformal import ConformalSets
 from bloodcell.models.fusion import fused_classifier
 from bloodcell.models.saved import LoadedModel, saved_scope_detector
 from bloodcell.models.scope_detector import ScopeDetector, input_spread
+from bloodcell.records import ScopeDetectorRecord
 
 if TYPE_CHECKING:
     from bloodcell.models.registry import Classifier
@@ -63,7 +64,7 @@ class TorchBackend(Backend):
         return self.scope_detector.threshold if self.scope_detector else None
 
     @property
-    def scope_info(self) -> dict[str, Any] | None:  # type: ignore[override]
+    def scope_info(self) -> ScopeDetectorRecord | None:  # type: ignore[override]
         return self.scope_detector.to_config() if self.scope_detector else None
 
     @property

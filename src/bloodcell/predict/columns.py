@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bloodcell.predict.records import BOOL, FLOAT, INT, JOINED, PER_LABEL, Prediction
+from bloodcell.records import FolderGroup
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,11 @@ def group_csv_header(labels: Sequence[str]) -> list[str]:
     )
 
 
-def group_csv_row(g: dict[str, Any], labels: Sequence[str]) -> list[Any]:
+def group_csv_row(g: FolderGroup, labels: Sequence[str]) -> list[str | int]:
     mean = g["mean_probabilities"]
-    return (
-        [g["folder"], g["n_images"], g["n_errors"], g["n_uncertain"], g["n_out_of_scope"]]
-        + [g["counts"][lb] for lb in labels]
-        + [f"{mean[lb]:.6f}" if mean else "" for lb in labels]
-    )
+    row: list[str | int] = [g["folder"], g["n_images"], g["n_errors"], g["n_uncertain"]]
+    row += [g["n_out_of_scope"], *(g["counts"][lb] for lb in labels)]
+    return row + [f"{mean[lb]:.6f}" if mean else "" for lb in labels]
 
 
 def _text(kind: str, v: Any) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bloodcell.predict.records import Prediction
+from bloodcell.records import FolderGroup, RunTotals
 
 
 @dataclass
@@ -38,7 +38,7 @@ class FolderSummary:
         row = np.array([p.probabilities[lb] for lb in self.labels], dtype=np.float64)
         self.prob_sum = row if self.prob_sum is None else self.prob_sum + row
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FolderGroup:
         mean = None
         if self.prob_sum is not None:
             means = self.prob_sum / self.n_images
@@ -66,11 +66,11 @@ class FolderGrouper:
             folder = str(Path(p.path).parent)
             self.groups.setdefault(folder, FolderSummary(folder, self.labels)).add(p)
 
-    def summaries(self) -> list[dict[str, Any]]:
+    def summaries(self) -> list[FolderGroup]:
         return [self.groups[k].to_dict() for k in sorted(self.groups)]
 
 
-def group_by_folder(preds: Iterable[Prediction], labels: Sequence[str]) -> list[dict[str, Any]]:
+def group_by_folder(preds: Iterable[Prediction], labels: Sequence[str]) -> list[FolderGroup]:
     """Per-folder summaries (see GROUP in the package docstring)."""
     grouper = FolderGrouper(labels)
     grouper.add(preds)
@@ -97,7 +97,7 @@ class Totals:
             if p.label is not None:
                 self.counts[p.label] += 1
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RunTotals:
         return {
             "n_files": self.n_files,
             "n_predicted": self.n_files - self.n_errors,

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from bloodcell.data.files import Shard
 from bloodcell.errors import BloodcellError
@@ -17,6 +17,7 @@ from bloodcell.predict.resume import check_resume, done_paths, parquet_done_path
 from bloodcell.predict.stream import predict_paths, resolve_threshold
 from bloodcell.predict.writers import FORMATS, Writer, infer_format, make_writer
 from bloodcell.predict.writers_parquet import ParquetDatasetWriter
+from bloodcell.records import OutputMeta
 
 
 def run_predict(
@@ -59,7 +60,7 @@ def run_predict(
     if resume:
         check_resume(fmt, out_path, group)
     threshold = resolve_threshold(backend, uncertain_threshold)
-    meta = {"model": backend.describe(), "tta": tta, "uncertain_threshold": threshold}
+    meta: OutputMeta = {"model": backend.describe(), "tta": tta, "uncertain_threshold": threshold}
     totals = Totals(backend.labels)
     grouper = FolderGrouper(backend.labels) if group else None
     done, writer, fh = _open_output(fmt, out_path, backend, meta, resume, stdout, parquet_part_rows)
@@ -100,7 +101,7 @@ def _open_output(
     fmt: str,
     out: Path | None,
     backend: Backend,
-    meta: dict[str, Any],
+    meta: OutputMeta,
     resume: bool,
     stdout: IO[str] | None,
     part_rows: int,

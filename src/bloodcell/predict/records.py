@@ -154,7 +154,7 @@ class Prediction:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The JSON object documented in the package docstring (values not copied)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

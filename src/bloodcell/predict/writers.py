@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from bloodcell.errors import BloodcellError
 from bloodcell.models.backends import Backend
 from bloodcell.predict.columns import csv_header, csv_row, group_csv_header, group_csv_row
 from bloodcell.predict.grouping import Totals
 from bloodcell.predict.records import Prediction
+from bloodcell.records import FolderGroup, OutputMeta
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 #: Formats `infer_format` recognises from the --out suffix.
@@ -22,9 +23,10 @@ SUFFIX_FORMATS = ("csv", "json", "jsonl", "parquet")
 
 
 class Writer:
-    """Writes predictions batch by batch; `finish` adds groups and closing text."""
+    """Writes predictions batch by batch; `finish` adds groups and closing text. `meta` is the
+    output's head: JSON and Parquet write it, the other formats may go without (None)."""
 
-    def __init__(self, backend: Backend, meta: dict[str, Any]) -> None:
+    def __init__(self, backend: Backend, meta: OutputMeta | None) -> None:
         self.labels = list(backend.labels)
         self.backend = backend
         self.meta = meta
@@ -32,20 +34,20 @@ class Writer:
     def write(self, preds: list[Prediction]) -> None:
         raise NotImplementedError
 
-    def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
+    def finish(self, groups: list[FolderGroup] | None, totals: Totals) -> None:
         pass
 
 
 class TextWriter(Writer):
     """A writer to one text stream (a file or stdout)."""
 
-    def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
+    def __init__(self, fh: IO[str], backend: Backend, meta: OutputMeta | None) -> None:
         super().__init__(backend, meta)
         self.fh = fh
 
 
 class TableWriter(TextWriter):
-    def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
+    def __init__(self, fh: IO[str], backend: Backend, meta: OutputMeta | None) -> None:
         super().__init__(fh, backend, meta)
         self.fh.write(f"{'PREDICTION':<22} {'CONF':>6}  {'FLAG':<9} PATH\n")
 
@@ -62,7 +64,7 @@ class TableWriter(TextWriter):
                 self.fh.write(f"{'':<22} {'':>6}  {'':<9}   set: {p.note}\n")
         self.fh.flush()
 
-    def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
+    def finish(self, groups: list[FolderGroup] | None, totals: Totals) -> None:
         if not groups:
             return
         short = {lb: self.backend.display_names.get(lb, lb) for lb in self.labels}
@@ -82,15 +84,15 @@ class _RowWriter(TextWriter):
     line on the same stream when there is no file to put beside the output."""
 
     def __init__(
-        self, fh: IO[str], backend: Backend, meta: dict[str, Any], groups_path: Path | None
+        self, fh: IO[str], backend: Backend, meta: OutputMeta | None, groups_path: Path | None
     ) -> None:
         super().__init__(fh, backend, meta)
         self.groups_path = groups_path
 
-    def write_groups(self, fh: IO[str], groups: list[dict[str, Any]]) -> None:
+    def write_groups(self, fh: IO[str], groups: list[FolderGroup]) -> None:
         raise NotImplementedError
 
-    def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
+    def finish(self, groups: list[FolderGroup] | None, totals: Totals) -> None:
         if groups is None:
             return
         if self.groups_path is None:
@@ -106,7 +108,7 @@ class CsvWriter(_RowWriter):
         self,
         fh: IO[str],
         backend: Backend,
-        meta: dict[str, Any],
+        meta: OutputMeta | None,
         groups_path: Path | None = None,
         header: bool = True,
     ) -> None:
@@ -119,7 +121,7 @@ class CsvWriter(_RowWriter):
         self.csv.writerows(csv_row(p, self.labels) for p in preds)
         self.fh.flush()
 
-    def write_groups(self, fh: IO[str], groups: list[dict[str, Any]]) -> None:
+    def write_groups(self, fh: IO[str], groups: list[FolderGroup]) -> None:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(group_csv_header(self.labels))
         w.writerows(group_csv_row(g, self.labels) for g in groups)
@@ -136,7 +138,7 @@ class JsonlWriter(_RowWriter):
         self.fh.writelines(json.dumps(p.to_dict()) + "\n" for p in preds)
         self.fh.flush()
 
-    def write_groups(self, fh: IO[str], groups: list[dict[str, Any]]) -> None:
+    def write_groups(self, fh: IO[str], groups: list[FolderGroup]) -> None:
         fh.writelines(json.dumps(g) + "\n" for g in groups)
 
 
@@ -147,7 +149,7 @@ class JsonWriter(TextWriter):
     commas are written here, so memory does not grow with the file count.
     """
 
-    def __init__(self, fh: IO[str], backend: Backend, meta: dict[str, Any]) -> None:
+    def __init__(self, fh: IO[str], backend: Backend, meta: OutputMeta) -> None:
         super().__init__(fh, backend, meta)
         head = [_member(key, value, pretty=True) for key, value in meta.items()]
         self.fh.write("{" + ",".join([*head, '\n  "predictions": [']))
@@ -159,14 +161,14 @@ class JsonWriter(TextWriter):
             self.first = False
         self.fh.flush()
 
-    def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
+    def finish(self, groups: list[FolderGroup] | None, totals: Totals) -> None:
         self.fh.write("\n  ]")
         if groups is not None:
             self.fh.write("," + _member("groups", groups))
         self.fh.write("," + _member("summary", totals.to_dict()) + "\n}\n")
 
 
-def _member(key: str, value: Any, pretty: bool = False) -> str:
+def _member(key: str, value: object, pretty: bool = False) -> str:
     """`"key": value` as a member of the top-level object, nested lines indented beneath it.
 
     JSON text holds no raw newline inside strings, so the newlines are the indentation's own.
@@ -179,7 +181,7 @@ def make_writer(
     fmt: str,
     fh: IO[str],
     backend: Backend,
-    meta: dict[str, Any],
+    meta: OutputMeta,
     out: Path | None,
     header: bool = True,
 ) -> Writer:

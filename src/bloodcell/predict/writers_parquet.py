@@ -12,6 +12,7 @@ from bloodcell.predict.columns import Column, prediction_columns
 from bloodcell.predict.grouping import Totals
 from bloodcell.predict.records import BOOL, FLOAT, INT, JOINED, STRING, Prediction
 from bloodcell.predict.writers import Writer
+from bloodcell.records import FolderGroup, OutputMeta
 
 
 class ParquetDatasetWriter(Writer):
@@ -27,7 +28,7 @@ class ParquetDatasetWriter(Writer):
         self,
         folder: Path,
         backend: Backend,
-        meta: dict[str, Any],
+        meta: OutputMeta,
         first_part: int = 0,
         part_rows: int = 4096,
         group_rows: int = 256,
@@ -59,7 +60,7 @@ class ParquetDatasetWriter(Writer):
         while len(self.buffer) >= min(self.group_rows, self.part_rows - self.rows_in_part):
             self._flush(min(self.group_rows, self.part_rows - self.rows_in_part))
 
-    def finish(self, groups: list[dict[str, Any]] | None, totals: Totals) -> None:
+    def finish(self, groups: list[FolderGroup] | None, totals: Totals) -> None:
         while self.buffer:
             self._flush(min(len(self.buffer), self.part_rows - self.rows_in_part))
         self._close_part()
@@ -87,11 +88,11 @@ class ParquetDatasetWriter(Writer):
     def _path(self, suffix: str) -> Path:
         return self.folder / f"part-{self.part:05d}.parquet{suffix}"
 
-    def _row(self, p: Prediction) -> dict[str, Any]:
+    def _row(self, p: Prediction) -> dict[str, object]:
         return {c.name: _cell(c, p) for c in self.columns}
 
 
-def _cell(c: Column, p: Prediction) -> Any:
+def _cell(c: Column, p: Prediction) -> object:
     """A column's value; a list is joined by '|' (an empty one is null)."""
     v = c.value(p)
     return ("|".join(v) if v else None) if c.kind == JOINED else v

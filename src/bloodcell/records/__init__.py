@@ -2,11 +2,16 @@
 
 - `records.model_records`: `model/config.json` (`ModelConfig`), `train_config.json`
   (`TrainConfigRecord`), `train_summary.json` (`TrainSummary`);
-- `records.metrics_records`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per
-  evaluated split; `eval/<split>/metrics.json` is one `SplitMetrics`);
+- `records.metrics_records`: `eval/<split>/metrics.json` (`SplitMetrics`), also each evaluated
+  split's entry in `model/metrics.json`;
+- `records.prediction_records`: what `bloodcell predict` writes besides each prediction: the
+  model (`ModelSummary`), the output's head (`OutputMeta`), folder and run summaries
+  (`FolderGroup`, `RunTotals`);
+- `records.benchmark_records`: `benchmark.json` (`BenchmarkRecord`);
 - `records.study_records`: the audit (`AuditResult`), robustness (`RobustnessResult`), the
-  out-of-scope folders (`ScopeFoldersResult`), the engine checks (`EngineRecords`) and
-  cross-validation (`CvResult`, `ProtocolsResult`).
+  out-of-scope folders (`ScopeFoldersResult`), the engine checks (`EngineRecords`),
+  `model/metrics.json` whole (`ModelMetrics`) and cross-validation (`CvResult`,
+  `ProtocolsResult`).
 
 Readers name their keys through these types instead of passing `dict[str, Any]` around, so what a
 file holds is written down once. They are TypedDicts, plain dicts at run time: nothing here
@@ -16,6 +21,7 @@ changes a byte on disk. Records that older models or an exported file's neighbou
 
 from __future__ import annotations
 
+from bloodcell.records.benchmark_records import BenchmarkRecord, InferenceFigures, RecipeResult
 from bloodcell.records.metrics_records import (
     BootstrapRecord,
     CalibrationBin,
@@ -25,10 +31,10 @@ from bloodcell.records.metrics_records import (
     Figures,
     GroupBootstrapRecord,
     GroupIntervals,
+    GroupMean,
     ImageIntervals,
     Interval,
     Metrics,
-    ModelMetrics,
     RocAuc,
     ScopeMetrics,
     SetLevel,
@@ -41,6 +47,7 @@ from bloodcell.records.model_records import (
     CellGateRecord,
     ConformalRecord,
     DataRecord,
+    DataStep,
     ModelConfig,
     OutlierRecord,
     ScopeDetectorRecord,
@@ -48,10 +55,12 @@ from bloodcell.records.model_records import (
     TrainSeconds,
     TrainSummary,
 )
+from bloodcell.records.prediction_records import FolderGroup, ModelSummary, OutputMeta, RunTotals
 from bloodcell.records.study_records import (
     AuditResult,
     AuditSummary,
     AuditVariant,
+    AuditVariants,
     ConditionScores,
     CorruptionInfo,
     CvData,
@@ -59,14 +68,20 @@ from bloodcell.records.study_records import (
     CvMetrics,
     CvResult,
     CvSeed,
+    CvSettingsRecord,
     EngineCheck,
     EngineComparison,
     EngineRecords,
     EngineScope,
+    ExportSummary,
     FolderResult,
     InScopeScores,
+    Int8Accuracy,
+    ModelMetrics,
+    ProtocolBootstrap,
     ProtocolRow,
     ProtocolsResult,
+    Quantization,
     RobustnessResult,
     RobustnessRow,
     RobustnessSummary,
@@ -78,6 +93,13 @@ from bloodcell.records.study_records import (
 )
 
 __all__ = [
+    "BenchmarkRecord",
+    "FolderGroup",
+    "InferenceFigures",
+    "ModelSummary",
+    "OutputMeta",
+    "RecipeResult",
+    "RunTotals",
     "CalibrationResult",
     "AuditSummary",
     "TrainSeconds",
@@ -86,6 +108,7 @@ __all__ = [
     "ConditionScores",
     "AuditResult",
     "AuditVariant",
+    "AuditVariants",
     "BootstrapRecord",
     "CalibrationBin",
     "CalibrationRecord",
@@ -98,18 +121,23 @@ __all__ = [
     "CvMetrics",
     "CvResult",
     "CvSeed",
+    "CvSettingsRecord",
     "DataRecord",
+    "DataStep",
     "EngineCheck",
     "EngineComparison",
     "EngineScope",
     "EngineRecords",
+    "ExportSummary",
     "EvalData",
     "Figures",
     "FolderResult",
     "GroupBootstrapRecord",
     "GroupIntervals",
+    "GroupMean",
     "ImageIntervals",
     "InScopeScores",
+    "Int8Accuracy",
     "Interval",
     "Metrics",
     "ModelConfig",
@@ -118,8 +146,10 @@ __all__ = [
     "OutlierRecord",
     "CellGateRecord",
     "ScopeFoldersResult",
+    "ProtocolBootstrap",
     "ProtocolRow",
     "ProtocolsResult",
+    "Quantization",
     "RobustnessResult",
     "RobustnessRow",
     "RocAuc",

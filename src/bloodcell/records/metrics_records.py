@@ -1,9 +1,10 @@
-"""`metrics.json`: `model/metrics.json` (`ModelMetrics`, one `SplitMetrics` per evaluated
-split) and `eval/<split>/metrics.json` (one `SplitMetrics`)."""
+"""`metrics.json`: `eval/<split>/metrics.json` (one `SplitMetrics`), and the same figures per
+split in `model/metrics.json` (`records.study_records.ModelMetrics`, which also holds the
+studies)."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
 #: A 95% interval [low, high]; None where a resample never defined the figure.
 Interval = list[float]
@@ -74,6 +75,13 @@ class GroupIntervals(GroupBootstrapRecord):
     sensitivity: Interval | None
     specificity: Interval | None
     ece: Interval | None
+
+
+class GroupMean(GroupBootstrapRecord):
+    """`metrics.group_bootstrap_mean`: a mean over images with its group-bootstrap interval."""
+
+    mean: float
+    ci95: Interval | None
 
 
 class CalibrationBin(TypedDict, total=False):
@@ -164,8 +172,3 @@ class SplitMetrics(Metrics, total=False):
     images_per_second: float | None
     out_of_scope: ScopeMetrics | None
     prediction_sets: SetMetrics | None
-
-
-#: `model/metrics.json`: split name -> that split's metrics, and under "engines" the ONNX
-#: engines' checks (`engine_check`), which is why the values are not all SplitMetrics.
-ModelMetrics = dict[str, Any]

@@ -84,7 +84,7 @@ class ModelConfig(TypedDict, total=False):
     temperature: float
     uncertain_threshold: float
     #: The TrainConfig's fields and the TrainSummary's, merged.
-    training: dict[str, Any]
+    training: dict[str, object]
     data: DataRecord
     versions: dict[str, str]
     calibration: CalibrationRecord
@@ -99,6 +99,19 @@ class TrainConfigRecord(TypedDict):
     config: dict[str, Any]
     data: DataRecord
     started: str
+
+
+class DataStep(TypedDict):
+    """`data` in `RUN/run_summary.json` (`workflows.run.prepare_data`): what was found, what
+    was readable, and where the verification, manifest and figures went."""
+
+    layout: str
+    files: int
+    readable: int
+    unreadable: int
+    verify: str
+    manifest: str
+    figures: list[str]
 
 
 class TrainSeconds(TypedDict):

@@ -1,12 +1,13 @@
 """What the studies of a trained model write: the shortcut audit (`audit.json`), robustness
 (`robustness.json`), the out-of-scope folders (`ood.json`), the ONNX engines' checks (`engines`
-in `model/metrics.json`) and cross-validation (`cv.json`, `protocols.json`)."""
+in `model/metrics.json`, which `ModelMetrics` describes whole) and cross-validation (`cv.json`,
+`protocols.json`)."""
 
 from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from bloodcell.records.metrics_records import Figures, GroupIntervals, Interval
+from bloodcell.records.metrics_records import Figures, GroupIntervals, Interval, SplitMetrics
 
 # --- the shortcut audit ---------------------------------------------------------------------------
 
@@ -47,15 +48,20 @@ class SwapShares(TypedDict, total=False):
     follows_neither: float | None
 
 
+#: The audit's variants (`evaluation.audit.summarise`), also what cross-validation pools over
+#: folds: "original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_5" ...
+#: "hue_30" -> AuditVariant, and "swapped_per_class" / "recoloured_per_class" ->
+#: {label: SwapShares}. The value's type depends on the key's pattern, which a TypedDict
+#: cannot say of computed keys, hence Any.
+AuditVariants = dict[str, Any]
+
+
 class AuditSummary(TypedDict):
-    """What the audit's report reads: also what cross-validation pools over folds."""
+    """What the audit's report reads."""
 
     split: str
     n_images: int
-    #: "original", "erased", "alone", "swapped", "corner", "recoloured", "grey", "hue_5" ...
-    #: "hue_30" -> AuditVariant, and "swapped_per_class" / "recoloured_per_class" ->
-    #: {label: SwapShares}.
-    variants: dict[str, Any]
+    variants: AuditVariants
     #: Pass marks: erased_refused, swaps_answered, swaps_follow_cells, swaps_follow_background,
     #: recoloured_follow_shape, recoloured_follow_colour, hue_20_accuracy.
     targets: dict[str, bool | None]
@@ -240,6 +246,52 @@ EngineRecords = TypedDict(
 )
 
 
+class Quantization(TypedDict):
+    """How an int8 file was quantised (`onnx.quantize_int8`); in its ONNX metadata too."""
+
+    dtype: str
+    method: str
+    #: Static quantisation only.
+    calibration_images: NotRequired[int]
+
+
+class Int8Accuracy(TypedDict):
+    """`onnx.compare_accuracy`: fp32 and int8 files on one split."""
+
+    split: str
+    n: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    accuracy_change: float
+    agreement: float
+
+
+class ExportSummary(TypedDict):
+    """What `onnx.export_onnx` returns: the files written and their sizes; with int8, how it
+    was quantised and (when the test split was found) its accuracy against fp32."""
+
+    fp32: str
+    fp32_bytes: int
+    path: str
+    int8_bytes: NotRequired[int]
+    quantization: NotRequired[Quantization]
+    accuracy: NotRequired[Int8Accuracy]
+
+
+# --- model/metrics.json ---------------------------------------------------------------------------
+
+
+class ModelMetrics(TypedDict, total=False):
+    """`model/metrics.json`: each evaluated split's metrics (without the calibration bins and
+    the confusion matrix), the ONNX engines' checks (`check.export_engines`) and the audit."""
+
+    train: SplitMetrics
+    val: SplitMetrics
+    test: SplitMetrics
+    engines: EngineRecords
+    audit: AuditResult
+
+
 # --- cross-validation -----------------------------------------------------------------------------
 
 
@@ -269,7 +321,7 @@ class CvSeed(TypedDict):
     seed: int
     folds: list[CvFold]
     pooled: CvMetrics
-    audit: dict[str, Any] | None
+    audit: AuditVariants | None
     fold_accuracy: Spread
 
 
@@ -281,13 +333,26 @@ class CvData(TypedDict):
     ci_groups: int
 
 
+class CvSettingsRecord(TypedDict):
+    """`evaluation.cv.CVSettings` as saved."""
+
+    folds: int
+    grouping: str
+    block_size: int | None
+    val_fraction: float
+    seeds: list[int]
+    calibrate: bool
+    audit: bool
+
+
 class CvResult(TypedDict):
     """`cv.json` (`workflows.cv_job.run_cv`)."""
 
     name: str
-    settings: dict[str, Any]
+    settings: CvSettingsRecord
     recipe: str
-    config: dict[str, Any]
+    #: The TrainConfig's fields.
+    config: dict[str, object]
     data: CvData
     seeds: list[CvSeed]
     folds_trained_now: int
@@ -309,6 +374,16 @@ class ProtocolRow(TypedDict):
     report: str
 
 
+class ProtocolBootstrap(TypedDict):
+    """How the protocols' paired intervals were made."""
+
+    unit: str
+    groups: int
+    resamples: int
+    seed: int
+    method: str
+
+
 class ProtocolsResult(TypedDict):
     """`protocols.json` (`workflows.cv_job.compare_protocols`)."""
 
@@ -317,5 +392,5 @@ class ProtocolsResult(TypedDict):
     block_size: int
     recipe: str
     images: int
-    bootstrap: dict[str, Any]
+    bootstrap: ProtocolBootstrap
     protocols: list[ProtocolRow]

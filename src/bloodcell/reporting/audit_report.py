@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodcell.labels import DISPLAY_NAMES
-from bloodcell.records import AuditResult, AuditSummary
+from bloodcell.records import AuditResult, AuditSummary, AuditVariants
 from bloodcell.reporting.markdown import pct, upsert_section
 from bloodcell.reporting.plots import pyplot, short_names
 from bloodcell.run_dir import AUDIT_JSON, AUDIT_PNG, REPORT_MD
@@ -84,7 +84,7 @@ def report_lines(result: AuditSummary, image: str | None = None) -> list[str]:
     return lines
 
 
-def _recoloured_lines(v: dict[str, Any]) -> list[str]:
+def _recoloured_lines(v: AuditVariants) -> list[str]:
     """What recoloured cells' labels followed, overall and per class of the cells."""
     r = v.get("recoloured")
     if not r:
@@ -99,7 +99,7 @@ def _recoloured_lines(v: dict[str, Any]) -> list[str]:
 
 
 def _per_class_lines(
-    v: dict[str, Any], variant: str, noun: str, words: tuple[str, str]
+    v: AuditVariants, variant: str, noun: str, words: tuple[str, str]
 ) -> list[str]:
     """A table per class of the cells: how many `variant` images, answered, and the shares
     whose label follows the image's own class (`words[0]`), the donor's (`words[1]`) or

@@ -6,6 +6,7 @@ limits. Split from `model_card`, which assembles the card, to keep each file rea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from bloodcell.records import (
     AuditResult,
@@ -25,6 +26,8 @@ from bloodcell.run_dir import AUDIT_PNG, RunDir
 
 #: The run folder as the card (in RUN/model/) links into it.
 RUN_FROM_CARD = RunDir(Path(".."))
+#: The ONNX engines' rows, in the table's order.
+ONNX_ENGINES: tuple[Literal["onnx"], Literal["onnx-int8"]] = ("onnx", "onnx-int8")
 
 
 def not_measured(what: str) -> str:
@@ -138,7 +141,7 @@ def sets_section(config: ModelConfig, test: SplitMetrics | None) -> list[str]:
 
 def engines_section(metrics: ModelMetrics) -> list[str]:
     """The ONNX files beside the weights and how their check went (`engine_check`)."""
-    records = dict(metrics).get("engines")
+    records = metrics.get("engines")
     if not records:
         return [not_measured("ONNX engines (none exported; `bloodcell export MODEL --check`)")]
     lines = [
@@ -149,7 +152,7 @@ def engines_section(metrics: ModelMetrics) -> list[str]:
         "agreement | test accuracy | kept |",
         "|---|---|---|---|---|---|---|",
     ]
-    for engine in ("onnx", "onnx-int8"):
+    for engine in ONNX_ENGINES:
         r = records.get(engine)
         if not r:
             continue

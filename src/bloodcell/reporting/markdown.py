@@ -1,9 +1,9 @@
-"""Markdown pieces shared by every report: percentages, intervals, putting a section into
-an existing `report.md` without duplicating it, and markdown as HTML for the web page."""
+"""Markdown pieces shared by every report: percentages, intervals, tables, putting a section
+into an existing `report.md` without duplicating it, and markdown as HTML for the web page."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -21,6 +21,16 @@ def ci_range(ci: Sequence[float] | None, percent: bool = True) -> str:
 
 def fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A markdown table's lines: the header, its rule and one line per row of cells."""
+    lines = [_row(head), "|---" * len(head) + "|"]
+    return lines + [_row(cells) for cells in rows]
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def upsert_section(path: Path, title: str, lines: Sequence[str]) -> Path:

@@ -76,9 +76,9 @@ def split_metrics(metrics: ModelMetrics) -> dict[str, SplitMetrics]:
     return {s: metrics[s] for s in SPLITS if isinstance(metrics.get(s), dict)}
 
 
-def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[str, Any]:
+def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[str, object]:
     """The YAML header: what the Hub (and any reader of model cards) indexes."""
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, object]] = []
     for split, m in split_metrics(metrics).items():
         values: list[tuple[str, Literal["accuracy", "macro_f1"], str]] = [
             ("accuracy", "accuracy", f"{split} accuracy"),
@@ -87,8 +87,12 @@ def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[
         results.append(
             {
                 "task": {"type": "image-classification", "name": "B-ALL smear classification"},
-                "dataset": {"name": "B-ALL peripheral blood smears", "type": DATASET},
-                "split": split,
+                # the Hub nests the split inside the dataset
+                "dataset": {
+                    "name": "B-ALL peripheral blood smears",
+                    "type": DATASET,
+                    "split": split,
+                },
                 "metrics": [
                     {"type": t, "name": label, "value": float(m[key])}
                     | ({"args": {"average": "macro"}} if t == "f1" else {})
@@ -97,8 +101,6 @@ def front_matter(config: ModelConfig, metrics: ModelMetrics, name: str) -> dict[
                 ],
             }
         )
-    for r in results:  # the Hub nests the split inside the dataset
-        r["dataset"]["split"] = r.pop("split")
     return {
         "license": "apache-2.0",
         "library_name": "bloodcell",

@@ -99,31 +99,25 @@ def plot_reliability(bins: Sequence[CalibrationBin], ece: float, out: Path) -> P
     )
     width = bins[0]["upper"] - bins[0]["lower"] if bins else 0.1
     full = [b for b in bins if b["count"]]
-    ax.bar(
-        [b["lower"] for b in full],
-        [b["accuracy"] for b in full],
-        width=width,
-        align="edge",
-        edgecolor="black",
-        alpha=0.8,
-        label="accuracy in bin",
-    )
+    _bin_bars(ax, full, [b["accuracy"] for b in full], width, alpha=0.8, label="accuracy in bin")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     ax.set(ylabel="accuracy", title=f"reliability (ECE {ece:.3f})", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="upper left", fontsize=8)
-    ax2.bar(
-        [b["lower"] for b in bins],
-        [b["count"] for b in bins],
-        width=width,
-        align="edge",
-        edgecolor="black",
-        color="grey",
-    )
+    _bin_bars(ax2, bins, [b["count"] for b in bins], width, color="grey")
     ax2.set(xlabel="confidence (top-class probability)", ylabel="images")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _bin_bars(
+    ax: Any, bins: Sequence[CalibrationBin], heights: Sequence[float], width: float, **style: Any
+) -> None:
+    """One bar per reliability bin, from its lower edge."""
+    ax.bar(
+        [b["lower"] for b in bins], heights, width=width, align="edge", edgecolor="black", **style
+    )
 
 
 def plot_scope_scores(result: ScopeFoldersResult, out: Path) -> Path:

@@ -10,10 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import TypedDict
 
 from bloodcell.predict.columns import group_csv_header, prediction_columns
 from bloodcell.predict.records import Prediction
+
+
+class ColumnSpec(TypedDict):
+    """One CSV column in API terms (the `CsvColumn` schema)."""
+
+    name: str
+    key: str
+    kind: str
+    label: str | None
+
+
+class CsvColumns(TypedDict):
+    """`csv` in `/v1/model` (the `CsvSpec` schema)."""
+
+    columns: list[ColumnSpec]
+    group_columns: list[ColumnSpec]
 
 
 def _api_keys() -> dict[str, str]:
@@ -22,7 +38,7 @@ def _api_keys() -> dict[str, str]:
     return {f.name: f.metadata["api"] or f.name for f in fields(Prediction)}
 
 
-def csv_columns(labels: Sequence[str]) -> list[dict[str, Any]]:
+def csv_columns(labels: Sequence[str]) -> list[ColumnSpec]:
     keys = _api_keys()
     return [
         {"name": c.name, "key": keys[c.field], "kind": c.kind, "label": c.label}
@@ -30,12 +46,12 @@ def csv_columns(labels: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
-def group_csv_columns(labels: Sequence[str]) -> list[dict[str, Any]]:
+def group_csv_columns(labels: Sequence[str]) -> list[ColumnSpec]:
     """The `--group-by-folder` columns as keys of a group summary (`grouping.FolderSummary`):
     `folder`, the `n_*` counts, `counts[label]` and `mean_probabilities[label]`."""
     out = []
     for name in group_csv_header(labels):
-        column: dict[str, Any] = {"name": name, "key": name, "kind": "int", "label": None}
+        column: ColumnSpec = {"name": name, "key": name, "kind": "int", "label": None}
         for prefix, key, kind in (
             ("count_", "counts", "int"),
             ("mean_prob_", "mean_probabilities", "float"),
@@ -48,5 +64,5 @@ def group_csv_columns(labels: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
-def csv_spec(labels: Sequence[str]) -> dict[str, Any]:
+def csv_spec(labels: Sequence[str]) -> CsvColumns:
     return {"columns": csv_columns(labels), "group_columns": group_csv_columns(labels)}

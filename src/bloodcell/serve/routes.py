@@ -38,7 +38,7 @@ from bloodcell.serve.schemas import (
     SummaryRequest,
 )
 from bloodcell.serve.served_model import ServedModel, Upload
-from bloodcell.serve.summary import SummaryError, summarize
+from bloodcell.serve.summary import SummaryError, SummaryRecord, summarize
 
 CARD_PATH = "/v1/model/card"
 #: The card's own `#` title becomes an <h3> inside the page, under its <h1> and <h2>s.
@@ -84,14 +84,17 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
     auth, auth_responses = wiring.auth, wiring.auth_responses
 
     @app.get("/health", response_model=Health, summary="Is the server up with a model loaded?")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model_loaded": True,
-            "engine": served.backend.engine,
-            "backend": served.backend.engine,  # deprecated: `engine`
-            "queue": batcher.stats(),
-        }
+    async def health() -> Health:
+        engine = served.backend.engine
+        return Health.model_validate(
+            {
+                "status": "ok",
+                "model_loaded": True,
+                "engine": engine,
+                "backend": engine,  # deprecated: `engine`
+                "queue": batcher.stats(),
+            }
+        )
 
     @app.get(
         "/v1/model",
@@ -100,9 +103,11 @@ def _add_model_routes(app: FastAPI, wiring: _Wiring) -> None:
         dependencies=auth,
         summary="Classes, model version, metrics",
     )
-    async def model() -> dict[str, Any]:
+    async def model() -> ModelInfo:
         card = CARD_PATH if served.card and served.card.is_file() else None
-        return {**served.info, "model_card": card, "limits": limits, "csv": csv}
+        return ModelInfo.model_validate(
+            {**served.info, "model_card": card, "limits": limits, "csv": csv}
+        )
 
     csv = csv_spec(served.backend.labels)
 
@@ -181,7 +186,7 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
                 "(out_of_scope true, reason 'no white cell found'); false answers it anyway."
             ),
         ] = True,
-    ) -> dict[str, Any]:
+    ) -> PredictResponse:
         start = time.perf_counter()
         if len(files) > limits["max_files"]:
             raise HTTPException(
@@ -210,7 +215,7 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
             for i, (name, data) in enumerate(uploads):
                 try:
                     image = decode_image(data, name, max_pixels=limits["max_pixels"])
-                    good.append(engine.prepare(name, image, cell_guard))
+                    good.append(served.prepare(name, image, cell_guard))
                 except ImageDecodeError as exc:
                     failures[i] = exc
             return good
@@ -218,7 +223,7 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
         decoded, predictions = await batcher.submit(decode_all)
         classified = [_result_dict(p) for p in predictions]
         if explain:
-            await _add_heatmaps(served, batcher, decoded, classified, explain_class)
+            await _add_heatmaps(served, batcher, decoded, predictions, classified, explain_class)
         answers = iter(classified)
         results = [
             _error_dict(name, failures[i]) if i in failures else next(answers)
@@ -228,12 +233,12 @@ def _add_predict_route(app: FastAPI, wiring: _Wiring) -> None:
         for result in results:
             result["timing_ms"] = elapsed_ms
         response.status_code, detail = _batch_status(failures, len(uploads))
-        return {
-            "model_version": served.info["version"],
-            "engine": served.backend.engine,
-            "results": results,
-            "detail": detail,
-        }
+        return PredictResponse(
+            model_version=served.info["version"],
+            engine=served.backend.engine,
+            results=results,
+            detail=detail,
+        )
 
 
 def _add_summary_route(app: FastAPI, wiring: _Wiring) -> None:
@@ -254,7 +259,7 @@ def _add_summary_route(app: FastAPI, wiring: _Wiring) -> None:
         "the answer is what `bloodcell predict --group-by-folder --format csv` makes of the "
         "same answers. Nothing is classified and nothing is kept.",
     )
-    async def summary(body: SummaryRequest) -> dict[str, Any]:
+    async def summary(body: SummaryRequest) -> SummaryRecord:
         results = [r.model_dump() for r in body.results]  # type: ignore[attr-defined]
         try:
             return await run_in_threadpool(summarize, results, served.backend)
@@ -281,24 +286,29 @@ async def _add_heatmaps(
     served: ServedModel,
     batcher: Batcher,
     decoded: list[Upload],
-    results: list[dict[str, Any]],
+    predictions: list[ImagePrediction],
+    results: list[dict[str, object]],
     target: str | None,
 ) -> None:
-    """Put a Grad-CAM heatmap into each result, computed in the threadpool under the lock:
-    of `target` when given, else of the predicted class."""
+    """Put a Grad-CAM heatmap into each result (the answer to each of `decoded`, in
+    `predictions`), computed in the threadpool under the lock: of `target` when given, else of
+    the predicted class."""
+
+    def explained(p: ImagePrediction) -> str | None:
+        """The class to explain; None for an image without a class (out of scope)."""
+        return None if p.out_of_scope or p.label is None else target or p.label
 
     def heatmaps() -> list[str | None]:
-        with batcher.model_lock:  # an image without a class (out of scope) has none to explain
+        with batcher.model_lock:
             return [
-                None
-                if r["out_of_scope"] or r["label"] is None
-                else served.heatmap(upload.image, target or r["label"])
-                for upload, r in zip(decoded, results, strict=True)
+                None if (cls := explained(p)) is None else served.heatmap(upload.image, cls)
+                for upload, p in zip(decoded, predictions, strict=True)
             ]
 
-    for result, png in zip(results, await run_in_threadpool(heatmaps), strict=True):
+    pngs = await run_in_threadpool(heatmaps)
+    for result, p, png in zip(results, predictions, pngs, strict=True):
         result["heatmap_png"] = png
-        result["heatmap_class"] = None if png is None else (target or result["label"])
+        result["heatmap_class"] = None if png is None else explained(p)
 
 
 def _upload_name(upload: UploadFile, index: int) -> str:
@@ -306,13 +316,13 @@ def _upload_name(upload: UploadFile, index: int) -> str:
     return name[:255]
 
 
-def _result_dict(prediction: ImagePrediction) -> dict[str, Any]:
+def _result_dict(prediction: ImagePrediction) -> dict[str, object]:
     result = prediction.to_dict()
     result["filename"] = result.pop("path")
     return result
 
 
-def _error_dict(name: str, exc: ImageDecodeError) -> dict[str, Any]:
+def _error_dict(name: str, exc: ImageDecodeError) -> dict[str, object]:
     """The result of a file that could not be read: its name and why (the reason alone, as
     the file is named beside it); every answer field null."""
     return _result_dict(ImagePrediction(path=name, error=exc.reason))

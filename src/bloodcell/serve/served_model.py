@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from PIL import Image
 
@@ -20,6 +20,7 @@ from bloodcell.models.engines import open_model, open_torch
 from bloodcell.models.saved import read_metrics, read_model
 from bloodcell.predict.records import Prediction as ImagePrediction
 from bloodcell.predict.stream import Prepared, predict_prepared, prepare_image
+from bloodcell.records import ModelMetrics
 from bloodcell.run_dir import ModelDir, RunDir
 
 if TYPE_CHECKING:
@@ -42,6 +43,33 @@ class Upload:
     prepared: Prepared
 
 
+class ClassName(TypedDict):
+    label: str
+    display_name: str
+
+
+class ModelFacts(TypedDict):
+    """What `/v1/model` says about the model (`ModelInfo`, less what the routes add)."""
+
+    name: str
+    architecture: str
+    version: str
+    format: str
+    bloodcell_version: str | None
+    engine: str
+    #: Deprecated: the same as `engine`, under its first name.
+    backend: str
+    classes: list[ClassName]
+    image_size: int
+    temperature: float
+    uncertain_threshold: float
+    ood_threshold: float | None
+    conformal_coverage: float | None
+    explain_available: bool
+    #: metrics.json with every NaN or infinity as None (JSON has neither).
+    metrics: ModelMetrics
+
+
 @dataclass
 class ServedModel:
     """The model, loaded once: a backend on the chosen engine for probabilities, torch for
@@ -50,7 +78,7 @@ class ServedModel:
     backend: Backend
     #: The model directory Grad-CAM loads torch from; None for a lone .onnx file.
     model_dir: Path | None
-    info: dict[str, Any]
+    info: ModelFacts
     #: `model/README.md`; read per request, so a re-evaluation while serving shows at once.
     card: Path | None = None
     _torch: TorchBackend | None = None
@@ -117,8 +145,8 @@ def open_served_model(model_path: str | Path, engine: str = "auto") -> ServedMod
 
 
 def _model_info(
-    backend: Backend, metrics: dict[str, Any] | None, weights: Path, model_dir: Path
-) -> dict[str, Any]:
+    backend: Backend, metrics: ModelMetrics | None, weights: Path, model_dir: Path
+) -> ModelFacts:
     """What /v1/model says; `metrics` is the model directory's (None: read beside the file)."""
     config = backend.config  # the model directory's, or a lone .onnx file's metadata
     explain = metrics is not None
@@ -148,7 +176,7 @@ def _model_info(
     }
 
 
-def _read_metrics(model_dir: Path) -> dict[str, Any]:
+def _read_metrics(model_dir: Path) -> ModelMetrics:
     try:
         return read_metrics(model_dir)
     except (OSError, ValueError):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypedDict
 
 from bloodcell.models.backends import Backend
 from bloodcell.predict.grouping import Totals, group_by_folder
 from bloodcell.predict.records import Prediction
 from bloodcell.predict.writers import CsvWriter
+from bloodcell.records import FolderGroup, RunTotals
 
 #: API key of a result -> the record field it fills (`filename` is `path`), with the two
 #: fields an API result carries outside the record's API names.
@@ -50,7 +51,16 @@ def to_record(result: dict[str, Any], labels: Sequence[str]) -> Prediction:
     return Prediction(**values)
 
 
-def summarize(results: Sequence[dict[str, Any]], backend: Backend) -> dict[str, Any]:
+class SummaryRecord(TypedDict):
+    """What `summarize` returns (the `Summary` schema)."""
+
+    totals: RunTotals
+    groups: list[FolderGroup]
+    csv: str
+    groups_csv: str
+
+
+def summarize(results: Sequence[dict[str, Any]], backend: Backend) -> SummaryRecord:
     """Totals, groups and both CSV texts of `results` (the `Summary` schema)."""
     labels = list(backend.labels)
     records = [to_record(r, labels) for r in results]
@@ -58,7 +68,7 @@ def summarize(results: Sequence[dict[str, Any]], backend: Backend) -> dict[str, 
     totals.add(records)
     groups = group_by_folder(records, labels)
     rows, grouped = io.StringIO(), io.StringIO()
-    writer = CsvWriter(rows, backend, meta={})
+    writer = CsvWriter(rows, backend, meta=None)
     writer.write(records)
     writer.write_groups(grouped, groups)
     return {

@@ -22,11 +22,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from bloodcell.allocator import current_allocator
 from bloodcell.records import RobustnessResult, SplitMetrics, TrainConfigRecord, TrainSummary
+from bloodcell.records.benchmark_records import (
+    BenchmarkRecord,
+    EngineSpeed,
+    InferenceFigures,
+    MeasuredTraining,
+    RecipeResult,
+    ScopeFigures,
+)
 from bloodcell.run_dir import MANIFEST_COPY, RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -82,8 +90,10 @@ def train_recipe(
     out: Path,
     extra: Sequence[str] = (),
     scope_dirs: Sequence[str | Path] = (),
-) -> dict[str, Any]:
-    """Train one recipe in its own process (so its peak memory is its own), then evaluate it."""
+    verbose: bool = False,
+) -> RecipeResult:
+    """Train one recipe in its own process (so its peak memory is its own), then evaluate it;
+    `verbose` shows Lightning's own console output while it trains."""
     from bloodcell.data.corruptions import MIDDLE_SEVERITY
     from bloodcell.data.manifest import read_manifest, select
     from bloodcell.evaluation.calibrate import calibrate_run
@@ -93,13 +103,14 @@ def train_recipe(
     if not run.model.is_dir():
         cmd = [sys.executable, "-m", "bloodcell.cli", "train", "--data", str(data_root),
                "--manifest", str(manifest), "--out", str(run.path), "--recipe", recipe,
-               "--seed", str(seed), *extra]  # fmt: skip
+               "--seed", str(seed), *extra, *(["--verbose"] if verbose else [])]  # fmt: skip
         log.info("benchmark: training %s (seed %s) -> %s", recipe, seed, run.path)
         code, wall, rss = run_measured(cmd)
         if code != 0:
             raise RuntimeError(f"training {recipe} seed {seed} failed (exit {code})")
-        write_json(run.path / MEASURED_FILE, {"wall_s": wall, "peak_rss_mb": rss})
-    measured = read_json(run.path / MEASURED_FILE)
+        done: MeasuredTraining = {"wall_s": wall, "peak_rss_mb": rss}
+        write_json(run.path / MEASURED_FILE, done)
+    measured: MeasuredTraining = read_json(run.path / MEASURED_FILE)
     summary: TrainSummary = read_json(run.train_summary)
     started: TrainConfigRecord = read_json(run.train_config)
     calibrate_run(run.path)
@@ -107,7 +118,8 @@ def train_recipe(
     robust = evaluate_robustness(run.path, "test", severities=[MIDDLE_SEVERITY], progress=False)
     worst = robust["worst_middle"]
     n_train = len(select(read_manifest(manifest), "train"))
-    return scope_figures(run.path, metrics, robust, scope_dirs) | {
+    return {
+        **scope_figures(run.path, metrics, robust, scope_dirs),
         "recipe": recipe,
         "seed": seed,
         "run": str(run.path),
@@ -128,13 +140,13 @@ def train_recipe(
 
 def scope_figures(
     run: Path, metrics: SplitMetrics, robust: RobustnessResult, scope_dirs: Sequence[str | Path]
-) -> dict[str, Any]:
+) -> ScopeFigures:
     """Out-of-scope refusals (test, corrupted test, other folders) and prediction sets at 95%."""
     from bloodcell.workflows.evaluate_job import evaluate_scope_folders
 
     scope, sets = metrics.get("out_of_scope"), metrics.get("prediction_sets")
     rates = [rate for r in robust["results"] if (rate := r.get("out_of_scope_rate"))]
-    figures: dict[str, Any] = {
+    figures: ScopeFigures = {
         "ood_test_flagged": scope["flagged"] if scope else None,
         "ood_test_flagged_paths": scope["flagged_paths"] if scope else None,
         "ood_corrupted_worst_rate": max(rates, default=0.0) if scope else None,
@@ -147,35 +159,17 @@ def scope_figures(
     if scope and scope_dirs:
         result = evaluate_scope_folders(run, scope_dirs, progress=False)
         figures["ood_folders"] = {
-            Path(r["folder"]).name: {k: r[k] for k in ("n", "flagged_rate", "auroc")}
+            Path(r["folder"]).name: {
+                "n": r["n"],
+                "flagged_rate": r["flagged_rate"],
+                "auroc": r["auroc"],
+            }
             for r in result["folders"]
         }
     return figures
 
 
-def format_scope_table(results: list[dict[str, Any]]) -> str:
-    """Per seed: in-scope test images refused, the worst corrupted share refused, each other
-    folder's share refused, and the 95% prediction sets' coverage and mean size."""
-    folders = sorted({f for r in results for f in r.get("ood_folders") or {}})
-    head = ["recipe", "seed", "test refused", "worst corruption refused"]
-    head += [f"{f} refused" for f in folders] + ["95% sets: coverage", "mean size"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for r in results:
-        if r.get("ood_test_flagged") is None:
-            continue
-        cells = [r["recipe"], str(r["seed"]), str(r["ood_test_flagged"])]
-        cells.append(f"{r['ood_corrupted_worst_rate']:.1%}")
-        for f in folders:
-            rate = (r["ood_folders"].get(f) or {}).get("flagged_rate")
-            cells.append("–" if rate is None else f"{rate:.1%}")
-        sets = r.get("sets95") or {}
-        cells.append(f"{sets['coverage']:.2%}" if sets else "–")
-        cells.append(f"{sets['mean_set_size']:.3f}" if sets else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def inference_figures(run: Path, seconds: float, runs: int) -> dict[str, Any]:
+def inference_figures(run: Path, seconds: float, runs: int) -> InferenceFigures:
     """Torch eager, ONNX fp32 and ONNX int8 speed and size for a trained run."""
     import torch
 
@@ -199,77 +193,23 @@ def inference_figures(run: Path, seconds: float, runs: int) -> dict[str, Any]:
         "onnx fp32": (OnnxBackend(fp32).predict_logits, fp32),
         "onnx int8": (OnnxBackend(int8).predict_logits, int8),
     }
-    out: dict[str, Any] = {}
+    speeds: dict[str, EngineSpeed] = {}
     for name, (fn, path) in engines.items():
         log.info("benchmark: inference speed, %s", name)
-        out[name] = {
+        speeds[name] = {
             "img_per_s": throughput(fn, batch, seconds),
             "latency_ms": latency(fn, one, runs)[0],
             "size_mb": path.stat().st_size / 1e6,
         }
-    acc = summary.get("accuracy") or {}
-    out["fp32_test_accuracy"] = acc.get("accuracy_fp32")
-    out["int8_test_accuracy"] = acc.get("accuracy_int8")
-    out["int8_accuracy_summary"] = acc
-    return out
-
-
-# --- the table ----------------------------------------------------------------------------------
-
-
-def _mean_spread(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    mean, spread = statistics.mean(values), statistics.pstdev(values)
-    return f"{mean:.4f} ± {spread:.4f} (min {min(values):.4f})"
-
-
-def format_table(results: list[dict[str, Any]], inference: dict[str, dict[str, Any]]) -> str:
-    """One markdown table per part; every speed also as a ratio to the reference recipe."""
-    by_recipe: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_recipe.setdefault(r["recipe"], []).append(r)
-    ref = by_recipe.get("reference")
-    ref_wall = statistics.mean(r["train_wall_s"] for r in ref) if ref else None
-    lines = [
-        "| recipe | seeds | train wall s | time vs reference | train img/s | peak RSS MB "
-        "| test accuracy | test 95% CI (seed 1st) | macro-F1 | lowest class recall "
-        "| worst corruption (middle severity) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, rs in by_recipe.items():
-        wall = statistics.mean(r["train_wall_s"] for r in rs)
-        ci = rs[0]["test_ci95"]
-        lines.append(
-            f"| {name} | {len(rs)} | {wall:.1f} | "
-            f"{(wall / ref_wall if ref_wall else float('nan')):.2f}x | "
-            f"{statistics.mean(r['train_img_per_s'] for r in rs):.1f} | "
-            f"{max(r['peak_rss_mb'] for r in rs):.0f} | "
-            f"{_mean_spread([r['test_accuracy'] for r in rs])} | {ci[0]:.4f}–{ci[1]:.4f} | "
-            f"{_mean_spread([r['test_macro_f1'] for r in rs])} | "
-            f"{_mean_spread([r['min_recall'] for r in rs])} | "
-            + ", ".join(f"{r['robust_worst']} {r['robust_worst_accuracy']:.3f}" for r in rs)
-            + " |"
-        )
-    lines += [
-        "",
-        "| recipe | engine | img/s @ batch 32 | batch-1 latency ms | size MB | test accuracy |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, inf in inference.items():
-        acc = {  # each engine's own measured accuracy on the test split
-            "torch eager": by_recipe[name][0]["test_accuracy"],
-            "onnx fp32": inf.get("fp32_test_accuracy"),
-            "onnx int8": inf.get("int8_test_accuracy"),
-        }
-        for engine in ("torch eager", "onnx fp32", "onnx int8"):
-            e = inf[engine]
-            a = acc[engine]
-            lines.append(
-                f"| {name} | {engine} | {e['img_per_s']:.1f} | {e['latency_ms']:.2f} | "
-                f"{e['size_mb']:.1f} | {'' if a is None else f'{a:.4f}'} |"
-            )
-    return "\n".join(lines)
+    acc = summary.get("accuracy")
+    return {
+        "torch eager": speeds["torch eager"],
+        "onnx fp32": speeds["onnx fp32"],
+        "onnx int8": speeds["onnx int8"],
+        "fp32_test_accuracy": acc["accuracy_fp32"] if acc else None,
+        "int8_test_accuracy": acc["accuracy_int8"] if acc else None,
+        "int8_accuracy_summary": acc or {},
+    }
 
 
 def machine() -> str:
@@ -286,8 +226,7 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"allocator {os.environ.get('BLOODCELL_ALLOCATOR_SET', 'system')}"
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, allocator {current_allocator()}"
     )
 
 
@@ -300,11 +239,13 @@ def benchmark(
     runs: int = 100,
     train_args: Sequence[str] = (),
     scope_dirs: Sequence[str | Path] = (),
-) -> dict[str, Any]:
+    verbose: bool = False,
+) -> BenchmarkRecord:
     """Run the whole benchmark into `out_dir`; prints the table and writes benchmark.{json,md}.
 
     Finished trainings found in `out_dir` are reused, so an interrupted benchmark goes on.
     """
+    from bloodcell.reporting.benchmark_report import benchmark_markdown
     from bloodcell.workflows.run_job import prepare_data
 
     out = Path(out_dir)
@@ -314,15 +255,14 @@ def benchmark(
     if not manifest.is_file():
         manifest, _ = prepare_data(Path(data_root).expanduser(), out, seed=0, progress=True)
     results = [
-        train_recipe(r, s, Path(data_root), manifest, out, train_args, scope_dirs)
+        train_recipe(r, s, Path(data_root), manifest, out, train_args, scope_dirs, verbose)
         for r in recipes
         for s in seeds
     ]
     inference = {r: inference_figures(out / f"{r}-seed{seeds[0]}", seconds, runs) for r in recipes}
-    table = format_table(results, inference) + "\n\n" + format_scope_table(results)
-    header = f"Machine: {machine()}\n\n"
-    (out / "benchmark.md").write_text(header + table + "\n")
-    record = {"machine": machine(), "results": results, "inference": inference}
+    record: BenchmarkRecord = {"machine": machine(), "results": results, "inference": inference}
+    text = benchmark_markdown(record["machine"], results, inference)
+    (out / "benchmark.md").write_text(text + "\n")
     write_json(out / "benchmark.json", record, sort_keys=False)
-    print(header + table)
+    print(text)
     return record

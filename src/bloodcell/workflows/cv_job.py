@@ -144,10 +144,12 @@ def run_cv(
     progress: bool = True,
     report: VerifyReport | None = None,
     name: str = "cv",
+    verbose: bool = False,
 ) -> CvResult:
     """Cross-validate `config` on the data; writes OUT (see the module's docstring) and returns
     what cv.json holds. Folds whose predictions exist are skipped, so a killed run continues
-    and folds trained by `run_cv_fold` jobs are only pooled."""
+    and folds trained by `run_cv_fold` jobs are only pooled. `verbose` shows Lightning's own
+    console output while a fold trains."""
     from bloodcell.reporting.cv_report import write_cv_report
 
     data_root = Path(data_root).expanduser()
@@ -159,12 +161,14 @@ def run_cv(
     seeds: list[CvSeed] = []
     for seed in settings.seeds:
         folds = _folds(report, seed, settings)
-        done = _run_folds(out, seed, folds, data_root, config, settings, progress, name)
+        done = _run_folds(
+            out, seed, folds, data_root, config, settings, progress, name, verbose=verbose
+        )
         trained += sum(d.trained_now for d in done)
         seeds.append(summarise_seed(out, seed, folds, unit_of))
     result: CvResult = {
         "name": name,
-        "settings": asdict(settings),
+        "settings": settings.to_record(),
         "recipe": config.recipe,
         "config": config.to_dict(),
         "data": {
@@ -194,6 +198,7 @@ def run_cv_fold(
     progress: bool = True,
     report: VerifyReport | None = None,
     name: str = "cv",
+    verbose: bool = False,
 ) -> list[FoldDone]:
     """Only fold `fold` (counted from 1) of each seed of the cross-validation `run_cv` would
     make with these arguments, into the same OUT/seed-S/fold-F/, as one job of a scheduler's
@@ -206,7 +211,9 @@ def run_cv_fold(
     done: list[FoldDone] = []
     for seed in settings.seeds:
         folds = _folds(report, seed, settings)
-        done += _run_folds(out, seed, folds, data_root, config, settings, progress, name, fold)
+        done += _run_folds(
+            out, seed, folds, data_root, config, settings, progress, name, fold, verbose
+        )
     return done
 
 
@@ -220,6 +227,7 @@ def _run_folds(
     progress: bool,
     name: str,
     only: int | None = None,
+    verbose: bool = False,
 ) -> list[FoldDone]:
     """Write each fold's manifest and train, calibrate and predict it unless it is finished
     (every fold, or fold `only`); returns each fold's outcome."""
@@ -246,8 +254,9 @@ def _run_folds(
         # A fold's model only predicts its test part: no out-of-scope detector is fitted.
         fold_config = replace(config, seed=seed, ood_acceptance=None)
         preds = run_fold(
-            fold, rows, data_root, fold_config, settings.calibrate, progress, settings.audit
-        )
+            fold, rows, data_root, fold_config, settings.calibrate, progress, settings.audit,
+            verbose,
+        )  # fmt: skip
         done.append(_outcome(name, seed, i + 1, preds, trained_now=True))
         seconds, acc = time.perf_counter() - t0, done[-1].accuracy
         log.info("%s: done in %.0f s, accuracy %s", where, seconds, f"{acc:.1%}")
@@ -266,6 +275,7 @@ def compare_protocols(
     config: TrainConfig,
     settings: CVSettings = DEFAULT_SETTINGS,
     progress: bool = True,
+    verbose: bool = False,
 ) -> ProtocolsResult:
     """The same recipe, folds and seeds under each of `PROTOCOLS`, each into OUT/<protocol>/,
     then pooled accuracy side by side with its difference from (a) and a paired interval."""
@@ -279,7 +289,7 @@ def compare_protocols(
     runs = {}
     for protocol, s in _protocol_settings(settings).items():
         where = CvDir(out).protocol(protocol).path
-        runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol)
+        runs[protocol] = run_cv(data_root, where, config, s, progress, report, protocol, verbose)
     # Runs hold whole blocks (their length a multiple of the blocks') and every duplicate
     # group, so resampling runs is fair to all four protocols.
     unit_of = ci_unit(report, "run", RUN_BLOCKS * block_size)
@@ -312,6 +322,7 @@ def compare_protocols_fold(
     fold: int,
     settings: CVSettings = DEFAULT_SETTINGS,
     progress: bool = True,
+    verbose: bool = False,
 ) -> list[FoldDone]:
     """Fold `fold` of each protocol (and seed) of `compare_protocols`, as one job of a
     scheduler's array; `compare_protocols` afterwards skips the finished folds and compares."""
@@ -321,7 +332,7 @@ def compare_protocols_fold(
     done: list[FoldDone] = []
     for protocol, s in _protocol_settings(settings).items():
         where = CvDir(Path(out_dir)).protocol(protocol).path
-        done += run_cv_fold(data_root, where, config, fold, s, progress, report, protocol)
+        done += run_cv_fold(data_root, where, config, fold, s, progress, report, protocol, verbose)
     return done
 
 
@@ -340,6 +351,7 @@ def run_fold(
     calibrate: bool = True,
     progress: bool = True,
     audit: bool = True,
+    verbose: bool = False,
 ) -> Path:
     """Train (or finish training) on the fold's manifest, calibrate, audit what it looks at
     (`workflows.audit_job`, unless `audit` is off), and write its out-of-fold predictions; returns
@@ -351,7 +363,10 @@ def run_fold(
     run = fold.run
     if not run.model.is_dir():
         resume = run.train_config.is_file()  # killed mid-training: go on from last.ckpt
-        train(config, data_root, fold.manifest, run.path, resume=resume, progress=progress)
+        train(
+            config, data_root, fold.manifest, run.path, resume=resume, progress=progress,
+            verbose=verbose,
+        )  # fmt: skip
     if calibrate:
         calibrate_run(run.path)  # fits on uncalibrated logits, so a rerun gives the same value
     probs = fold_probs(run, rows, data_root, progress)

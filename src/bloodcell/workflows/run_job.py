@@ -26,6 +26,7 @@ from typing import Any
 from bloodcell.records import (
     AuditResult,
     CalibrationRecord,
+    DataStep,
     EngineRecords,
     RobustnessResult,
     ScopeFoldersResult,
@@ -45,7 +46,7 @@ class RunResults:
     out: RunDir
     config: TrainConfig
     #: The data step (`prepare_data`): layout, files, readable, unreadable, paths.
-    data: dict[str, Any]
+    data: DataStep
     manifest: Path
     calibration: CalibrationRecord
     timings: dict[str, float]
@@ -58,7 +59,7 @@ class RunResults:
     engines: EngineRecords | None = None
 
 
-def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple[Path, dict]:
+def prepare_data(data_root: Path, out: Path, seed: int, progress: bool) -> tuple[Path, DataStep]:
     """Verify and split the data; returns the manifest path and a summary of the data step."""
     from bloodcell.data.discover import discover
     from bloodcell.data.manifest import write_manifest
