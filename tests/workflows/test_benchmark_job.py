@@ -36,7 +36,7 @@ def test_benchmark_compares_recipes_with_the_reference(tmp_path: Path) -> None:
 
 def test_verbose_reaches_every_training_command(tmp_path: Path, monkeypatch) -> None:
     """`--verbose` is passed on to each recipe's `bloodcell train`, whose console it changes
-    (tests/cli/test_model.py); without it, the training commands stay quiet."""
+    (tests/cli/test_model_commands.py); without it, the training commands stay quiet."""
     import pytest
 
     import bloodcell.workflows.benchmark_job as bench

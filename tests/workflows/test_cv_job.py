@@ -234,7 +234,7 @@ def test_console_script_resumes_after_a_kill(tmp_path: Path) -> None:
 
 
 def test_verbose_shows_lightning_while_a_fold_trains(tmp_path: Path, capfd) -> None:
-    from tests.cli.test_model import LIGHTNING_LINES, LIGHTNING_SUMMARY
+    from tests.cli.test_model_commands import LIGHTNING_LINES, LIGHTNING_SUMMARY
 
     data = _data(tmp_path)
     settings = CVSettings(folds=3, seeds=(0,), calibrate=False, audit=False)
