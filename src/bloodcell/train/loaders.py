@@ -90,8 +90,9 @@ def cached_datasets(
     train: Dataset = copies[0] if len(copies) == 1 else MixedCopies(copies, config.seed)
     if outliers is not None:  # not part of the detector's reference: computed without it
         # One pass: each outlier image clean or under one corrupted copy's draws, chosen at
-        # random. The outliers outnumber the train split, and their variety comes from their
-        # number; caching every copy of them took most of the caching time.
+        # random, not every copy of every image. Their variety comes from their number (many
+        # cells of many types); one pass instead of three saved a quarter of the caching and
+        # gave the same model within a seed's noise (BENCHMARKS.md, "Fast again").
         views: list[Dataset] = [outliers]
         for i in range(config.corrupt_copies):
             seed = corrupt_seed(config, i) + OUTLIER_SEEDS
