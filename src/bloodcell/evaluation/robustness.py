@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from bloodcell.data.batches import made_ahead
 from bloodcell.data.corruptions import MIDDLE_SEVERITY, Corruption, get
 from bloodcell.evaluation.metrics import (
     accuracy,
@@ -68,13 +69,15 @@ def predict_condition(
     import torch
 
     corruption, severity = condition
+
+    def make(i: int) -> torch.Tensor:
+        img = images[i]
+        if corruption is not None:
+            img = corruption(img, severity, _rng(seed, corruption.name, severity, i))
+        return transform(img)
+
     probs, scores = [], []
-    for start in range(0, len(images), batch_size):
-        batch = []
-        for i, img in enumerate(images[start : start + batch_size], start):
-            if corruption is not None:
-                img = corruption(img, severity, _rng(seed, corruption.name, severity, i))
-            batch.append(transform(img))
+    for batch in made_ahead(make, range(len(images)), batch_size):
         scored = backend.score(torch.stack(batch))
         probs.append(scored.probs)
         scores.append(scored.ood_score)

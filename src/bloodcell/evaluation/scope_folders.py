@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bloodcell.data.batches import made_ahead
 from bloodcell.data.files import iter_image_paths, read_image
 from bloodcell.errors import BloodcellError, ModelError
 from bloodcell.evaluation.metrics import scope_separation
@@ -58,20 +59,19 @@ def folder_answers(backend: Backend, folder: Path, batch_size: int = 32) -> Fold
     skipped) answered as `predict` answers it: detector score, refusal reason (None when a
     class is given) and top class; and the unreadable files."""
     out = FolderAnswers()
-    batch: list[tuple[Path, np.ndarray, Cells | None]] = []
-    for path in iter_image_paths([folder]):
+
+    def prepare(path: Path) -> tuple[Path, np.ndarray, Cells | None] | str:
         try:
-            image = read_image(path)
+            x, cells = backend.preprocess.prepare_array(read_image(path), guard=True)
         except BloodcellError as exc:
-            out.errors.append(f"{path}: {exc}")
-            continue
-        x, cells = backend.preprocess.prepare_array(image, guard=True)
-        batch.append((path, x, cells))
-        if len(batch) == batch_size:
+            return f"{path}: {exc}"
+        return path, x, cells
+
+    for made in made_ahead(prepare, iter_image_paths([folder]), batch_size):
+        out.errors += [m for m in made if isinstance(m, str)]
+        batch = [m for m in made if not isinstance(m, str)]
+        if batch:
             _answer(backend, batch, out)
-            batch = []
-    if batch:
-        _answer(backend, batch, out)
     return out
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bloodcell.data.batches import made_ahead
 from bloodcell.data.cells import (
     CellFinder,
     Cells,
@@ -189,14 +190,16 @@ def answer(
     white cell found, or out of scope), through the model's own preprocessing as `predict`
     runs it."""
     out: list[Answer] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        prepared = [backend.preprocess.prepare_array(im, guard=True) for im in chunk]
+
+    def prepare(image: Image.Image) -> tuple[np.ndarray, Cells | None]:
+        return backend.preprocess.prepare_array(image, guard=True)
+
+    for prepared in made_ahead(prepare, images, batch_size):
         scored = backend.score(np.stack([x for x, _ in prepared]))
         why = refusals(backend, scored, [cells for _, cells in prepared])
         for j, refusal in enumerate(why):
             out.append(Answer(int(np.argmax(scored.probs[j])), refusal.refused))
-        tick(len(chunk))
+        tick(len(prepared))
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from bloodcell.data.batches import made_ahead
 from bloodcell.labels import DISPLAY_NAMES
 from bloodcell.models.backends import ArrayLike, Backend, Outputs
 from bloodcell.models.cell_gate import CellGate
@@ -162,5 +163,13 @@ def dataset_taps(
 
 
 def torch_batches(dataset: Dataset, batch_size: int, num_workers: int) -> Iterator[tuple]:
-    """The dataset's (inputs, targets) batches, in order."""
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """The dataset's (inputs, targets) batches, in order: made by worker processes, or without
+    them by threads while the caller runs the model (`data.batches.made_ahead`)."""
+    if num_workers:
+        yield from DataLoader(dataset, batch_size, shuffle=False, num_workers=num_workers)
+        return
+    from torch.utils.data import default_collate
+
+    n = len(cast(Sized, dataset))
+    for items in made_ahead(dataset.__getitem__, range(n), batch_size):
+        yield default_collate(items)

@@ -9,8 +9,7 @@ trainable rest is trained on them (`forward_from`): the same computation as the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -83,10 +82,12 @@ def compute_features(
     """Run the frozen stem once over a dataset: (features, targets), kept on the CPU.
 
     Without worker processes, threads make the next batch while the stem runs on this one
-    (`_made_ahead`); the datasets give the same item for an index in any thread (corrupted
+    (`torch_batches`); the datasets give the same item for an index in any thread (corrupted
     copies draw from their seed and the index), so the features do not depend on the threads.
     """
     from tqdm import tqdm
+
+    from bloodcell.models.torch_backend import torch_batches
 
     layout = torch.channels_last if channels_last else torch.contiguous_format
     stem = stem.to(device).to(memory_format=layout).eval()
@@ -95,7 +96,7 @@ def compute_features(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
     )
     feats, targets = [], []
-    batches = loader if workers else _made_ahead(dataset, batch_size)
+    batches = loader if workers else torch_batches(dataset, batch_size, 0)
     for x, y in tqdm(
         batches, desc=desc, unit="batch", total=len(loader), file=sys.stderr, disable=not progress
     ):
@@ -103,35 +104,6 @@ def compute_features(
         feats.append(stem(x).float().cpu().contiguous())
         targets.append(torch.as_tensor(y))
     return TensorDataset(torch.cat(feats), torch.cat(targets))
-
-
-#: Threads that make the next batch's items. The items' work (decoding, the white-cell
-#: finder, corruptions, resizing) is OpenCV, NumPy and PIL, which release the GIL.
-MAKER_THREADS = 2
-
-
-def _made_ahead(dataset: Dataset, batch_size: int) -> Iterator[Any]:
-    """The dataset's batches in order, each made by `MAKER_THREADS` threads while the caller
-    works on the one before."""
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from torch.utils.data import default_collate
-
-    n = len(dataset)  # type: ignore[arg-type]
-    starts = range(0, n, batch_size)
-    with ThreadPoolExecutor(MAKER_THREADS) as pool:
-
-        def submit(start: int) -> list[Future[Any]]:
-            return [
-                pool.submit(dataset.__getitem__, i)
-                for i in range(start, min(n, start + batch_size))
-            ]
-
-        ahead = submit(0) if n else []
-        for start in starts:
-            items = [f.result() for f in ahead]
-            ahead = submit(start + batch_size) if start + batch_size < n else []
-            yield default_collate(items)
 
 
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
