@@ -56,3 +56,39 @@ def test_fused_classifier_gives_the_same_logits_and_taps() -> None:
     assert torch.allclose(fast_logits, logits, atol=1e-4)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_taps, taps, strict=True))
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
+
+
+def test_fusing_leaves_modules_called_by_other_threads_alone() -> None:
+    """Folding is not torch.fx tracing, which patches every module call in the process: a
+    thread making batches through torchvision's transforms (`data.batches.made_ahead`) while
+    the torch engine fuses its model on its first batch must not be traced."""
+    import threading
+
+    from torchvision.transforms import v2
+
+    model = _model_with_real_statistics()
+    transform = v2.Compose([v2.ToDtype(torch.float32), v2.Normalize([0.5] * 3, [0.2] * 3)])
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def make_batches() -> None:
+        while not done.is_set():
+            try:
+                transform(torch.rand(3, 8, 8))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so that they meet mid-fusion
+    thread = threading.Thread(target=make_batches)
+    thread.start()
+    try:
+        for _ in range(3):
+            fused_blocks(model.backbone)
+    finally:
+        done.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
