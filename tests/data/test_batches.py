@@ -29,8 +29,10 @@ def test_the_next_batch_is_made_while_the_caller_works() -> None:
     made: list[int] = []
     batches = made_ahead(lambda i: made.append(i) or i, range(6), batch_size=2)
     assert next(batches) == [0, 1]
-    time.sleep(0.05)  # the caller works on its batch; the threads make the next one
-    assert sorted(made) == [0, 1, 2, 3]
+    deadline = time.monotonic() + 10  # the caller works on its batch; the threads make the next
+    while len(made) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(made) == [0, 1, 2, 3]  # the next batch, and no further
     assert list(batches) == [[2, 3], [4, 5]]
 
 
