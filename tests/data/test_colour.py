@@ -148,3 +148,32 @@ def test_slide_reference_keeps_how_dark_a_cell_is_and_ignores_the_lamp() -> None
     assert darker[cells.mask].mean() < view[cells.mask].mean() - 10
     with pytest.raises(ValueError, match="reference"):
         cell_lightness(light, cells, reference="lamp")
+
+
+@pytest.mark.parametrize(("chroma", "reference"), [(False, "cells"), (True, "slide")])
+def test_lightness_view_equals_the_formula_on_each_pixel(chroma: bool, reference: str) -> None:
+    """The view is computed once per 8-bit level and looked up; it must equal the formula of
+    the docstring worked out on every pixel (all but a rounding tie: the chroma's spread is
+    summed in another order)."""
+    image = smear(white=[(PURPLE_AT, LILAC_CELL)])
+    cells = find_cells(image)
+    lab, mask = _lab(image).astype(np.float64), cells.mask
+    expected = np.empty_like(lab)
+    expected[...] = (BACKGROUND, 128, 128)
+    light = lab[..., 0][mask]
+    if reference == "slide":
+        gain = (235.0 + 40.8) / (np.percentile(lab[..., 0][~mask], 90) + 40.8)
+        expected[..., 0][mask] = (light + 40.8) * gain - 40.8
+    else:
+        expected[..., 0][mask] = CELL_MEAN + (light - light.mean()) * CELL_SPREAD / light.std()
+    if chroma:
+        ab = lab[..., 1:][mask]
+        expected[..., 1:][mask] = 128 + (ab - ab.mean(axis=0)) * 6.0 / ab.std(axis=0)
+    levels = np.clip(np.rint(expected), 0, 255).astype(np.uint8)
+    if chroma:
+        expected_rgb = cv2.cvtColor(levels, cv2.COLOR_LAB2RGB).astype(int)
+    else:
+        expected_rgb = np.repeat(levels[..., :1], 3, axis=2).astype(int)
+    view = np.asarray(cell_lightness(image, cells, chroma=chroma, reference=reference))
+    differ = np.abs(view.astype(int) - expected_rgb).max(axis=2)
+    assert (differ == 0).mean() > 0.999 and differ.max() <= 3

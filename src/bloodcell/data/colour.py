@@ -75,28 +75,39 @@ def cell_lightness(
     if mask.shape != (image.height, image.width):
         raise ValueError(f"cell mask {mask.shape} does not fit image {image.height}x{image.width}")
     lab = cv2.cvtColor(_rgb(image), cv2.COLOR_RGB2LAB)
-    out = np.empty(lab.shape, np.float32)
-    out[..., 0], out[..., 1:] = BACKGROUND, 128.0
+    # Every change below is a function of one 8-bit level, so it is worked out once per level
+    # (a 256-entry table per channel, the same float operations as on each pixel) and looked up.
+    levels = np.arange(256, dtype=np.float32)
+    tables = [np.full(256, BACKGROUND, np.uint8)] + [np.full(256, 128, np.uint8)] * 2
     if mask.any():
-        values = lab[..., 0][mask].astype(np.float32)
         if reference == "slide":
             outside = lab[..., 0][~mask]
             white = float(np.percentile(outside, WHITE_PERCENTILE)) if outside.size else 255.0
             gain = (SLIDE_WHITE + L_OFFSET) / (max(white, 1.0) + L_OFFSET)
-            out[..., 0][mask] = (values + L_OFFSET) * gain - L_OFFSET
+            tables[0] = _to_uint8((levels + L_OFFSET) * gain - L_OFFSET)
         else:
+            values = lab[..., 0][mask].astype(np.float32)
             mean = float(values.mean(dtype=np.float64))
             spread = max(float(values.std(dtype=np.float64)), MIN_SPREAD)
-            out[..., 0][mask] = CELL_MEAN + (values - mean) * (CELL_SPREAD / spread)
+            tables[0] = _to_uint8(CELL_MEAN + (levels - mean) * (CELL_SPREAD / spread))
         if chroma:  # each of a*, b* standardised as the lightness is, around neutral
-            ab = lab[..., 1:][mask].astype(np.float64)
-            deviation = ab - ab.mean(axis=0)
-            scale = CHROMA_SPREAD / np.maximum(ab.std(axis=0), MIN_SPREAD)
-            out[..., 1:][mask] = (128.0 + deviation * scale).astype(np.float32)
-    view = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            mean, std = (v.ravel()[1:] for v in cv2.meanStdDev(lab, mask=mask.view(np.uint8)))
+            scale = CHROMA_SPREAD / np.maximum(std, MIN_SPREAD)
+            for c, (m, k) in enumerate(zip(mean, scale, strict=True), start=1):
+                deviation = levels.astype(np.float64) - m
+                tables[c] = _to_uint8((128.0 + deviation * k).astype(np.float32))
     if not chroma:
-        return Image.fromarray(view[..., 0], "L").convert("RGB")
+        grey = cv2.LUT(lab[..., 0], tables[0])
+        grey[~mask] = BACKGROUND
+        return Image.fromarray(grey, "L").convert("RGB")
+    view = cv2.LUT(lab, np.stack(tables, axis=-1).reshape(256, 1, 3))
+    np.copyto(view, np.array([BACKGROUND, 128, 128], np.uint8), where=~mask[..., None])
     return Image.fromarray(cv2.cvtColor(view, cv2.COLOR_LAB2RGB), "RGB")
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Rounded to the nearest 8-bit level, clipped to 0-255."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
 class CellLightness:
