@@ -57,3 +57,28 @@ def test_frozen_stem_computes_the_front_of_the_model() -> None:
         assert torch.allclose(front, model.backbone[:5](x), atol=1e-5)
         assert torch.allclose(pooled, model.pool(model.backbone(x)), atol=1e-5)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen_stem(model, 5).modules())
+
+
+def test_training_gradient_stays_channels_last_and_equals_the_plain_one() -> None:
+    """The gradient reaching the backbone's output keeps the features' channels-last layout
+    (BatchNorm's backward is slow on two layouts), and the weights' gradients are those of a
+    plain backward, to rounding."""
+    from bloodcell.models.registry import create_model
+    from bloodcell.train.features import forward_from
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", pretrained=False).train()
+    model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 96, 14, 14).contiguous(memory_format=torch.channels_last)
+    seen: list[torch.Tensor] = []
+    handle = model.backbone[-1].register_full_backward_hook(lambda m, gi, go: seen.append(go[0]))
+    forward_from(model, x, 14).logsumexp(1).sum().backward()
+    handle.remove()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    model.head(model.pool(model.backbone[14:](x))).logsumexp(1).sum().backward()
+    plain = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(plain) == len(grads)
+    for a, b in zip(grads, plain, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
