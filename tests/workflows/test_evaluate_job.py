@@ -112,6 +112,11 @@ def test_an_exported_onnx_model_gives_the_torch_numbers(run: Path, tmp_path: Pat
     )
     assert b["backend"] == "onnx"
     assert b["results"][0]["accuracy"] == a["results"][0]["accuracy"]
+    # the model directory's own ONNX file, asked for by engine (as `bloodcell run` studies)
+    export_onnx(run)
+    c = evaluate_robustness(run, "test", out_dir=tmp_path / "e", engine="onnx", **kw)
+    assert c["backend"] == "onnx" and c["model"].endswith("model.onnx")
+    assert c["results"][0]["accuracy"] == a["results"][0]["accuracy"]
 
 
 def test_cli_evaluate_with_robustness(run: Path) -> None:

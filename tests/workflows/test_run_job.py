@@ -88,6 +88,12 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     assert "## Out-of-scope folders" in top and "out of scope (test)" in proc.stdout
     card = (out / "model" / "README.md").read_text()  # the model card, from the same figures
     assert card.startswith("---\n") and "## Out of scope" in card and "## Known limits" in card
+    # the split figures on torch (the engines' reference); the studies on the engine `auto`
+    # opens once the engines are checked (on these tiny images the checks may fail: torch)
+    chosen = bloodcell.load(out).engine
+    for study in ("eval/test/audit.json", "eval/test/robustness.json", "eval/ood/ood.json"):
+        assert json.loads((out / study).read_text())["backend"] == chosen, study
+    assert f"Measured on the `{chosen}` engine." in card
 
 
 def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:

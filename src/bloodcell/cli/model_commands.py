@@ -129,8 +129,11 @@ def audit_cmd(args: argparse.Namespace) -> int:
     result = audit_run(args.run, args.split, data, args.manifest, seed=args.seed)
     for line in summary_lines(result):
         print(line)
-    print(f"audit: {RunDir.of_model(result['model']).audit_json(args.split)}, {AUDIT_PNG}")
-    if Path(args.run).suffix.lower() != ".onnx":
+    model = Path(result["model"])
+    lone = model.suffix.lower() == ".onnx"  # written beside the model directory it sits in
+    print(f"audit: {RunDir.of_model(model.parent if lone else model).audit_json(args.split)}, "
+          f"{AUDIT_PNG}")  # fmt: skip
+    if not lone:
         print(f"model card: {write_model_card(result['model'])}")
     return 0
 

@@ -91,9 +91,9 @@ def cell_lightness(
             spread = max(float(values.std(dtype=np.float64)), MIN_SPREAD)
             tables[0] = _to_uint8(CELL_MEAN + (levels - mean) * (CELL_SPREAD / spread))
         if chroma:  # each of a*, b* standardised as the lightness is, around neutral
-            mean, std = (v.ravel()[1:] for v in cv2.meanStdDev(lab, mask=mask.view(np.uint8)))
-            scale = CHROMA_SPREAD / np.maximum(std, MIN_SPREAD)
-            for c, (m, k) in enumerate(zip(mean, scale, strict=True), start=1):
+            ab_mean, ab_std = (v.ravel()[1:] for v in cv2.meanStdDev(lab, mask=mask.view(np.uint8)))
+            scale = CHROMA_SPREAD / np.maximum(ab_std, MIN_SPREAD)
+            for c, (m, k) in enumerate(zip(ab_mean, scale, strict=True), start=1):
                 deviation = levels.astype(np.float64) - m
                 tables[c] = _to_uint8((128.0 + deviation * k).astype(np.float32))
     if not chroma:

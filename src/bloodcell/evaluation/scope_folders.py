@@ -95,10 +95,11 @@ def scope_folders_result(
     data_root: str | Path | None = None,
     manifest: str | Path | None = None,
     progress: bool = True,
+    engine: str | None = None,
 ) -> tuple[ScopeFoldersResult, RunDir]:
-    """Score the in-scope split and each folder; returns the result and the run it belongs to
-    (whose folders the outputs go in by default)."""
-    opened = open_run(model, data_root=data_root, manifest=manifest)
+    """Score the in-scope split and each folder (on `engine`); returns the result and the run
+    it belongs to (whose folders the outputs go in by default)."""
+    opened = open_run(model, engine, data_root, manifest)
     backend, run = opened.backend, opened.folder
     if backend.ood_threshold is None:
         raise ModelError(f"{model}: this model has no out-of-scope detector; retrain it")

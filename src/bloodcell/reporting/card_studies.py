@@ -44,7 +44,7 @@ def looks_at_section(audit: AuditResult | None) -> list[str]:
             )
         ]
     image = RUN_FROM_CARD.eval_dir(audit.get("split", "test")) / AUDIT_PNG
-    return audit_lines(audit, image=image.as_posix())
+    return [*audit_lines(audit, image=image.as_posix()), "", measured_on(audit["backend"])]
 
 
 def robustness_section(result: RobustnessResult | None) -> list[str]:
@@ -56,7 +56,12 @@ def robustness_section(result: RobustnessResult | None) -> list[str]:
             )
         ]
     image = RUN_FROM_CARD.robustness_png(result.get("split", "test"))
-    return robustness_lines(result, image=image.as_posix())
+    return [*robustness_lines(result, image=image.as_posix()), "", measured_on(result["backend"])]
+
+
+def measured_on(engine: str) -> str:
+    """Which engine a study's answers came from (`bloodcell run` studies on `auto`'s)."""
+    return f"Measured on the `{engine}` engine."
 
 
 def scope_section(

@@ -19,14 +19,16 @@ def audit_run(
     out_dir: str | Path | None = None,
     seed: int = DEFAULT_SEED,
     progress: bool = True,
+    engine: str | None = None,
 ) -> AuditResult:
-    """Audit a run's model on one split; write audit.json, audit.png, the report section and
-    `audit` in the model's metrics.json; return the result."""
+    """Audit a run's model on one split (on `engine`; default: `evaluation.runs.open_run`'s);
+    write audit.json, audit.png, the report section and `audit` in the model's metrics.json;
+    return the result."""
     from bloodcell.evaluation.runs import open_run
     from bloodcell.models.saved import update_metrics
     from bloodcell.reporting.audit_report import write_audit
 
-    run = open_run(model, data_root=data_root, manifest=manifest)
+    run = open_run(model, engine, data_root, manifest)
     s = run.images(split, progress)
     backend = run.backend
     t0 = time.perf_counter()

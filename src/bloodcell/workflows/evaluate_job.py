@@ -65,9 +65,11 @@ def evaluate_robustness(
     seed: int = DEFAULT_SEED,
     batch_size: int = 64,
     progress: bool = True,
+    engine: str | None = None,
 ) -> RobustnessResult:
-    """Evaluate `model` (run dir, model dir or `.onnx`) on `split` clean and under each
-    corruption and severity; write JSON, CSV, plot and the report section; return the result."""
+    """Evaluate `model` (run dir, model dir or `.onnx`, on `engine`) on `split` clean and under
+    each corruption and severity; write JSON, CSV, plot and the report section; return the
+    result."""
     from bloodcell.data.corruptions import get
     from bloodcell.evaluation.robustness import conditions, robustness_result
     from bloodcell.evaluation.runs import open_run
@@ -75,7 +77,7 @@ def evaluate_robustness(
 
     chosen = get(corruptions)
     todo = conditions(chosen, severities)  # a typo fails before the model is opened
-    run = open_run(model, data_root=data_root, manifest=manifest)
+    run = open_run(model, engine, data_root, manifest)
     result = robustness_result(run, split, chosen, todo, seed, batch_size, progress)
     out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     result["out_dir"] = str(out)
@@ -91,12 +93,14 @@ def evaluate_scope_folders(
     manifest: str | Path | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    engine: str | None = None,
 ) -> ScopeFoldersResult:
-    """Score the in-scope split and each folder; write JSON, histogram and report section."""
+    """Score the in-scope split and each folder (on `engine`); write JSON, histogram and report
+    section."""
     from bloodcell.evaluation.scope_folders import scope_folders_result
     from bloodcell.reporting.scope_report import write_scope_folders
 
-    result, run = scope_folders_result(model, folders, split, data_root, manifest, progress)
+    result, run = scope_folders_result(model, folders, split, data_root, manifest, progress, engine)
     out = Path(out_dir) if out_dir else run.scope_folders_dir
     write_scope_folders(result, out, run, split, beside_run=out_dir is None)
     result["out_dir"] = str(out)
