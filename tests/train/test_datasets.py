@@ -134,7 +134,7 @@ def test_a_corrupted_copy_is_the_same_in_any_order_and_any_thread(tmp_path: Path
     backward = [ds[i][0] for i in reversed(range(len(ds)))][::-1]
     assert all(torch.equal(a, b) for a, b in zip(forward, backward, strict=True))
     stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
-    cached = compute_features(stem, ds, batch_size=3, workers=0, desc="", progress=False)
+    cached = compute_features(stem, ds, "cpu", batch_size=3, workers=0, desc="", progress=False)
     with torch.inference_mode():
         plain = stem(torch.stack(forward))
     assert torch.allclose(cached.tensors[0], plain, atol=1e-6)

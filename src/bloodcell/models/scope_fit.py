@@ -16,12 +16,14 @@ Two ways to get those activations, with the same result:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from bloodcell.models.fusion import fused_blocks
@@ -96,36 +98,40 @@ class ScopeRecorder:
     """Records what the detector needs while training caches the frozen front of the model.
 
     `start` is where the cached outputs enter the model (a block index, or "pooled" when the
-    whole backbone is frozen) in a backbone of `n_blocks` blocks. Taps before `start`
-    (`frozen_taps`) are recorded from each cached batch (`recorder`: the caching's stem gives
-    their spatial means); the rest are computed after training from the cached outputs by `fit`.
+    whole backbone is frozen), `blocks` are the frozen blocks that caching runs (indexed as
+    in the backbone of `n_blocks` blocks). Taps before `start` are recorded by forward hooks on
+    them during caching; the rest are computed after training from the cached outputs by `fit`.
     """
 
-    def __init__(self, n_blocks: int, start: int | str) -> None:
+    def __init__(self, blocks: nn.Sequential, n_blocks: int, start: int | str) -> None:
+        self.blocks = blocks
         self.layers = tap_blocks(n_blocks)
         self.start = n_blocks if start == "pooled" else int(start)
         self.shallow: dict[str, dict[int, list[torch.Tensor]]] = {}
         self.spread: dict[str, list[torch.Tensor]] = {}
         self.cached: dict[str, TensorDataset] = {}
 
-    @property
-    def frozen_taps(self) -> list[int]:
-        """The tapped blocks that caching runs: their pooled outputs come with each batch."""
-        return [i for i in self.layers if i < self.start]
-
-    def recorder(self, name: str) -> Callable[[torch.Tensor, Sequence[torch.Tensor]], None]:
-        """What records dataset `name`: called with each batch of images and the spatial
-        means of the `frozen_taps` blocks' outputs, in that order."""
-        taps: dict[int, list[torch.Tensor]] = {i: [] for i in self.frozen_taps}
+    @contextmanager
+    def recording(self, name: str) -> Iterator[None]:
+        """Inside: every forward pass of the backbone adds to the record of dataset `name`."""
+        taps: dict[int, list[torch.Tensor]] = {i: [] for i in self.layers if i < self.start}
         spread: list[torch.Tensor] = []
         self.shallow[name], self.spread[name] = taps, spread
 
-        def record(images: torch.Tensor, pooled: Sequence[torch.Tensor]) -> None:
-            spread.append(input_spread(images).float().cpu())
-            for i, p in zip(taps, pooled, strict=True):
-                taps[i].append(p.float().cpu())
+        def pooled(i: int) -> Any:
+            return lambda _m, _i, out: taps[i].append(out.mean(dim=(2, 3)).float().cpu())
 
-        return record
+        handles = [self.blocks[i].register_forward_hook(pooled(i)) for i in taps]
+        handles.append(
+            self.blocks[0].register_forward_pre_hook(
+                lambda _m, args: spread.append(input_spread(args[0]).float().cpu())
+            )
+        )
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def keep(self, name: str, cached: TensorDataset) -> TensorDataset:
         """Remember a dataset's cached outputs (features, targets) for the deep taps."""

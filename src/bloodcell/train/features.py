@@ -9,7 +9,6 @@ trainable rest is trained on them (`forward_from`): the same computation as the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,51 +53,10 @@ def frozen_stem(model: Classifier, start: str | int) -> nn.Sequential:
 
 
 def stem_blocks(stem: nn.Sequential) -> nn.Sequential:
-    """The backbone blocks of a `frozen_stem`, indexed as in the backbone."""
+    """The backbone blocks of a `frozen_stem`, indexed as in the backbone (for forward hooks)."""
     blocks = stem[0]
     assert isinstance(blocks, nn.Sequential)
     return blocks
-
-
-#: How caching runs the stem: a batch of images in, (outputs, *pooled taps) out.
-StemRun = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, ...]"]
-
-
-class StemTaps(nn.Module):
-    """A `frozen_stem` that also gives the spatial mean of the outputs of the blocks `taps`
-    (what the out-of-scope detector records of the frozen blocks): (outputs, *pooled), in one
-    pass, so that any runtime that runs the stem records them too."""
-
-    def __init__(self, stem: nn.Sequential, taps: Sequence[int] = ()) -> None:
-        super().__init__()
-        self.stem = stem
-        self.taps = tuple(taps)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pooled = []
-        for i, block in enumerate(stem_blocks(self.stem)):
-            x = block(x)
-            if i in self.taps:
-                pooled.append(x.mean(dim=(2, 3)))
-        for after in list(self.stem)[1:]:  # the pooling when the whole backbone is frozen
-            x = after(x)
-        return (x, *pooled)
-
-
-def stem_runner(stem: StemTaps, device: str, image_size: int, channels_last: bool) -> StemRun:
-    """How caching runs the stem: on a CPU, ONNX Runtime (`train.onnx_stem`: about 2.5x torch's
-    speed there, the same outputs to about 1e-5); elsewhere torch on `device`."""
-    if device == "cpu":
-        from bloodcell.train.onnx_stem import onnx_stem
-
-        return onnx_stem(stem, image_size)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    stem = stem.to(device).to(memory_format=layout).eval()
-
-    def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return stem(x.to(device).contiguous(memory_format=layout))
-
-    return run
 
 
 def forward_from(model: Classifier, x: torch.Tensor, start: str | int | None) -> torch.Tensor:
@@ -121,17 +79,16 @@ def _gradient_in_layout(features: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def compute_features(
-    stem: StemRun,
+    stem: nn.Module,
     dataset: Dataset,
+    device: str,
     batch_size: int,
     workers: int,
     desc: str,
     progress: bool = True,
-    on_batch: Callable[[torch.Tensor, tuple[torch.Tensor, ...]], None] | None = None,
-    pin: bool = False,
+    channels_last: bool = False,
 ) -> TensorDataset:
-    """Run the frozen stem once over a dataset: (features, targets), kept on the CPU;
-    `on_batch(images, pooled taps)` sees each batch (the detector's recording).
+    """Run the frozen stem once over a dataset: (features, targets), kept on the CPU.
 
     Without worker processes, threads make the next batch while the stem runs on this one
     (`torch_batches`); the datasets give the same item for an index in any thread (corrupted
@@ -141,6 +98,9 @@ def compute_features(
 
     from bloodcell.models.torch_backend import torch_batches
 
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    stem = stem.to(device).to(memory_format=layout).eval()
+    pin = str(device).startswith("cuda")
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
     )
@@ -149,12 +109,9 @@ def compute_features(
     for x, y in tqdm(
         batches, desc=desc, unit="batch", total=len(loader), file=sys.stderr, disable=not progress
     ):
-        out = stem(x)
-        outputs = out if isinstance(out, tuple) else (out,)
-        feats.append(outputs[0].float().cpu().contiguous())
+        x = x.to(device).contiguous(memory_format=layout)
+        feats.append(stem(x).float().cpu().contiguous())
         targets.append(torch.as_tensor(y))
-        if on_batch is not None:
-            on_batch(x, outputs[1:])
     return TensorDataset(torch.cat(feats), torch.cat(targets))
 
 

@@ -18,7 +18,7 @@ from bloodcell.models.scope_fit import VAL, ScopeRecorder
 from bloodcell.train.config import TrainConfig
 from bloodcell.train.datasets import MixedCopies, corrupt_seed, corrupted_dataset, split_datasets
 from bloodcell.train.devices import ValShardSampler, local_device, resolve_device, resolve_workers
-from bloodcell.train.features import StemTaps, compute_features, frozen_stem, stem_runner
+from bloodcell.train.features import compute_features, frozen_stem, stem_blocks
 from bloodcell.train.module import BloodcellModule
 from bloodcell.train.outliers import OutlierDataset, outlier_files
 
@@ -65,17 +65,18 @@ def cached_datasets(
     detector's recordings (None without `ood_acceptance`)."""
     device = local_device(resolve_device(config.device))  # each DDP rank caches it all
     assert module.start is not None  # only a run that caches calls this
+    stem = frozen_stem(module.model, module.start)
     scope = None
     if config.ood_acceptance is not None:
-        scope = ScopeRecorder(len(module.model.backbone), module.start)
-    stem = StemTaps(frozen_stem(module.model, module.start), scope.frozen_taps if scope else ())
+        scope = ScopeRecorder(stem_blocks(stem), len(module.model.backbone), module.start)
     compute = partial(
         compute_features,
-        stem_runner(stem, device, config.image_size, config.channels_last),
+        stem,
+        device=device,
         batch_size=max(config.batch_size, 64),
         workers=workers,
         progress=progress,
-        pin=str(device).startswith("cuda"),
+        channels_last=config.channels_last,
     )
     copies = [_cache(compute, scope, train_ds, "train", "features train")]
     # The detector's reference needs one corrupted copy even when training uses none.
@@ -125,7 +126,8 @@ def _cache(
     """`compute` over `dataset`, recorded for the detector under `name` when there is one."""
     if scope is None:
         return compute(dataset, desc=desc)
-    return scope.keep(name, compute(dataset, desc=desc, on_batch=scope.recorder(name)))
+    with scope.recording(name):
+        return scope.keep(name, compute(dataset, desc=desc))
 
 
 def data_loaders(
