@@ -66,6 +66,7 @@ def test_which_commands_reexecute() -> None:
     from bloodcell.cli import wants_fast_allocator
 
     assert wants_fast_allocator(["train", "--data", "d"]) and wants_fast_allocator(["run"])
+    assert wants_fast_allocator(["audit", "RUN"])  # torch eager over thousands of images
     assert not wants_fast_allocator(["predict", "RUN", "x.jpg"])
     assert not wants_fast_allocator(["predict", "RUN", "x.jpg", "--engine", "onnx"])
     assert wants_fast_allocator(["predict", "RUN", "x.jpg", "--engine", "torch"])

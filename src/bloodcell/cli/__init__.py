@@ -31,7 +31,7 @@ from bloodcell.errors import BloodcellError
 
 #: Commands that do heavy tensor work and so re-execute under the fast allocator.
 HEAVY_COMMANDS = frozenset(
-    {"train", "evaluate", "calibrate", "explain", "export", "run", "cv", "benchmark"}
+    {"train", "evaluate", "calibrate", "audit", "explain", "export", "run", "cv", "benchmark"}
 )
 #: Commands that re-execute only when they run torch eager (`--engine torch`): with an ONNX
 #: engine the re-execution costs more start-up than the allocator saves (BENCHMARKS.md,
