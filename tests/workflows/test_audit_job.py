@@ -31,3 +31,20 @@ def test_audit_command_writes_its_outputs(tmp_path: Path):
     metrics = json.loads((run / "model" / "metrics.json").read_text())
     assert metrics["audit"]["variants"]["erased"]["n"] == result["variants"]["erased"]["n"]
     assert "What the model looks at" in (run / "model" / "README.md").read_text()
+
+
+def test_an_audit_on_the_onnx_engine_is_recorded_in_the_model_directory(tmp_path: Path):
+    """`bloodcell run` audits on the engine `auto` opens: the model directory records that
+    audit (the model card's 'What the model looks at' reads it), naming the engine."""
+    from tests.train import tiny_run
+
+    from bloodcell.export.onnx import export_onnx
+    from bloodcell.workflows.audit_job import audit_run
+
+    run = tiny_run(tmp_path, model="mobilenet_v2", image_size=64, epochs=1)
+    export_onnx(run)
+    result = audit_run(run, "test", progress=False, engine="onnx")
+    assert result["backend"] == "onnx" and result["model"].endswith("model.onnx")
+    metrics = json.loads((run / "model" / "metrics.json").read_text())
+    assert metrics["audit"]["backend"] == "onnx"
+    assert metrics["audit"]["variants"]["erased"]["n"] == result["variants"]["erased"]["n"]

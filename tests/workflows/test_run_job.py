@@ -94,6 +94,7 @@ def test_bloodcell_run_end_to_end(tmp_path: Path) -> None:
     for study in ("eval/test/audit.json", "eval/test/robustness.json", "eval/ood/ood.json"):
         assert json.loads((out / study).read_text())["backend"] == chosen, study
     assert f"Measured on the `{chosen}` engine." in card
+    assert "Not measured for this model: whether the answer comes" not in card  # the audit
 
 
 def test_train_and_evaluate_commands(tmp_path: Path, capsys) -> None:

@@ -25,7 +25,7 @@ def audit_run(
     write audit.json, audit.png, the report section and `audit` in the model's metrics.json;
     return the result."""
     from bloodcell.evaluation.runs import open_run
-    from bloodcell.models.saved import update_metrics
+    from bloodcell.models.saved import resolve_model_dir, update_metrics
     from bloodcell.reporting.audit_report import write_audit
 
     run = open_run(model, engine, data_root, manifest)
@@ -45,6 +45,6 @@ def audit_run(
     }
     out = Path(out_dir) if out_dir else run.folder.eval_dir(split)
     write_audit(result, cases, answers, backend, out)
-    if backend.path.is_dir():  # a model directory records it; a lone .onnx file cannot
-        update_metrics(backend.path, audit=result)
+    if Path(model).is_dir():  # a model directory records it, on any engine; a lone file cannot
+        update_metrics(resolve_model_dir(model), audit=result)
     return result
