@@ -131,8 +131,8 @@ def audit_cmd(args: argparse.Namespace) -> int:
         print(line)
     model = Path(result["model"])
     lone = model.suffix.lower() == ".onnx"  # written beside the model directory it sits in
-    print(f"audit: {RunDir.of_model(model.parent if lone else model).audit_json(args.split)}, "
-          f"{AUDIT_PNG}")  # fmt: skip
+    folder = RunDir.of_model(model.parent if lone else model)
+    print(f"audit: {folder.audit_json(args.split)}, {AUDIT_PNG}")
     if not lone:
         print(f"model card: {write_model_card(result['model'])}")
     return 0

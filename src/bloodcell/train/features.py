@@ -70,8 +70,8 @@ def forward_from(model: Classifier, x: torch.Tensor, start: str | int | None) ->
 def _gradient_in_layout(features: torch.Tensor) -> torch.Tensor:
     """`features`, whose gradient is brought back to their channels-last layout: the pooling's
     backward hands back a plain-layout gradient, and BatchNorm's backward given two layouts
-    takes a slow path on CPU (about 24 ms against 2 ms a batch of 32 for MobileNetV2's last
-    block, a tenth of a training step). The same numbers, to rounding."""
+    takes a slow path on CPU (24 ms a batch of 32 for MobileNetV2's last block, a seventh of
+    a training step). The same numbers, to rounding."""
     if features.requires_grad and features.is_contiguous(memory_format=torch.channels_last):
         features.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
     return features
